@@ -1,0 +1,87 @@
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import AppError, Forbidden, NotFound, Unauthorized
+from app.models import ApiKey, KeyRole, Organization, OrgRole
+
+KEY_PREFIX = "sfk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's role and, for scoped roles, its organization."""
+
+    api_key_id: int
+    role: KeyRole
+    organization_id: int | None
+    organization_code: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is KeyRole.admin
+
+    def require_role(self, *roles: KeyRole) -> None:
+        if self.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise Forbidden(f"this action needs a key with role {allowed}; this key is {self.role}")
+
+    def require_admin_or_org(self, organization_id: int, what: str) -> None:
+        if not self.is_admin and self.organization_id != organization_id:
+            raise Forbidden(f"{what} belongs to another organization")
+
+
+class RoleOrganizationMismatch(AppError):
+    status = 422
+    code = "RoleOrganizationMismatch"
+    title = "Key role does not fit the organization"
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def create_key(
+    session: Session, *, role: KeyRole, organization_code: str | None, name: str = ""
+) -> tuple[ApiKey, str]:
+    """Returns the stored key and the raw secret, which is never stored and shown only once."""
+    organization_id = None
+    if role is not KeyRole.admin:
+        if not organization_code:
+            raise RoleOrganizationMismatch(f"a {role} key needs an organization")
+        org = session.scalar(select(Organization).where(Organization.code == organization_code))
+        if org is None:
+            raise NotFound(f"organization {organization_code!r} not found")
+        expected = OrgRole.operator if role is KeyRole.operator else OrgRole.oem
+        if org.role is not expected:
+            raise RoleOrganizationMismatch(
+                f"a {role} key needs an organization with role {expected}; {org.code} is {org.role}"
+            )
+        organization_id = org.id
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        key_hash=hash_key(raw_key),
+        prefix=raw_key[: len(KEY_PREFIX) + 6],
+        name=name,
+        role=role,
+        organization_id=organization_id,
+    )
+    session.add(api_key)
+    session.flush()
+    return api_key, raw_key
+
+
+def authenticate(session: Session, raw_key: str) -> Principal:
+    row = session.execute(
+        select(ApiKey.id, ApiKey.role, ApiKey.organization_id, Organization.code)
+        .outerjoin(Organization, Organization.id == ApiKey.organization_id)
+        .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        raise Unauthorized("unknown or revoked API key")
+    return Principal(
+        api_key_id=row[0], role=row[1], organization_id=row[2], organization_code=row[3]
+    )

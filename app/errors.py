@@ -1,0 +1,93 @@
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    """A domain error that knows its HTTP status and a stable machine-readable code."""
+
+    status: int = 400
+    code: str = "BadRequest"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(AppError):
+    status = 404
+    code = "NotFound"
+    title = "Not found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "Conflict"
+    title = "Conflict"
+
+
+class Unprocessable(AppError):
+    status = 422
+    code = "Unprocessable"
+    title = "Unprocessable request"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "Unauthorized"
+    title = "Missing or invalid API key"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "Forbidden"
+    title = "Outside the key's scope"
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"urn:swapfleet:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the errors a route can return."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = out.setdefault(error.status, {"description": "", "content": {PROBLEM_JSON: {}}})
+        entry["description"] = " | ".join(filter(None, [entry["description"], error.code]))
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem(422, "ValidationError", "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))

@@ -1,0 +1,41 @@
+"""All ORM models, imported here so that Alembic and the app see one complete metadata."""
+
+from app.models.api_key import ApiKey
+from app.models.battery import Battery
+from app.models.custody import CustodyEvent
+from app.models.enums import (
+    BatteryState,
+    CustodyCause,
+    KeyRole,
+    LocationKind,
+    OrgRole,
+    StationStatus,
+    SwapOutcome,
+)
+from app.models.organization import Organization
+from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
+from app.models.station import Slot, Station
+from app.models.swap import IdempotencyRecord, SwapEvent
+from app.models.vehicle import Vehicle
+
+__all__ = [
+    "ApiKey",
+    "Battery",
+    "BatteryState",
+    "CustodyCause",
+    "CustodyEvent",
+    "IdempotencyRecord",
+    "KeyRole",
+    "LocationKind",
+    "OrgRole",
+    "Organization",
+    "PackType",
+    "Slot",
+    "Station",
+    "StationStatus",
+    "SwapEvent",
+    "SwapOutcome",
+    "Vehicle",
+    "VehicleModel",
+    "vehicle_model_pack_types",
+]

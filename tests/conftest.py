@@ -1,0 +1,83 @@
+"""Real PostgreSQL for every test: a fresh database migrated once with Alembic per session,
+and each test inside a transaction that is rolled back."""
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session
+
+# Each pytest-xdist worker (and each developer running in parallel) gets its own database.
+ADMIN_URL = os.environ.get(
+    "SWAPFLEET_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TEST_DB = os.environ.get("SWAPFLEET_TEST_DB", "swapfleet_test") + (
+    "_" + os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else ""
+)
+TEST_DATABASE_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
+os.environ["SWAPFLEET_DATABASE_URL"] = TEST_DATABASE_URL
+os.environ.setdefault("SWAPFLEET_ENVIRONMENT", "test")
+
+from app.config import get_settings, normalize_database_url  # noqa: E402
+from app.db import unit_of_work  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+
+
+def recreate_database(name: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    get_settings.cache_clear()
+    recreate_database(TEST_DB)
+    upgrade(TEST_DATABASE_URL)
+    eng = create_engine(normalize_database_url(TEST_DATABASE_URL), pool_size=20)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        db = Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        try:
+            yield db
+        finally:
+            db.close()
+            transaction.rollback()
+
+
+@pytest.fixture
+def client(session: Session) -> Iterator[TestClient]:
+    app = create_app()
+
+    def rolled_back_unit_of_work() -> Iterator[Session]:
+        # Mirror the real unit of work (commit on success, roll back on error) with a
+        # savepoint inside the test's transaction.
+        nested = session.begin_nested()
+        try:
+            yield session
+        except Exception:
+            if nested.is_active:
+                nested.rollback()
+            raise
+        else:
+            if nested.is_active:
+                nested.commit()
+
+    app.dependency_overrides[unit_of_work] = rolled_back_unit_of_work
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
