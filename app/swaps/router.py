@@ -1,3 +1,179 @@
-from fastapi import APIRouter
+import uuid
+from datetime import datetime
+from typing import Annotated
 
-router = APIRouter()
+import orjson
+from fastapi import APIRouter, Header, Query, Response, status
+
+from app.auth.dependencies import CurrentPrincipal
+from app.db import SessionDep
+from app.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
+from app.idempotency import (
+    IdempotencyKeyReused,
+    StoredResponse,
+    claim,
+    request_fingerprint,
+    store,
+)
+from app.metrics import SWAPS
+from app.models import KeyRole, SwapOutcome
+from app.pagination import Cursor, InvalidCursor, Limit, Page, decode_cursor, encode_cursor
+from app.swaps import repository, service
+from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
+from app.swaps.schemas import SwapCreate, SwapRead
+
+router = APIRouter(prefix="/swaps", tags=["swaps"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retries with the same key return the first response and record nothing.",
+    ),
+]
+
+REJECTION_DOC = (
+    "The swap was rejected and recorded. `code` is the reason (OCPP 2.1 battery-swap "
+    "codes where one exists): " + ", ".join(sorted(REASON_STATUS)) + ". The body also "
+    "carries `swap_id` and the recorded `swap`."
+)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SwapRead,
+    summary="Record a swap",
+    description=(
+        "Moves the depleted battery out of the vehicle into the slot the charged battery "
+        "leaves, and the charged battery into the vehicle. Without "
+        "`installed_battery_serial` the backend allocates one: among compatible, in-service "
+        "batteries at the station at or above the station's target SoC and at or above the "
+        "SoH floor, the highest SoC, ties broken toward the fewest full-equivalent cycles."
+    ),
+    responses={
+        **problem_responses(Unauthorized, Forbidden, StationNotFound, IdempotencyKeyReused),
+        409: {"description": REJECTION_DOC, "content": {PROBLEM_JSON: {}}},
+        422: {"description": REJECTION_DOC + " Also: invalid body.", "content": {PROBLEM_JSON: {}}},
+    },
+)
+def create_swap(
+    request: SwapCreate,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    fingerprint = request_fingerprint("POST", "/v1/swaps", request.model_dump(mode="json"))
+    if idempotency_key is not None:
+        stored = claim(
+            session, api_key_id=principal.api_key_id, key=idempotency_key, fingerprint=fingerprint
+        )
+        if stored is not None:
+            return _render(stored, replayed=True)
+
+    swap = service.record_swap(session, principal, request)
+    swap_row = repository.get_swap_row(session, swap.id)
+    assert swap_row is not None
+    swap_read = service.to_read(swap_row)
+    response = _response_for(swap_read)
+    if idempotency_key is not None:
+        store(
+            session,
+            api_key_id=principal.api_key_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            response=response,
+        )
+    SWAPS.labels(swap.outcome.value, swap.reason_code or "none").inc()
+    return _render(response, replayed=False)
+
+
+def _response_for(swap: SwapRead) -> StoredResponse:
+    payload = swap.model_dump(mode="json")
+    if swap.outcome is SwapOutcome.completed:
+        return StoredResponse(status.HTTP_201_CREATED, orjson.dumps(payload))
+    assert swap.reason_code is not None
+    status_code = REASON_STATUS.get(swap.reason_code, SwapRejected.status)
+    body = {
+        "type": f"urn:swapfleet:problem:{swap.reason_code}",
+        "title": SwapRejected.title,
+        "status": status_code,
+        "detail": swap.detail,
+        "code": swap.reason_code,
+        "swap_id": str(swap.id),
+        "swap": payload,
+    }
+    return StoredResponse(status_code, orjson.dumps(body))
+
+
+def _render(stored: StoredResponse, *, replayed: bool) -> Response:
+    media_type = PROBLEM_JSON if stored.status_code >= 400 else "application/json"
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(
+        stored.body, status_code=stored.status_code, media_type=media_type, headers=headers
+    )
+
+
+@router.get(
+    "",
+    response_model=Page[SwapRead],
+    summary="List swaps, newest first",
+    description="Operators see swaps at their own stations; OEM keys those of their vehicles.",
+    responses=problem_responses(Unauthorized),
+)
+def list_swaps(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    station_code: Annotated[str | None, Query(max_length=64)] = None,
+    vin: Annotated[str | None, Query(max_length=17)] = None,
+    battery_serial: Annotated[
+        str | None, Query(max_length=64, description="Removed or installed battery")
+    ] = None,
+    outcome: SwapOutcome | None = None,
+    reason_code: Annotated[str | None, Query(max_length=64)] = None,
+    started_from: Annotated[datetime | None, Query(alias="from")] = None,
+    started_to: Annotated[datetime | None, Query(alias="to")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[SwapRead]:
+    after_values = decode_cursor(cursor, 2)
+    after = None
+    if after_values is not None:
+        try:
+            after = (datetime.fromisoformat(str(after_values[0])), uuid.UUID(str(after_values[1])))
+        except ValueError as exc:
+            raise InvalidCursor("cursor is not one this API issued") from exc
+    rows = repository.list_swap_rows(
+        session,
+        station_ids_of_operator=(
+            principal.organization_id if principal.role is KeyRole.operator else None
+        ),
+        oem_id=principal.organization_id if principal.role is KeyRole.oem else None,
+        station_code=station_code,
+        vin=vin,
+        battery_serial=battery_serial,
+        outcome=outcome,
+        reason_code=reason_code,
+        started_from=started_from,
+        started_to=started_to,
+        after=after,
+        limit=limit + 1,
+    )
+    items = [service.to_read(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor(last.started_at.isoformat(), str(last.id))
+    return Page[SwapRead](items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{swap_id}",
+    response_model=SwapRead,
+    summary="Read one swap",
+    responses=problem_responses(Unauthorized, SwapNotFound),
+)
+def read_swap(swap_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> SwapRead:
+    return service.read_swap(session, principal, swap_id)

@@ -1,0 +1,295 @@
+"""Swap rules and the custody change of a completed swap.
+
+A swap moves two batteries at once: the depleted one out of the vehicle into the slot the
+charged one leaves, and the charged one into the vehicle. Rejected attempts are recorded
+too, so operators and OEMs can see them.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal
+from app.batteries.custody import relocate
+from app.config import get_settings
+from app.errors import Forbidden
+from app.models import (
+    Battery,
+    BatteryState,
+    CustodyCause,
+    KeyRole,
+    LocationKind,
+    Slot,
+    Station,
+    StationStatus,
+    SwapEvent,
+    SwapOutcome,
+    Vehicle,
+)
+from app.models.base import utcnow
+from app.swaps import repository
+from app.swaps.exceptions import StationNotFound, SwapNotFound
+from app.swaps.schemas import SwapCreate, SwapRead
+
+
+@dataclass
+class Rejection(Exception):
+    reason_code: str
+    detail: str
+
+
+def get_station_for_swap(session: Session, principal: Principal, station_code: str) -> Station:
+    station = session.scalar(select(Station).where(Station.code == station_code))
+    if station is None:
+        raise StationNotFound(f"station {station_code!r} not found")
+    principal.require_role(KeyRole.admin, KeyRole.operator)
+    if not principal.is_admin and station.operator_id != principal.organization_id:
+        raise Forbidden(f"station {station_code!r} is run by another operator")
+    return station
+
+
+def record_swap(session: Session, principal: Principal, request: SwapCreate) -> SwapEvent:
+    """Records a completed swap, or a rejected one with its reason code; never raises for a
+    rule violation, so that the rejection is committed with the request."""
+    station = get_station_for_swap(session, principal, request.station_code)
+    started_at = request.started_at or utcnow()
+    swap = SwapEvent(
+        id=uuid.uuid4(),
+        station_id=station.id,
+        vin=request.vin,
+        removed_battery_serial=request.removed_battery_serial,
+        removed_soc_pct=request.removed_soc_pct,
+        removed_soh_pct=request.removed_soh_pct,
+        installed_battery_serial=request.installed_battery_serial,
+        installed_soc_pct=request.installed_soc_pct,
+        installed_soh_pct=request.installed_soh_pct,
+        started_at=started_at,
+        finished_at=request.finished_at,
+    )
+    try:
+        vehicle, removed, installed = _check_rules(session, station, request, swap)
+    except Rejection as rejection:
+        swap.outcome = SwapOutcome.rejected
+        swap.reason_code = rejection.reason_code
+        swap.detail = rejection.detail
+        swap.finished_at = swap.finished_at or utcnow()
+        session.add(swap)
+        session.flush()
+        return swap
+
+    swap.outcome = SwapOutcome.completed
+    swap.vehicle_id = vehicle.id
+    swap.removed_battery_id = removed.id
+    swap.installed_battery_id = installed.id
+    swap.installed_battery_serial = installed.serial
+    swap.installed_from_slot_id = installed.slot_id
+    swap.removed_to_slot_id = installed.slot_id
+    swap.finished_at = request.finished_at or utcnow()
+    if swap.installed_soc_pct is None:
+        swap.installed_soc_pct = installed.soc_pct
+    if swap.installed_soh_pct is None:
+        swap.installed_soh_pct = installed.soh_pct
+    session.add(swap)
+    session.flush()
+    _exchange(session, swap, vehicle, removed, installed, principal)
+    return swap
+
+
+def _check_rules(
+    session: Session, station: Station, request: SwapCreate, swap: SwapEvent
+) -> tuple[Vehicle, Battery, Battery]:
+    if station.status is not StationStatus.active:
+        raise Rejection("StationUnavailable", f"station {station.code} is {station.status}")
+
+    # Lock order: vehicle, then removed battery, then installed battery. Every swap takes
+    # them in this order, so two swaps cannot deadlock on each other.
+    vehicle = repository.lock_vehicle(session, request.vin)
+    if vehicle is None:
+        raise Rejection("VehicleUnknown", f"no vehicle with VIN {request.vin}")
+    swap.vehicle_id = vehicle.id
+
+    removed = repository.lock_battery(session, request.removed_battery_serial)
+    if removed is None:
+        raise Rejection(
+            "BatteryUnknown", f"no battery with serial {request.removed_battery_serial}"
+        )
+    swap.removed_battery_id = removed.id
+    if removed.vehicle_id != vehicle.id:
+        actual = repository.installed_battery_of(session, vehicle.id)
+        carried = actual.serial if actual else "no battery"
+        raise Rejection(
+            "BatteryMismatch",
+            f"battery {removed.serial} is not installed in vehicle {vehicle.vin} "
+            f"(the vehicle carries {carried})",
+        )
+
+    compatible = repository.compatible_pack_type_ids(session, vehicle.model_id)
+    min_soh = get_settings().swap_min_soh_pct
+    if request.installed_battery_serial is None:
+        installed = repository.lock_best_available_battery(
+            session,
+            station_id=station.id,
+            pack_type_ids=compatible,
+            min_soc_pct=station.target_soc_pct,
+            min_soh_pct=min_soh,
+        )
+        if installed is None:
+            raise Rejection(
+                "NoBatteryAvailable",
+                f"station {station.code} holds no in-service battery compatible with "
+                f"vehicle {vehicle.vin} at or above {station.target_soc_pct:g}% SoC "
+                f"and {min_soh:g}% SoH",
+            )
+        swap.installed_battery_id = installed.id
+        return vehicle, removed, installed
+
+    installed = repository.lock_battery(session, request.installed_battery_serial)
+    if installed is None:
+        raise Rejection(
+            "BatteryUnknown", f"no battery with serial {request.installed_battery_serial}"
+        )
+    swap.installed_battery_id = installed.id
+    _check_installable(session, station, installed, compatible, request, min_soh)
+    return vehicle, removed, installed
+
+
+def _check_installable(
+    session: Session,
+    station: Station,
+    battery: Battery,
+    compatible: set[int],
+    request: SwapCreate,
+    min_soh: float,
+) -> None:
+    slot = session.get(Slot, battery.slot_id) if battery.slot_id is not None else None
+    if slot is None or slot.station_id != station.id:
+        raise Rejection(
+            "BatteryNotAtStation", f"battery {battery.serial} is not in a slot of {station.code}"
+        )
+    if not slot.enabled:
+        raise Rejection(
+            "BatteryNotAtStation",
+            f"battery {battery.serial} sits in disabled slot {slot.number} of {station.code}",
+        )
+    if battery.state is not BatteryState.in_service:
+        raise Rejection("BatteryDamaged", f"battery {battery.serial} is {battery.state}")
+    if battery.pack_type_id not in compatible:
+        raise Rejection(
+            "BatteryType",
+            f"battery {battery.serial}'s pack type does not fit vehicle {request.vin}'s model",
+        )
+    soc = request.installed_soc_pct if request.installed_soc_pct is not None else battery.soc_pct
+    if soc is None or soc < station.target_soc_pct:
+        shown = "unknown" if soc is None else f"{soc:g}%"
+        raise Rejection(
+            "BatterySoC",
+            f"battery {battery.serial} is at {shown} SoC, below the station's target "
+            f"{station.target_soc_pct:g}%",
+        )
+    soh = request.installed_soh_pct if request.installed_soh_pct is not None else battery.soh_pct
+    if soh is not None and soh < min_soh:
+        raise Rejection(
+            "BatterySoHLow",
+            f"battery {battery.serial} is at {soh:g}% SoH, below the floor of {min_soh:g}%",
+        )
+
+
+def _exchange(
+    session: Session,
+    swap: SwapEvent,
+    vehicle: Vehicle,
+    removed: Battery,
+    installed: Battery,
+    principal: Principal,
+) -> None:
+    freed_slot_id = installed.slot_id
+    assert freed_slot_id is not None
+    at = swap.finished_at or swap.started_at
+    # The charged battery leaves its slot first, so that both unique indexes (one battery
+    # per slot, one per vehicle) hold after every statement.
+    installed.location_kind = LocationKind.in_transit
+    installed.slot_id = None
+    session.flush()
+    relocate(
+        session,
+        removed,
+        kind=LocationKind.slot,
+        slot_id=freed_slot_id,
+        cause=CustodyCause.swap,
+        swap_id=swap.id,
+        api_key_id=principal.api_key_id,
+        at=at,
+    )
+    event = relocate(
+        session,
+        installed,
+        kind=LocationKind.vehicle,
+        vehicle_id=vehicle.id,
+        cause=CustodyCause.swap,
+        swap_id=swap.id,
+        api_key_id=principal.api_key_id,
+        at=at,
+    )
+    # The history shows the real move (slot -> vehicle), not the in-transit moment above.
+    event.from_kind = LocationKind.slot
+    event.from_slot_id = freed_slot_id
+    _apply_readings(removed, swap.removed_soc_pct, swap.removed_soh_pct, at)
+    _apply_readings(installed, swap.installed_soc_pct, swap.installed_soh_pct, at)
+    session.flush()
+
+
+def _apply_readings(battery: Battery, soc: float | None, soh: float | None, at: datetime) -> None:
+    if battery.readings_at is not None and battery.readings_at > at:
+        return
+    if soc is not None:
+        battery.soc_pct = soc
+    if soh is not None:
+        battery.soh_pct = soh
+    if soc is not None or soh is not None:
+        battery.readings_at = at
+
+
+def to_read(row: repository.SwapRow) -> SwapRead:
+    swap: SwapEvent = row[0]
+    return SwapRead(
+        id=swap.id,
+        station_code=row.station_code,
+        vin=swap.vin,
+        outcome=swap.outcome,
+        reason_code=swap.reason_code,
+        detail=swap.detail,
+        removed_battery_serial=swap.removed_battery_serial,
+        removed_soc_pct=swap.removed_soc_pct,
+        removed_soh_pct=swap.removed_soh_pct,
+        removed_to_slot_number=row.removed_to_slot_number,
+        installed_battery_serial=swap.installed_battery_serial,
+        installed_soc_pct=swap.installed_soc_pct,
+        installed_soh_pct=swap.installed_soh_pct,
+        installed_from_slot_number=row.installed_from_slot_number,
+        started_at=swap.started_at,
+        finished_at=swap.finished_at,
+        created_at=swap.created_at,
+    )
+
+
+def read_swap(session: Session, principal: Principal, swap_id: uuid.UUID) -> SwapRead:
+    row = repository.get_swap_row(session, swap_id)
+    if row is None or not _visible(session, principal, row):
+        raise SwapNotFound(f"swap {swap_id} not found")
+    return to_read(row)
+
+
+def _visible(session: Session, principal: Principal, row: repository.SwapRow) -> bool:
+    if principal.is_admin:
+        return True
+    swap: SwapEvent = row[0]
+    if principal.role is KeyRole.operator:
+        station = session.get(Station, swap.station_id)
+        return station is not None and station.operator_id == principal.organization_id
+    if swap.vehicle_id is None:
+        return False
+    vehicle = session.get(Vehicle, swap.vehicle_id)
+    return vehicle is not None and vehicle.oem_id == principal.organization_id

@@ -1,0 +1,207 @@
+"""Real concurrent transactions against committed data: no shared test transaction here."""
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import get_engine, get_session_factory
+from app.main import create_app
+from app.models import Battery, LocationKind, SwapEvent, VehicleModel
+from app.swaps import repository
+from tests.factories import auth, make_battery, make_vehicle
+from tests.swap_world import SwapWorld, build_swap_world
+
+
+@pytest.fixture
+def committed_world(engine: Engine) -> Iterator[tuple[SwapWorld, list[tuple[str, str]]]]:
+    """A station with 4 charged batteries and 7 vehicles waiting, all committed."""
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_session_factory.cache_clear()
+    with Session(engine, expire_on_commit=False) as session:
+        world = build_swap_world(session, charged_socs=(95.0, 96.0, 97.0, 98.0), slots=8)
+        model_id = world.vehicle.model_id
+        model = session.get(VehicleModel, model_id)
+        assert model is not None
+        drivers = [(world.vehicle.vin, world.depleted.serial)]
+        for _ in range(6):
+            vehicle = make_vehicle(session, model)
+            battery = make_battery(session, world.pack, world.owner, vehicle=vehicle, soc_pct=10.0)
+            drivers.append((vehicle.vin, battery.serial))
+        session.commit()
+    yield world, drivers
+    with engine.begin() as connection:
+        tables = ", ".join(
+            name
+            for (name,) in connection.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+        )
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+
+
+def test_concurrent_swaps_at_one_station_never_share_a_battery(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, drivers = committed_world
+    app = create_app()
+    barrier = threading.Barrier(len(drivers))
+    results: dict[str, tuple[int, dict[str, object]]] = {}
+
+    def swap(vin: str, serial: str) -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            response = client.post(
+                "/v1/swaps",
+                json={
+                    "station_code": world.station.code,
+                    "vin": vin,
+                    "removed_battery_serial": serial,
+                },
+                headers=auth(world.operator_key),
+            )
+            results[vin] = (response.status_code, response.json())
+
+    threads = [threading.Thread(target=swap, args=d) for d in drivers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    statuses = Counter(status for status, _ in results.values())
+    assert statuses == {201: 4, 409: 3}, results
+    installed = [
+        body["installed_battery_serial"] for status, body in results.values() if status == 201
+    ]
+    assert sorted(installed) == sorted(b.serial for b in world.charged)
+    assert {body["code"] for status, body in results.values() if status == 409} == {
+        "NoBatteryAvailable"
+    }
+    with Session(engine) as session:
+        vehicles_with_battery = session.scalars(
+            select(Battery.vehicle_id).where(Battery.location_kind == LocationKind.vehicle)
+        ).all()
+        assert len(vehicles_with_battery) == len(set(vehicles_with_battery)) == 7
+        assert (
+            session.scalar(select(SwapEvent).where(SwapEvent.outcome == "completed").limit(1))
+            is not None
+        )
+
+
+def test_allocation_passes_over_a_battery_another_swap_holds(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, _ = committed_world
+    pack_ids = {world.pack.id}
+    with Session(engine) as first, Session(engine) as second:
+        held = repository.lock_best_available_battery(
+            first,
+            station_id=world.station.id,
+            pack_type_ids=pack_ids,
+            min_soc_pct=90,
+            min_soh_pct=70,
+        )
+        # Would block without SKIP LOCKED; a lock timeout turns that into a failure.
+        second.execute(text("SET LOCAL lock_timeout = '2s'"))
+        other = repository.lock_best_available_battery(
+            second,
+            station_id=world.station.id,
+            pack_type_ids=pack_ids,
+            min_soc_pct=90,
+            min_soh_pct=70,
+        )
+        assert held is not None and other is not None
+        assert held.serial == world.charged[-1].serial
+        assert other.serial != held.serial
+        first.rollback()
+        second.rollback()
+
+
+def test_swap_naming_a_battery_just_handed_out_is_rejected(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, drivers = committed_world
+    app = create_app()
+    target = world.charged[0].serial
+    barrier = threading.Barrier(2)
+    statuses: list[tuple[int, str]] = []
+
+    def swap(vin: str, serial: str) -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            response = client.post(
+                "/v1/swaps",
+                json={
+                    "station_code": world.station.code,
+                    "vin": vin,
+                    "removed_battery_serial": serial,
+                    "installed_battery_serial": target,
+                },
+                headers=auth(world.operator_key),
+            )
+            statuses.append((response.status_code, response.json().get("code", "")))
+
+    threads = [threading.Thread(target=swap, args=d) for d in drivers[:2]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [(201, ""), (409, "BatteryNotAtStation")]
+
+
+def test_concurrent_retries_with_one_idempotency_key_record_one_swap(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, drivers = committed_world
+    app = create_app()
+    vin, serial = drivers[0]
+    barrier = threading.Barrier(4)
+    bodies: list[dict[str, object]] = []
+
+    def retry() -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            response = client.post(
+                "/v1/swaps",
+                json={
+                    "station_code": world.station.code,
+                    "vin": vin,
+                    "removed_battery_serial": serial,
+                },
+                headers={**auth(world.operator_key), "Idempotency-Key": "same-request"},
+            )
+            bodies.append(response.json())
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len({str(b["id"]) for b in bodies}) == 1
+    with Session(engine) as session:
+        assert len(session.scalars(select(SwapEvent).where(SwapEvent.vin == vin)).all()) == 1
+
+
+def test_database_refuses_two_batteries_in_one_vehicle(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, _ = committed_world
+    with Session(engine) as session:
+        battery = session.get(Battery, world.charged[0].id)
+        assert battery is not None
+        battery.slot_id = None
+        battery.location_kind = LocationKind.vehicle
+        battery.vehicle_id = world.vehicle.id
+        with pytest.raises(IntegrityError):
+            session.flush()
+        session.rollback()
