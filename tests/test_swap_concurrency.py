@@ -120,7 +120,8 @@ def test_allocation_passes_over_a_battery_another_swap_holds(
             min_soc_pct=90,
             min_soh_pct=70,
         )
-        assert held is not None and other is not None
+        assert held is not None
+        assert other is not None
         assert held.serial == world.charged[-1].serial
         assert other.serial != held.serial
         first.rollback()

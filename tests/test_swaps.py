@@ -171,7 +171,8 @@ def rejection(
     assert response.headers["content-type"].startswith("application/problem+json")
     body: dict[str, object] = response.json()
     assert body["code"] == code
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     return body
 
 
@@ -305,7 +306,8 @@ def test_rejected_swaps_are_recorded_and_listed(
     body = rejection(client, world, 422, "BatteryUnknown", installed_battery_serial="NOPE-3")
 
     stored = session.get(SwapEvent, body["swap_id"])
-    assert stored is not None and stored.reason_code == "BatteryUnknown"
+    assert stored is not None
+    assert stored.reason_code == "BatteryUnknown"
     listed = client.get(
         "/v1/swaps",
         params={"outcome": "rejected", "station_code": world.station.code},
