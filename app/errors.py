@@ -1,9 +1,13 @@
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -86,6 +90,21 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem(422, "ValidationError", "Invalid request", detail, errors=errors)
+
+    # The last line of defence: services check first, but the database has the final word
+    # under concurrency and on values that only fail once rounded to the column's type.
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+        log.warning("event=constraint_violation constraint=%s", constraint)
+        return problem(409, "ConstraintViolation", "Conflicts with stored data",
+                       f"the database refused the change (constraint {constraint})")
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        message = str(getattr(getattr(exc.orig, "diag", None), "message_primary", "bad value"))
+        log.warning("event=data_error message=%s", message)
+        return problem(422, "InvalidValue", "Value out of range for storage", message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
