@@ -2,7 +2,7 @@
 and each test inside a transaction that is rolled back."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -60,24 +60,28 @@ def session(engine: Engine) -> Iterator[Session]:
             transaction.rollback()
 
 
-@pytest.fixture
-def client(session: Session) -> Iterator[TestClient]:
-    app = create_app()
+def savepoint_unit_of_work(session: Session) -> Callable[[], Iterator[Session]]:
+    """Mirror the real unit of work (commit on success, roll back on error) with a savepoint
+    inside the test's transaction, so that a failed request leaves the test usable."""
 
-    def rolled_back_unit_of_work() -> Iterator[Session]:
-        # Mirror the real unit of work (commit on success, roll back on error) with a
-        # savepoint inside the test's transaction.
+    def unit() -> Iterator[Session]:
         nested = session.begin_nested()
         try:
             yield session
         except Exception:
-            if nested.is_active:
-                nested.rollback()
+            # A failed flush leaves the savepoint inactive but still to be rolled back.
+            nested.rollback()
             raise
         else:
-            if nested.is_active:
-                nested.commit()
+            nested.commit()
 
-    app.dependency_overrides[unit_of_work] = rolled_back_unit_of_work
+    return unit
+
+
+@pytest.fixture
+def client(session: Session) -> Iterator[TestClient]:
+    app = create_app()
+
+    app.dependency_overrides[unit_of_work] = savepoint_unit_of_work(session)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

@@ -1,7 +1,5 @@
 """Property-based fuzz of the whole OpenAPI schema: any request gets a 4xx or a 2xx, never 500."""
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -10,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.db import unit_of_work
 from app.main import create_app
 from app.models import KeyRole
+from tests.conftest import savepoint_unit_of_work
 from tests.factories import make_key
 from tests.swap_world import build_swap_world
 
@@ -18,19 +17,7 @@ from tests.swap_world import build_swap_world
 def api_schema(session: Session) -> schemathesis.BaseSchema:
     app = create_app()
 
-    def rolled_back_unit_of_work() -> Iterator[Session]:
-        nested = session.begin_nested()
-        try:
-            yield session
-        except Exception:
-            if nested.is_active:
-                nested.rollback()
-            raise
-        else:
-            if nested.is_active:
-                nested.commit()
-
-    app.dependency_overrides[unit_of_work] = rolled_back_unit_of_work
+    app.dependency_overrides[unit_of_work] = savepoint_unit_of_work(session)
     # Some real rows so that generated requests can also hit existing resources' paths.
     build_swap_world(session, charged_socs=(95.0, 97.0))
     app.state.fuzz_admin_key = make_key(session, KeyRole.admin)
