@@ -15,7 +15,14 @@ from app.models.base import utcnow
 
 
 def lock_battery(session: Session, serial: str) -> Battery | None:
-    return session.scalar(select(Battery).where(Battery.serial == serial).with_for_update())
+    # populate_existing: a battery already loaded in this session must show the row as it is
+    # once the lock is ours, not as it was before a concurrent writer committed.
+    return session.scalar(
+        select(Battery)
+        .where(Battery.serial == serial)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def relocate(
@@ -92,7 +99,11 @@ def change_state(
 
 
 def record_registration(
-    session: Session, battery: Battery, *, api_key_id: int | None = None
+    session: Session,
+    battery: Battery,
+    *,
+    api_key_id: int | None = None,
+    note: str | None = None,
 ) -> CustodyEvent:
     event = CustodyEvent(
         battery_id=battery.id,
@@ -105,7 +116,7 @@ def record_registration(
         state_from=None,
         state_to=battery.state,
         api_key_id=api_key_id,
-        note=battery.location_note,
+        note=note if note is not None else battery.location_note,
     )
     session.add(event)
     session.flush()

@@ -1,0 +1,226 @@
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, RowMapping, Select, exists, select, tuple_
+from sqlalchemy.orm import Session, aliased
+
+from app.keyset import after_cursor
+from app.models import (
+    Battery,
+    BatteryState,
+    CustodyEvent,
+    LocationKind,
+    Organization,
+    PackType,
+    Slot,
+    Station,
+    Vehicle,
+    vehicle_model_pack_types,
+)
+
+OwnerOrg = aliased(Organization, name="owner_org")
+OemOrg = aliased(Organization, name="oem_org")
+
+
+def _battery_view() -> Select[*tuple[Any, ...]]:
+    """One row per battery with its codes and location resolved by joins, so lists stay O(1)
+    queries however many batteries they show."""
+    return (
+        select(
+            Battery.serial,
+            PackType.code.label("pack_type_code"),
+            OwnerOrg.code.label("owner_code"),
+            OemOrg.code.label("oem_code"),
+            Battery.manufactured_on,
+            Battery.state,
+            Battery.location_kind,
+            Station.code.label("station_code"),
+            Slot.number.label("slot_number"),
+            Vehicle.vin,
+            Battery.location_note,
+            Battery.soc_pct,
+            Battery.soh_pct,
+            Battery.equivalent_full_cycles,
+            Battery.readings_at,
+        )
+        .join(PackType, PackType.id == Battery.pack_type_id)
+        .join(OwnerOrg, OwnerOrg.id == Battery.owner_id)
+        .outerjoin(OemOrg, OemOrg.id == Battery.oem_id)
+        .outerjoin(Slot, Slot.id == Battery.slot_id)
+        .outerjoin(Station, Station.id == Slot.station_id)
+        .outerjoin(Vehicle, Vehicle.id == Battery.vehicle_id)
+    )
+
+
+def battery_view(session: Session, serial: str, *, oem_id: int | None = None) -> RowMapping | None:
+    query = _battery_view().where(Battery.serial == serial)
+    if oem_id is not None:
+        query = query.where(Battery.oem_id == oem_id)
+    return session.execute(query).mappings().one_or_none()
+
+
+@dataclass(frozen=True)
+class BatteryFilter:
+    state: BatteryState | None = None
+    pack_type_code: str | None = None
+    owner_code: str | None = None
+    oem_code: str | None = None
+    station_code: str | None = None
+    location_kind: LocationKind | None = None
+    min_soc_pct: float | None = None
+    max_soh_pct: float | None = None
+    # Set for OEM keys: they see only their own program's batteries.
+    oem_id: int | None = None
+
+
+def _filter_conditions(f: BatteryFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if f.state is not None:
+        conditions.append(Battery.state == f.state)
+    if f.pack_type_code is not None:
+        conditions.append(PackType.code == f.pack_type_code)
+    if f.owner_code is not None:
+        conditions.append(OwnerOrg.code == f.owner_code)
+    if f.oem_code is not None:
+        conditions.append(OemOrg.code == f.oem_code)
+    if f.station_code is not None:
+        conditions.append(Station.code == f.station_code)
+    if f.location_kind is not None:
+        conditions.append(Battery.location_kind == f.location_kind)
+    if f.min_soc_pct is not None:
+        conditions.append(Battery.soc_pct >= f.min_soc_pct)
+    if f.max_soh_pct is not None:
+        conditions.append(Battery.soh_pct <= f.max_soh_pct)
+    if f.oem_id is not None:
+        conditions.append(Battery.oem_id == f.oem_id)
+    return conditions
+
+
+def list_battery_views(
+    session: Session, f: BatteryFilter, *, cursor: str | None, limit: int
+) -> list[RowMapping]:
+    """Up to limit + 1 rows after the cursor, in serial order."""
+    query = after_cursor(
+        _battery_view().where(*_filter_conditions(f)), Battery.serial, cursor, limit
+    )
+    return list(session.execute(query).mappings())
+
+
+def serial_exists(session: Session, serial: str) -> bool:
+    return bool(session.scalar(select(exists().where(Battery.serial == serial))))
+
+
+def pack_type_id(session: Session, code: str) -> int | None:
+    return session.scalar(select(PackType.id).where(PackType.code == code))
+
+
+def organization_by_code(session: Session, code: str) -> Organization | None:
+    return session.scalar(select(Organization).where(Organization.code == code))
+
+
+def station_operator_of_slot(session: Session, slot_id: int) -> int:
+    return session.execute(
+        select(Station.operator_id)
+        .join(Slot, Slot.station_id == Station.id)
+        .where(Slot.id == slot_id)
+    ).scalar_one()
+
+
+def station_exists(session: Session, code: str) -> bool:
+    return bool(session.scalar(select(exists().where(Station.code == code))))
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    slot_id: int
+    enabled: bool
+    operator_id: int
+    occupant_serial: str | None
+
+
+def slot_target(session: Session, station_code: str, slot_number: int) -> SlotTarget | None:
+    row = session.execute(
+        select(Slot.id, Slot.enabled, Station.operator_id, Battery.serial)
+        .join(Station, Station.id == Slot.station_id)
+        .outerjoin(Battery, Battery.slot_id == Slot.id)
+        .where(Station.code == station_code, Slot.number == slot_number)
+    ).one_or_none()
+    return None if row is None else SlotTarget(*row)
+
+
+@dataclass(frozen=True)
+class VehicleTarget:
+    vehicle_id: int
+    takes_pack_type: bool
+    occupant_serial: str | None
+
+
+def vehicle_target(session: Session, vin: str, pack_type_id: int) -> VehicleTarget | None:
+    takes = (
+        exists()
+        .where(vehicle_model_pack_types.c.vehicle_model_id == Vehicle.model_id)
+        .where(vehicle_model_pack_types.c.pack_type_id == pack_type_id)
+    )
+    row = session.execute(
+        select(Vehicle.id, takes, Battery.serial)
+        .outerjoin(Battery, Battery.vehicle_id == Vehicle.id)
+        .where(Vehicle.vin == vin)
+    ).one_or_none()
+    return None if row is None else VehicleTarget(*row)
+
+
+FromSlot = aliased(Slot, name="from_slot")
+FromStation = aliased(Station, name="from_station")
+FromVehicle = aliased(Vehicle, name="from_vehicle")
+ToSlot = aliased(Slot, name="to_slot")
+ToStation = aliased(Station, name="to_station")
+ToVehicle = aliased(Vehicle, name="to_vehicle")
+
+
+def custody_history(
+    session: Session,
+    battery_id: int,
+    *,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[RowMapping]:
+    """Oldest first, keyed on (at, id): `at` can be a device's clock, so ids alone would not
+    keep time order."""
+    query = (
+        select(
+            CustodyEvent.id,
+            CustodyEvent.at,
+            CustodyEvent.cause,
+            CustodyEvent.from_kind,
+            FromStation.code.label("from_station_code"),
+            FromSlot.number.label("from_slot_number"),
+            FromVehicle.vin.label("from_vin"),
+            CustodyEvent.to_kind,
+            ToStation.code.label("to_station_code"),
+            ToSlot.number.label("to_slot_number"),
+            ToVehicle.vin.label("to_vin"),
+            CustodyEvent.state_from,
+            CustodyEvent.state_to,
+            CustodyEvent.swap_id,
+            CustodyEvent.note,
+        )
+        .outerjoin(FromSlot, FromSlot.id == CustodyEvent.from_slot_id)
+        .outerjoin(FromStation, FromStation.id == FromSlot.station_id)
+        .outerjoin(FromVehicle, FromVehicle.id == CustodyEvent.from_vehicle_id)
+        .outerjoin(ToSlot, ToSlot.id == CustodyEvent.to_slot_id)
+        .outerjoin(ToStation, ToStation.id == ToSlot.station_id)
+        .outerjoin(ToVehicle, ToVehicle.id == CustodyEvent.to_vehicle_id)
+        .where(CustodyEvent.battery_id == battery_id)
+    )
+    if after is not None:
+        query = query.where(tuple_(CustodyEvent.at, CustodyEvent.id) > tuple_(*after))
+    query = query.order_by(CustodyEvent.at, CustodyEvent.id).limit(limit)
+    return list(session.execute(query).mappings())
+
+
+def battery_id_for(session: Session, serial: str, *, oem_id: int | None = None) -> int | None:
+    query = select(Battery.id).where(Battery.serial == serial)
+    if oem_id is not None:
+        query = query.where(Battery.oem_id == oem_id)
+    return session.scalar(query)

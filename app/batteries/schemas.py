@@ -1,0 +1,117 @@
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.models import BatteryState, CustodyCause, LocationKind
+
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+# Serials travel in URL paths, so they keep to the same safe alphabet as codes.
+Serial = Code
+Vin = Annotated[str, Field(min_length=1, max_length=17)]
+Note = Annotated[str | None, Field(default=None, max_length=200)]
+Percent = Annotated[float | None, Field(default=None, ge=0, le=100)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlotPlace(_Strict):
+    kind: Literal["slot"]
+    station_code: Code
+    slot_number: int = Field(ge=1)
+    note: Note = None
+
+
+class VehiclePlace(_Strict):
+    kind: Literal["vehicle"]
+    vin: Vin
+    note: Note = None
+
+
+class WarehousePlace(_Strict):
+    kind: Literal["warehouse"]
+    # For warehouse and in_transit the note also says where the battery is (shelf, carrier).
+    note: Note = None
+
+
+class InTransitPlace(_Strict):
+    kind: Literal["in_transit"]
+    note: Note = None
+
+
+Place = Annotated[
+    SlotPlace | VehiclePlace | WarehousePlace | InTransitPlace, Field(discriminator="kind")
+]
+
+
+class BatteryCreate(_Strict):
+    serial: Serial
+    pack_type_code: Code
+    owner_code: Code
+    oem_code: Code | None = None
+    manufactured_on: date | None = None
+    location: Place
+    soc_pct: Percent = None
+    soh_pct: Percent = None
+    equivalent_full_cycles: float = Field(default=0.0, ge=0)
+
+
+class BatteryUpdate(_Strict):
+    """Only the fields sent are changed; `oem_code: null` detaches the battery from its OEM."""
+
+    owner_code: Code | None = None
+    oem_code: Code | None = None
+    manufactured_on: date | None = None
+
+    @field_validator("owner_code")
+    @classmethod
+    def _owner_not_null(cls, value: str | None) -> str | None:
+        # Only reached when the client sent the field; every battery has an owner.
+        if value is None:
+            raise ValueError("owner_code cannot be null")
+        return value
+
+
+class QuarantineRequest(_Strict):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class StateChangeRequest(_Strict):
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class LocationRead(BaseModel):
+    kind: LocationKind
+    station_code: str | None = None
+    slot_number: int | None = None
+    vin: str | None = None
+    note: str | None = None
+
+
+class BatteryRead(BaseModel):
+    serial: str
+    pack_type_code: str
+    owner_code: str
+    oem_code: str | None
+    manufactured_on: date | None
+    state: BatteryState
+    location: LocationRead
+    soc_pct: float | None
+    soh_pct: float | None
+    equivalent_full_cycles: float
+    readings_at: datetime | None
+
+
+class CustodyEventRead(BaseModel):
+    at: datetime
+    cause: CustodyCause
+    # Null for the `registered` event: the battery came from nowhere we track.
+    from_location: LocationRead | None
+    to_location: LocationRead
+    state_from: BatteryState | None
+    state_to: BatteryState
+    swap_id: uuid.UUID | None
+    note: str | None
