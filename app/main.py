@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.routing import Match
 
+from app.auth.dependencies import AdminPrincipal
 from app.db import get_engine
 from app.errors import install_error_handlers, problem
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -29,9 +30,11 @@ def route_template(request: Request) -> str:
 
 def create_app() -> FastAPI:
     from app.batteries.router import router as batteries_router
+    from app.catalog.router import router as catalog_router
     from app.organizations.router import router as organizations_router
     from app.stations.router import router as stations_router
     from app.swaps.router import router as swaps_router
+    from app.telemetry.router import router as telemetry_router
     from app.vehicles.router import router as vehicles_router
 
     app = FastAPI(title="swapfleet", version="0.1.0", description=API_DESCRIPTION)
@@ -40,10 +43,12 @@ def create_app() -> FastAPI:
     v1 = APIRouter(prefix="/v1")
     for router in (
         organizations_router,
+        catalog_router,
         stations_router,
         batteries_router,
         vehicles_router,
         swaps_router,
+        telemetry_router,
     ):
         v1.include_router(router)
     app.include_router(v1)
@@ -77,7 +82,7 @@ def create_app() -> FastAPI:
         return Response('{"status":"ready"}', media_type="application/json")
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(_: AdminPrincipal) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -2,7 +2,10 @@
 
 import itertools
 from datetime import date
+from typing import Any
 
+from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy.orm import Session
 
 from app.auth.service import create_key
@@ -136,3 +139,46 @@ def make_battery(
     session.flush()
     record_registration(session, battery)
     return battery
+
+
+def unique_vin() -> str:
+    """A well-formed VIN (17 characters, no I, O or Q), unique within the test run."""
+    return unique("LSFAB1234CZ9")
+
+
+def assert_problem(response: Response, status: int, code: str) -> dict[str, object]:
+    """The response is an RFC 9457 problem with this status and stable code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    return body
+
+
+def walk_pages(
+    client: TestClient,
+    url: str,
+    headers: dict[str, str],
+    limit: int,
+    key: str,
+    filters: dict[str, str] | None = None,
+) -> list[Any]:
+    """Follow next_cursor to the end; returns every item's `key`, checking no page repeats one."""
+    seen: list[Any] = []
+    cursor: str | None = None
+    while True:
+        # httpx replaces a query string in `url` with `params`, so filters travel here.
+        params: dict[str, str | int] = {**(filters or {}), "limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = client.get(url, headers=headers, params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        keys = [item[key] for item in page["items"]]
+        assert not set(keys) & set(seen), f"page repeats {set(keys) & set(seen)}"
+        seen.extend(keys)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen

@@ -1,3 +1,66 @@
-from fastapi import APIRouter
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Query, status
+
+from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthorized, problem_responses
+from app.models import OrgRole
+from app.organizations import service
+from app.organizations.exceptions import OrganizationExists, OrganizationNotFound
+from app.organizations.schemas import OrganizationCreate, OrganizationRead, OrganizationUpdate
+from app.pagination import Cursor, InvalidCursor, Limit, Page
+
+router = APIRouter(prefix="/organizations", tags=["organizations"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an organization (admin)",
+    responses=problem_responses(Unauthorized, Forbidden, OrganizationExists),
+)
+def create_organization(
+    body: OrganizationCreate, session: SessionDep, _: AdminPrincipal
+) -> OrganizationRead:
+    return OrganizationRead.model_validate(service.create(session, body))
+
+
+@router.get(
+    "",
+    summary="List organizations (admin: all; other keys: their own)",
+    responses=problem_responses(Unauthorized, InvalidCursor),
+)
+def list_organizations(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    role: Annotated[OrgRole | None, Query(description="Only organizations with this role")] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[OrganizationRead]:
+    orgs, next_cursor = service.list_visible(
+        session, principal, role=role, cursor=cursor, limit=limit
+    )
+    return Page(items=[OrganizationRead.model_validate(o) for o in orgs], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{code}",
+    summary="Read an organization (admin: any; other keys: their own)",
+    responses=problem_responses(Unauthorized, OrganizationNotFound),
+)
+def read_organization(
+    code: str, session: SessionDep, principal: CurrentPrincipal
+) -> OrganizationRead:
+    return OrganizationRead.model_validate(service.get_visible(session, principal, code))
+
+
+@router.patch(
+    "/{code}",
+    summary="Rename an organization (admin)",
+    responses=problem_responses(Unauthorized, Forbidden, OrganizationNotFound),
+)
+def update_organization(
+    code: str, body: OrganizationUpdate, session: SessionDep, _: AdminPrincipal
+) -> OrganizationRead:
+    return OrganizationRead.model_validate(service.update(session, code, body))
