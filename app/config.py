@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     mqtt_url: str | None = None
     mqtt_topic_prefix: str = "swapfleet/v1"
+    # Where `swapfleet devices provision` writes Mosquitto's credentials and ACL.
+    mqtt_passwd_file: Path = Path("deploy/mosquitto/passwd")
+    mqtt_acl_file: Path = Path("deploy/mosquitto/acl")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str = "http://127.0.0.1:8000"
@@ -26,6 +29,32 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+
+    # ---- MQTT ingest (app/ingest) ----
+    # A stable client id is what makes the broker keep our session (and its queue) across
+    # restarts; every ingest process of one deployment needs its own.
+    ingest_client_id: str = "swapfleet-ingest"
+    # Set to share the stream among several ingest processes ($share/<group>/...).
+    ingest_share_group: str | None = None
+    ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # Unacknowledged messages the broker may have in flight to us: bounds the ingest's memory
+    # and must exceed a batch, since a batch is acknowledged only after its commit.
+    ingest_receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    ingest_batch_max_records: int = Field(default=10_000, ge=1)
+    ingest_batch_window_s: float = Field(default=0.2, gt=0)
+    ingest_max_payload_bytes: int = Field(default=512 * 1024, ge=1)
+    ingest_max_future_skew_s: float = Field(default=300.0, ge=0)
+    ingest_dead_letter_payload_bytes: int = Field(default=4096, ge=0)
+    # Samples of one battery in one slot further apart than this start a new charging session.
+    ingest_session_gap_s: float = Field(default=600.0, gt=0)
+    ingest_metrics_port: int | None = 9101
+    ingest_retry_max_s: float = Field(default=5.0, gt=0)
+    # Retention per record kind; whole monthly partitions older than this are dropped.
+    retention_charging_days: int = Field(default=400, ge=1)
+    retention_health_days: int = Field(default=3650, ge=1)
+    retention_capacity_days: int = Field(default=3650, ge=1)
+    retention_vehicle_days: int = Field(default=400, ge=1)
+    partitions_ahead_months: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _require_database_outside_development(self) -> "Settings":

@@ -1,0 +1,299 @@
+"""The `swapfleet` command.
+
+What a person reads (keys, summaries, where the database is) goes to stdout with typer.echo;
+diagnostics go to the log on stderr.
+"""
+
+import logging
+import os
+from typing import Annotated
+
+import typer
+import uvicorn
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from app.auth.service import create_key
+from app.config import Settings, get_settings
+from app.db import get_engine, get_session_factory
+from app.demo import SeedSummary, seed_demo
+from app.errors import AppError
+from app.models import ApiKey, KeyRole, Organization
+from app.models.base import utcnow
+from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
+
+logger = logging.getLogger("app.cli")
+
+cli = typer.Typer(
+    help="swapfleet: battery custody, swaps and telemetry for battery-swap station fleets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(keys_cli, name="keys")
+
+
+@cli.callback()
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def require_database(settings: Settings) -> str:
+    if not settings.database_url:
+        raise fail(
+            "SWAPFLEET_DATABASE_URL is not set; `swapfleet up` starts an embedded database,"
+            " every other command needs the URL"
+        )
+    return settings.database_url
+
+
+def display_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Alembic revision")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from app.migrate import upgrade
+
+    upgrade(require_database(get_settings()), revision)
+    typer.echo(f"database schema at {revision}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the revision the database is at."""
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    command.current(alembic_config(require_database(get_settings())))
+
+
+# --- api ----------------------------------------------------------------------------------
+
+
+@cli.command("api")
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
+) -> None:
+    """Serve the REST API."""
+    settings = get_settings()
+    require_database(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        # The Prometheus middleware already counts requests; uvicorn's access log would double
+        # the log volume for nothing.
+        access_log=False,
+    )
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+@keys_cli.command("create")
+def keys_create(
+    role: Annotated[KeyRole, typer.Option(help="admin, operator or oem")],
+    org: Annotated[
+        str | None, typer.Option(help="Organization code; required for operator and oem keys")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label to recognize the key by")] = "",
+) -> None:
+    """Create an API key. The key is printed once, as the last line, and never stored."""
+    require_database(get_settings())
+    if role is KeyRole.admin and org:
+        raise fail("admin keys are not bound to an organization; leave out --org")
+    try:
+        with get_session_factory().begin() as session:
+            api_key, raw_key = create_key(session, role=role, organization_code=org, name=name)
+            prefix = api_key.prefix
+    except AppError as exc:
+        raise fail(exc.detail) from exc
+    # Printed only after the commit, so a printed key always exists.
+    scope = f" for {org}" if role is not KeyRole.admin else ""
+    typer.echo(f"created {role.value} key {prefix}{scope}; store it now, it is not shown again:")
+    typer.echo(raw_key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys (prefix, role, organization, dates); secrets are never stored."""
+    require_database(get_settings())
+    with get_session_factory().begin() as session:
+        rows = session.execute(
+            select(
+                ApiKey.prefix,
+                ApiKey.role,
+                Organization.code,
+                ApiKey.name,
+                ApiKey.created_at,
+                ApiKey.revoked_at,
+            )
+            .outerjoin(Organization, Organization.id == ApiKey.organization_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        ).all()
+    typer.echo(f"{'PREFIX':<12} {'ROLE':<9} {'ORG':<16} {'CREATED':<20} {'REVOKED':<20} NAME")
+    for prefix, role, org_code, name, created_at, revoked_at in rows:
+        revoked = f"{revoked_at:%Y-%m-%d %H:%M:%S}" if revoked_at else "-"
+        typer.echo(
+            f"{prefix:<12} {role.value:<9} {org_code or '-':<16} "
+            f"{created_at:%Y-%m-%d %H:%M:%S}  {revoked:<20} {name}"
+        )
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, e.g. sfk_AbCdEf")],
+) -> None:
+    """Revoke a key; requests with it get 401 from then on."""
+    require_database(get_settings())
+    with get_session_factory().begin() as session:
+        keys = session.scalars(
+            select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        ).all()
+        if not keys:
+            raise fail(f"no active key with prefix {prefix!r}")
+        if len(keys) > 1:
+            # Prefixes are short and not unique; revoking several keys at once is never intended.
+            raise fail(f"{len(keys)} active keys share prefix {prefix!r}; nothing revoked")
+        keys[0].revoked_at = utcnow()
+    typer.echo(f"revoked key {prefix}")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def echo_seed_summary(summary: SeedSummary) -> None:
+    t = summary.totals
+    typer.echo(
+        f"demo network: {t['organizations']} organizations, {t['stations']} stations"
+        f" ({t['slots']} slots), {t['pack_types']} pack types, {t['vehicle_models']} vehicle"
+        f" models, {t['vehicles']} vehicles, {t['batteries']} batteries"
+        f" ({t['batteries_in_slots']} in slots, {t['batteries_in_vehicles']} in vehicles)"
+    )
+    created = ", ".join(f"{n} {what}" for what, n in sorted(summary.created.items()))
+    typer.echo(f"created: {created}" if created else "already present: nothing created")
+
+
+@cli.command("seed-demo")
+def seed_demo_command() -> None:
+    """Create the demo network (operators, stations, OEMs, vehicles, batteries); idempotent."""
+    require_database(get_settings())
+    with get_session_factory().begin() as session:
+        summary = seed_demo(session)
+    echo_seed_summary(summary)
+
+
+# --- up -----------------------------------------------------------------------------------
+
+
+def api_process(settings: Settings, host: str, port: int) -> ChildSpec:
+    return ChildSpec(
+        name="api",
+        argv=swapfleet_command("api", "--host", host, "--port", str(port)),
+        env=child_environment(settings),
+    )
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    # Children are configured the way an operator would configure them: SWAPFLEET_* variables.
+    # The database URL is the one setting `up` may have resolved itself (embedded PostgreSQL).
+    env = dict(os.environ)
+    if settings.database_url:
+        env["SWAPFLEET_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def prepare_database(settings: Settings) -> None:
+    """Migrate; on a new database seed the demo and print a first admin key."""
+    from app.migrate import upgrade
+
+    database_url = require_database(settings)
+    upgrade(database_url)
+    with get_session_factory().begin() as session:
+        has_orgs = session.scalar(select(func.count(Organization.id))) or 0
+        summary = None if has_orgs else seed_demo(session)
+        has_keys = session.scalar(select(func.count(ApiKey.id))) or 0
+        raw_key = None
+        if not has_keys:
+            _, raw_key = create_key(
+                session, role=KeyRole.admin, organization_code=None, name="first admin (up)"
+            )
+    if summary is not None:
+        echo_seed_summary(summary)
+    if raw_key is None:
+        typer.echo(
+            "API keys exist already; to make another admin key run:\n"
+            f"  SWAPFLEET_DATABASE_URL='{database_url}' swapfleet keys create --role admin"
+        )
+    else:
+        typer.echo("first start: admin API key (store it now, it is not shown again):")
+        typer.echo(raw_key)
+
+
+@cli.command("up")
+def up(
+    host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
+) -> None:
+    """Run the whole backend on this machine; without SWAPFLEET_DATABASE_URL it starts an
+    embedded PostgreSQL under SWAPFLEET_DATA_DIR."""
+    from app.embedded_db import EmbeddedDatabase, start_embedded_database
+
+    interrupt_on_sigterm()
+    settings = get_settings()
+    host = host or settings.api_host
+    port = port or settings.api_port
+    embedded: EmbeddedDatabase | None = None
+    code = 0
+    try:
+        if settings.database_url:
+            typer.echo(f"database: {display_url(settings.database_url)} (SWAPFLEET_DATABASE_URL)")
+        else:
+            embedded = start_embedded_database(settings.data_dir)
+            # The resolved URL goes on the one settings object, before anything has built an
+            # engine from it; children receive it as SWAPFLEET_DATABASE_URL (child_environment).
+            settings.database_url = embedded.url
+            typer.echo(f"database: embedded PostgreSQL, data in {embedded.pgdata}")
+            typer.echo(f"          {embedded.url}")
+        prepare_database(settings)
+        typer.echo(f"API: http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops everything")
+        # Later: the MQTT broker, the ingest and a simulated fleet join this list.
+        code = Supervisor([api_process(settings, host, port)]).run()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        if embedded is not None:
+            # Close pooled connections first so the server stops without killing sessions.
+            if get_engine.cache_info().currsize:
+                get_engine().dispose()
+            embedded.stop()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm
+
+
+def python_child(name: str, code: str, pid_file: Path) -> ChildSpec:
+    script = f"import os, pathlib; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+    return ChildSpec(name=name, argv=[sys.executable, "-c", script + code], env=dict(os.environ))
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); the supervisor reaps its children, so it would not stay.
+    status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    return status != "Z"
+
+
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+
+
+def test_when_one_child_dies_the_others_are_stopped_and_run_fails(tmp_path: Path) -> None:
+    sleeper_pid = tmp_path / "sleeper.pid"
+    supervisor = Supervisor(
+        [
+            python_child("sleeper", "import time; time.sleep(120)", sleeper_pid),
+            python_child(
+                "crasher", "import time; time.sleep(1); raise SystemExit(3)", tmp_path / "c.pid"
+            ),
+        ]
+    )
+    started = time.monotonic()
+    assert supervisor.run() == 1
+    assert time.monotonic() - started < 30
+    assert not is_running(int(sleeper_pid.read_text()))
+
+
+def test_sigterm_to_the_supervisor_stops_every_child_and_run_succeeds(tmp_path: Path) -> None:
+    pids = [tmp_path / "a.pid", tmp_path / "b.pid"]
+    supervisor = Supervisor([python_child(p.stem, "import time; time.sleep(120)", p) for p in pids])
+
+    def interrupt_when_started() -> None:
+        for pid_file in pids:
+            wait_for_file(pid_file)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt_on_sigterm()
+    thread = threading.Thread(target=interrupt_when_started)
+    thread.start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        thread.join()
+        signal.signal(signal.SIGTERM, previous)
+    for pid_file in pids:
+        assert not is_running(int(pid_file.read_text()))
