@@ -18,8 +18,10 @@ from app.config import Settings, get_settings
 from app.db import get_engine, get_session_factory
 from app.demo import SeedSummary, seed_demo
 from app.errors import AppError
+from app.ingest import cli as ingest_cli
 from app.models import ApiKey, KeyRole, Organization
 from app.models.base import utcnow
+from app.provisioning.cli import devices_cli
 from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
 
 logger = logging.getLogger("app.cli")
@@ -33,6 +35,11 @@ db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(devices_cli, name="devices")
+cli.command("ingest", help="Subscribe to device telemetry over MQTT and store every record.")(
+    ingest_cli.run
+)
+db_cli.command("prune")(ingest_cli.prune)
 
 
 @cli.callback()

@@ -16,14 +16,27 @@ from app.models.organization import Organization
 from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
 from app.models.station import Slot, Station
 from app.models.swap import IdempotencyRecord, SwapEvent
+from app.models.telemetry import (
+    CapacityRecord,
+    ChargingSample,
+    ChargingSession,
+    DeadLetter,
+    HealthRecord,
+    VehicleTelemetry,
+)
 from app.models.vehicle import Vehicle
 
 __all__ = [
     "ApiKey",
     "Battery",
     "BatteryState",
+    "CapacityRecord",
+    "ChargingSample",
+    "ChargingSession",
     "CustodyCause",
     "CustodyEvent",
+    "DeadLetter",
+    "HealthRecord",
     "IdempotencyRecord",
     "KeyRole",
     "LocationKind",
@@ -37,5 +50,6 @@ __all__ = [
     "SwapOutcome",
     "Vehicle",
     "VehicleModel",
+    "VehicleTelemetry",
     "vehicle_model_pack_types",
 ]

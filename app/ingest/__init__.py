@@ -1,0 +1,1 @@
+"""The MQTT telemetry ingest: client, payload handling, batched writer (no FastAPI here)."""

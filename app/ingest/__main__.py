@@ -1,0 +1,3 @@
+from app.ingest.cli import app
+
+app(prog_name="swapfleet ingest")

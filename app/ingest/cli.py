@@ -1,0 +1,63 @@
+"""`swapfleet ingest` and `swapfleet db prune`; the lead mounts these on app/cli.py."""
+
+import logging
+import signal
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Annotated
+
+import psycopg
+import typer
+
+from app.config import get_settings
+from app.ingest.client import IngestService, libpq_url
+from app.ingest.partitions import prune as prune_partitions
+
+app = typer.Typer(help="MQTT telemetry ingest", no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+
+@app.command("run")
+def run(
+    client_id: Annotated[
+        str | None, typer.Option(help="MQTT client id; stable across restarts, one per process")
+    ] = None,
+    share_group: Annotated[
+        str | None, typer.Option(help="Shared-subscription group to split the stream")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port for Prometheus metrics; 0 to disable")
+    ] = None,
+) -> None:
+    """Subscribe to the telemetry topics and store every record."""
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    port = settings.ingest_metrics_port if metrics_port is None else metrics_port
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+    service = IngestService(settings, client_id=client_id, share_group=share_group)
+
+    def _graceful(signum: int, frame: FrameType | None) -> None:
+        log.info("event=ingest_stopping signal=%d", signum)
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    service.run_forever()
+
+
+@app.command("prune")
+def prune() -> None:
+    """Drop telemetry partitions older than their retention and create future ones."""
+    settings = get_settings()
+    with psycopg.connect(libpq_url(settings.sqlalchemy_url()), autocommit=True) as conn:
+        result = prune_partitions(conn, settings, datetime.now(UTC))
+    typer.echo(
+        f"dropped {len(result.dropped)} partition(s)"
+        + (": " + ", ".join(result.dropped) if result.dropped else "")
+        + f"; partitions exist {result.created_ahead_months} month(s) ahead"
+    )

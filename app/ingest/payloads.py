@@ -1,0 +1,139 @@
+"""Turning one MQTT message into validated records and dead letters, without the database.
+
+This runs in paho's network thread, so it only decodes and validates; identity checks
+against the registry happen in the writer, once per batch.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from app.config import Settings
+from app.ingest.partitions import retention
+from devices.contract import (
+    PayloadError,
+    RecordKind,
+    TopicIdentity,
+    parse_topic,
+    split_records,
+    validate_record,
+)
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    topic: str
+    payload: bytes
+    payload_bytes: int
+    record_index: int | None
+    reason: str
+    detail: str
+    station_code: str | None
+    vin: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class DecodedRecord:
+    # Position in {"records": [...]}, or None for a message that is one bare record.
+    index: int | None
+    raw: Any
+    record: BaseModel
+
+
+@dataclass
+class DecodedMessage:
+    topic: str
+    identity: TopicIdentity | None
+    payload: bytes
+    received_at: datetime
+    records: list[DecodedRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+
+    def dead_letter(
+        self, reason: str, detail: str, *, limit: int, index: int | None = None, raw: Any = None
+    ) -> None:
+        self.dead_letters.append(self.refusal(reason, detail, limit=limit, index=index, raw=raw))
+
+    def refusal(
+        self, reason: str, detail: str, *, limit: int, index: int | None = None, raw: Any = None
+    ) -> DeadLetterRow:
+        # A refused record of a batch keeps only its own JSON; the rest of the batch is stored.
+        body = orjson.dumps(raw) if index is not None else self.payload
+        return DeadLetterRow(
+            topic=self.topic,
+            payload=body[:limit],
+            payload_bytes=len(body),
+            record_index=index,
+            reason=reason,
+            detail=detail,
+            station_code=self.identity.station_code if self.identity else None,
+            vin=self.identity.vin if self.identity else None,
+            received_at=self.received_at,
+        )
+
+
+def record_ts(record: BaseModel) -> datetime | None:
+    ts = getattr(record, "ts", None)
+    return ts if isinstance(ts, datetime) else None
+
+
+def decode_message(
+    topic: str, payload: bytes, *, settings: Settings, received_at: datetime
+) -> DecodedMessage:
+    identity = parse_topic(topic, settings.mqtt_topic_prefix)
+    message = DecodedMessage(topic, identity, payload, received_at)
+    limit = settings.ingest_dead_letter_payload_bytes
+    if identity is None:
+        message.dead_letter("unknown_topic", "topic is outside the v1 contract", limit=limit)
+        return message
+    if len(payload) > settings.ingest_max_payload_bytes:
+        message.dead_letter(
+            "oversized",
+            f"{len(payload)} bytes; at most {settings.ingest_max_payload_bytes}",
+            limit=limit,
+        )
+        return message
+    try:
+        raws, batched = split_records(payload)
+    except PayloadError as exc:
+        message.dead_letter(exc.reason, exc.detail, limit=limit)
+        return message
+
+    future_limit = received_at + timedelta(seconds=settings.ingest_max_future_skew_s)
+    oldest = (
+        received_at - retention(settings, identity.kind)
+        if identity.kind is not RecordKind.status
+        else None
+    )
+    for position, raw in enumerate(raws):
+        index = position if batched else None
+        try:
+            record = validate_record(identity.kind, raw)
+        except PayloadError as exc:
+            message.dead_letter(exc.reason, exc.detail, limit=limit, index=index, raw=raw)
+            continue
+        decoded = DecodedRecord(index, raw, record)
+        ts = record_ts(record)
+        if ts is not None and ts > future_limit:
+            message.dead_letter(
+                "ts_in_future",
+                f"ts {ts.isoformat()} is more than {settings.ingest_max_future_skew_s:g} s ahead",
+                limit=limit,
+                index=index,
+                raw=raw,
+            )
+        elif ts is not None and oldest is not None and ts < oldest:
+            message.dead_letter(
+                "ts_too_old",
+                f"ts {ts.isoformat()} is older than the retention of {identity.kind.value}",
+                limit=limit,
+                index=index,
+                raw=raw,
+            )
+        else:
+            message.records.append(decoded)
+    return message

@@ -1,0 +1,553 @@
+"""Writing a batch of decoded messages in one transaction.
+
+Per batch: look up the identities the records name, refuse what does not match, COPY the
+valid records of each kind into a temporary staging table, move them into the partitioned
+table with ON CONFLICT DO NOTHING (the natural key makes redeliveries no-ops), store the
+dead letters, update derived state from the rows that were new, and commit once.
+"""
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel
+
+from app.config import Settings
+from app.ingest.derived import apply_derived_state
+from app.ingest.partitions import create_partitions, month_start
+from app.ingest.payloads import DeadLetterRow, DecodedMessage, DecodedRecord
+from devices.contract import (
+    CapacityRecord,
+    ChargingSample,
+    HealthRecord,
+    RecordKind,
+    StationStatus,
+    TopicIdentity,
+    VehicleTelemetry,
+)
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    returning: str
+
+
+SPECS: dict[RecordKind, TableSpec] = {
+    RecordKind.charging: TableSpec(
+        "charging_samples",
+        (
+            "battery_serial",
+            "ts",
+            "station_id",
+            "slot",
+            "soc_pct",
+            "voltage_v",
+            "current_a",
+            "power_kw",
+            "temp_c_min",
+            "temp_c_max",
+            "energy_kwh",
+            "extra",
+            "received_at",
+        ),
+        (
+            "text",
+            "timestamptz",
+            "int8",
+            "int4",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "jsonb",
+            "timestamptz",
+        ),
+        "battery_serial, ts, station_id, slot, soc_pct, energy_kwh, temp_c_max",
+    ),
+    RecordKind.health: TableSpec(
+        "health_records",
+        (
+            "battery_serial",
+            "ts",
+            "station_id",
+            "soh_pct",
+            "internal_resistance_mohm",
+            "cell_voltage_min_v",
+            "cell_voltage_max_v",
+            "temp_c_max",
+            "cycle_count",
+            "extra",
+            "received_at",
+        ),
+        (
+            "text",
+            "timestamptz",
+            "int8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "int4",
+            "jsonb",
+            "timestamptz",
+        ),
+        "battery_serial, ts, soh_pct, cycle_count",
+    ),
+    RecordKind.capacity: TableSpec(
+        "capacity_records",
+        (
+            "battery_serial",
+            "ts",
+            "station_id",
+            "capacity_kwh",
+            "capacity_ah",
+            "method",
+            "temp_c",
+            "extra",
+            "received_at",
+        ),
+        (
+            "text",
+            "timestamptz",
+            "int8",
+            "float8",
+            "float8",
+            "text",
+            "float8",
+            "jsonb",
+            "timestamptz",
+        ),
+        "battery_serial, ts",
+    ),
+    RecordKind.vehicle: TableSpec(
+        "vehicle_telemetry",
+        (
+            "vin",
+            "ts",
+            "battery_serial",
+            "soc_pct",
+            "odometer_km",
+            "pack_voltage_v",
+            "pack_current_a",
+            "temp_c_max",
+            "lat",
+            "lon",
+            "extra",
+            "received_at",
+        ),
+        (
+            "text",
+            "timestamptz",
+            "text",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+            "jsonb",
+            "timestamptz",
+        ),
+        "battery_serial, ts, soc_pct",
+    ),
+}
+
+
+def _row(
+    kind: RecordKind, record: BaseModel, owner_id: int | str, received_at: datetime
+) -> list[Any]:
+    extra = record.model_extra or None
+    if isinstance(record, ChargingSample):
+        return [
+            record.battery_serial,
+            record.ts,
+            owner_id,
+            record.slot,
+            record.soc_pct,
+            record.voltage_v,
+            record.current_a,
+            record.power_kw,
+            record.temp_c_min,
+            record.temp_c_max,
+            record.energy_kwh,
+            extra,
+            received_at,
+        ]
+    if isinstance(record, HealthRecord):
+        return [
+            record.battery_serial,
+            record.ts,
+            owner_id,
+            record.soh_pct,
+            record.internal_resistance_mohm,
+            record.cell_voltage_min_v,
+            record.cell_voltage_max_v,
+            record.temp_c_max,
+            record.cycle_count,
+            extra,
+            received_at,
+        ]
+    if isinstance(record, CapacityRecord):
+        return [
+            record.battery_serial,
+            record.ts,
+            owner_id,
+            record.capacity_kwh,
+            record.capacity_ah,
+            record.method.value,
+            record.temp_c,
+            extra,
+            received_at,
+        ]
+    if isinstance(record, VehicleTelemetry):
+        return [
+            owner_id,
+            record.ts,
+            record.battery_serial,
+            record.soc_pct,
+            record.odometer_km,
+            record.pack_voltage_v,
+            record.pack_current_a,
+            record.temp_c_max,
+            record.lat,
+            record.lon,
+            extra,
+            received_at,
+        ]
+    raise TypeError(f"no table for {type(record).__name__} ({kind})")
+
+
+@dataclass
+class Registry:
+    """The identities a batch names, read once per batch."""
+
+    stations: dict[str, int] = field(default_factory=dict)
+    slots: set[tuple[int, int]] = field(default_factory=set)
+    vehicles: dict[str, int] = field(default_factory=dict)
+    # serial -> (station_id of its slot, vehicle_id), from the custody core.
+    batteries: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+
+
+def load_registry(conn: Connection, messages: Sequence[DecodedMessage]) -> Registry:
+    codes, vins, serials = set(), set(), set()
+    for message in messages:
+        if message.identity is None:
+            continue
+        if message.identity.station_code:
+            codes.add(message.identity.station_code)
+        if message.identity.vin:
+            vins.add(message.identity.vin)
+        for decoded in message.records:
+            serial = getattr(decoded.record, "battery_serial", None)
+            if isinstance(serial, str):
+                serials.add(serial)
+    registry = Registry()
+    if codes:
+        for code, station_id in conn.execute(
+            "SELECT code, id FROM stations WHERE code = ANY(%s)", (list(codes),)
+        ):
+            registry.stations[code] = station_id
+        for station_id, number in conn.execute(
+            "SELECT station_id, number FROM slots WHERE station_id = ANY(%s)",
+            (list(registry.stations.values()),),
+        ):
+            registry.slots.add((station_id, number))
+    if vins:
+        for vin, vehicle_id in conn.execute(
+            "SELECT vin, id FROM vehicles WHERE vin = ANY(%s)", (list(vins),)
+        ):
+            registry.vehicles[vin] = vehicle_id
+    if serials:
+        # Locked in one order for the whole batch: derived state updates these rows, and two
+        # ingest processes sharing a subscription must not deadlock on them.
+        for serial, station_id, vehicle_id in conn.execute(
+            "SELECT b.serial, s.station_id, b.vehicle_id FROM batteries b"
+            " LEFT JOIN slots s ON s.id = b.slot_id"
+            " WHERE b.serial = ANY(%s) ORDER BY b.serial FOR NO KEY UPDATE OF b",
+            (sorted(serials),),
+        ):
+            registry.batteries[serial] = (station_id, vehicle_id)
+    return registry
+
+
+@dataclass
+class Accepted:
+    rows: dict[RecordKind, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
+    statuses: list[tuple[int, StationStatus, datetime]] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+
+
+def _mismatch(
+    identity: TopicIdentity, decoded: DecodedRecord, owner_id: int, registry: Registry
+) -> tuple[str, str] | None:
+    """Why a record does not belong to its topic's station or vehicle, or None."""
+    record = decoded.record
+    extra = record.model_extra or {}
+    if identity.vin is not None and extra.get("vin", identity.vin) != identity.vin:
+        return "identity_mismatch", "the record's vin differs from the topic's"
+    if identity.station_code is not None and (
+        extra.get("station_code", identity.station_code) != identity.station_code
+    ):
+        return "identity_mismatch", "the record's station_code differs from the topic's"
+    serial = getattr(record, "battery_serial", "")
+    if serial not in registry.batteries:
+        return "unknown_battery", f"battery {serial!r} is not registered"
+    at_station, in_vehicle = registry.batteries[serial]
+    # Custody may lag a swap by a moment, so a battery recorded in the warehouse or in
+    # transit is accepted anywhere; only one recorded in another place is refused.
+    if identity.kind is RecordKind.vehicle:
+        if in_vehicle is not None and in_vehicle != owner_id:
+            return "identity_mismatch", f"battery {serial} is recorded in another vehicle"
+        if at_station is not None:
+            return "identity_mismatch", f"battery {serial} is recorded in a station slot"
+        return None
+    if at_station is not None and at_station != owner_id:
+        return "identity_mismatch", f"battery {serial} is recorded at another station"
+    if isinstance(record, ChargingSample) and (owner_id, record.slot) not in registry.slots:
+        return "identity_mismatch", f"the station has no slot {record.slot}"
+    return None
+
+
+def _owner(identity: TopicIdentity, registry: Registry) -> tuple[int | None, int | str, str]:
+    """The registry id of the topic's station or vehicle, the value stored with its records,
+    and the refusal reason when it is unknown."""
+    if identity.vin is not None:
+        return registry.vehicles.get(identity.vin), identity.vin, "unknown_vehicle"
+    station_id = registry.stations.get(identity.station_code or "")
+    return station_id, station_id or 0, "unknown_station"
+
+
+def sort_out(messages: Sequence[DecodedMessage], registry: Registry, limit: int) -> Accepted:
+    """Splits a batch into rows to store and dead letters; leaves the messages unchanged so
+    that a retried batch is sorted out the same way."""
+    accepted = Accepted()
+    for message in messages:
+        accepted.dead_letters.extend(message.dead_letters)
+        identity = message.identity
+        if identity is None or not message.records:
+            continue
+        owner_id, stored_owner, unknown_reason = _owner(identity, registry)
+        if owner_id is None:
+            name = identity.vin or identity.station_code
+            accepted.dead_letters.append(
+                message.refusal(unknown_reason, f"{name!r} is not registered", limit=limit)
+            )
+            continue
+        for decoded in message.records:
+            if isinstance(decoded.record, StationStatus):
+                accepted.statuses.append((owner_id, decoded.record, message.received_at))
+                continue
+            refusal = _mismatch(identity, decoded, owner_id, registry)
+            if refusal is not None:
+                accepted.dead_letters.append(
+                    message.refusal(*refusal, limit=limit, index=decoded.index, raw=decoded.raw)
+                )
+                continue
+            accepted.rows[identity.kind].append(
+                _row(identity.kind, decoded.record, stored_owner, message.received_at)
+            )
+    return accepted
+
+
+@dataclass
+class WriteResult:
+    stored: dict[RecordKind, int] = field(default_factory=dict)
+    duplicates: dict[RecordKind, int] = field(default_factory=dict)
+    newest_ts: dict[RecordKind, datetime] = field(default_factory=dict)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(self.stored.values()) + sum(self.duplicates.values())
+
+
+class BatchWriter:
+    """Owns one psycopg connection; not thread-safe (the ingest has one writer thread)."""
+
+    def __init__(self, conninfo: str, settings: Settings) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._conn: Connection | None = None
+        self._known_partitions: set[tuple[str, datetime]] = set()
+        self._created_in_batch: set[tuple[str, datetime]] = set()
+
+    @property
+    def dead_letter_limit(self) -> int:
+        return self._settings.ingest_dead_letter_payload_bytes
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._conninfo, connect_timeout=5)
+            for spec in SPECS.values():
+                self._conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS stage_{spec.table}"
+                    f" (LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            self._conn.commit()
+        return self._conn
+
+    def write(self, messages: Sequence[DecodedMessage]) -> WriteResult:
+        conn = self._connection()
+        self._created_in_batch.clear()
+        try:
+            with conn.transaction():
+                result = self._write(conn, messages)
+        except psycopg.Error:
+            if conn.broken:
+                self.close()
+            raise
+        self._known_partitions |= self._created_in_batch
+        return result
+
+    def _write(self, conn: Connection, messages: Sequence[DecodedMessage]) -> WriteResult:
+        limit = self._settings.ingest_dead_letter_payload_bytes
+        registry = load_registry(conn, messages)
+        accepted = sort_out(messages, registry, limit)
+        result = WriteResult(dead_letters=accepted.dead_letters)
+        inserted: dict[RecordKind, list[tuple[Any, ...]]] = {}
+        for kind, rows in accepted.rows.items():
+            spec = SPECS[kind]
+            self._ensure_partitions(conn, spec.table, rows)
+            with conn.cursor() as cur:
+                columns = ", ".join(spec.columns)
+                with cur.copy(
+                    f"COPY stage_{spec.table} ({columns}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(list(spec.types))
+                    for row in rows:
+                        copy.write_row(row)
+                new_rows = cur.execute(
+                    f"INSERT INTO {spec.table} ({columns}) SELECT {columns} FROM stage_{spec.table}"
+                    f" ON CONFLICT DO NOTHING RETURNING {spec.returning}"
+                ).fetchall()
+            inserted[kind] = new_rows
+            result.stored[kind] = len(new_rows)
+            result.duplicates[kind] = len(rows) - len(new_rows)
+            result.newest_ts[kind] = max(row[1] for row in rows)
+        if accepted.dead_letters:
+            self._store_dead_letters(conn, accepted.dead_letters)
+        apply_derived_state(
+            conn,
+            inserted,
+            accepted.statuses,
+            session_gap_s=self._settings.ingest_session_gap_s,
+        )
+        return result
+
+    def _ensure_partitions(self, conn: Connection, table: str, rows: list[list[Any]]) -> None:
+        months = {month_start(row[1]) for row in rows}
+        missing = [m for m in months if (table, m) not in self._known_partitions]
+        if missing:
+            create_partitions(conn, table, missing)
+            # Remembered only once committed: a rolled-back batch rolls the partitions back too.
+            self._created_in_batch.update((table, m) for m in missing)
+
+    @staticmethod
+    def _store_dead_letters(conn: Connection, rows: list[DeadLetterRow]) -> None:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY dead_letters (received_at, topic, payload, payload_bytes, record_index,"
+                " reason, detail, station_code, vin) FROM STDIN"
+            ) as copy,
+        ):
+            for r in rows:
+                copy.write_row(
+                    [
+                        r.received_at,
+                        r.topic,
+                        r.payload,
+                        r.payload_bytes,
+                        r.record_index,
+                        r.reason,
+                        r.detail,
+                        r.station_code,
+                        r.vin,
+                    ]
+                )
+
+
+def write_with_retry(
+    writer: BatchWriter,
+    messages: Sequence[DecodedMessage],
+    *,
+    retry_max_s: float,
+    stopping: Any,
+    on_retry: Any = None,
+) -> WriteResult | None:
+    """Retries forever while the database is unreachable: nothing is acknowledged meanwhile,
+    so the broker keeps the backlog. A batch the database refuses for another reason is
+    split so one poisonous message cannot block the stream; that message is dead-lettered.
+    Returns None only if asked to stop before the batch was written."""
+    delay = 0.1
+    while True:
+        try:
+            return writer.write(messages)
+        except psycopg.OperationalError as exc:
+            if stopping():
+                return None
+            if on_retry is not None:
+                on_retry()
+            log.warning("event=write_retry error=%s delay_s=%.1f", type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, retry_max_s)
+        except psycopg.Error as exc:
+            if len(messages) == 1:
+                return _dead_letter_unwritable(writer, messages[0], exc)
+            log.error("event=batch_refused error=%s; writing message by message", exc)
+            merged = WriteResult()
+            for message in messages:
+                single = write_with_retry(
+                    writer,
+                    [message],
+                    retry_max_s=retry_max_s,
+                    stopping=stopping,
+                    on_retry=on_retry,
+                )
+                if single is None:
+                    return None
+                for kind, n in single.stored.items():
+                    merged.stored[kind] = merged.stored.get(kind, 0) + n
+                for kind, n in single.duplicates.items():
+                    merged.duplicates[kind] = merged.duplicates.get(kind, 0) + n
+                for kind, ts in single.newest_ts.items():
+                    merged.newest_ts[kind] = max(ts, merged.newest_ts.get(kind, ts))
+                merged.dead_letters.extend(single.dead_letters)
+            return merged
+
+
+def _dead_letter_unwritable(
+    writer: BatchWriter, message: DecodedMessage, exc: psycopg.Error
+) -> WriteResult:
+    log.error("event=message_unwritable topic=%s error=%s", message.topic, exc)
+    refused = DecodedMessage(message.topic, message.identity, message.payload, message.received_at)
+    refused.dead_letter(
+        "store_error", f"{type(exc).__name__}: {exc}"[:1000], limit=writer.dead_letter_limit
+    )
+    return writer.write([refused])
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

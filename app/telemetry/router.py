@@ -1,0 +1,134 @@
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.auth.dependencies import CurrentPrincipal, WriterPrincipal
+from app.db import SessionDep
+from app.errors import Forbidden, NotFound, Unauthorized, problem_responses
+from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.telemetry import service
+from app.telemetry.schemas import (
+    BatteryTelemetryKind,
+    CapacityRecordRead,
+    ChargingSampleRead,
+    ChargingSessionRead,
+    DeadLetterRead,
+    HealthRecordRead,
+    VehicleTelemetryRead,
+)
+
+router = APIRouter(tags=["telemetry"])
+
+From = Annotated[
+    datetime | None, Query(alias="from", description="Inclusive start (RFC 3339 with offset)")
+]
+To = Annotated[datetime | None, Query(alias="to", description="Exclusive end (RFC 3339)")]
+_READ_ERRORS = problem_responses(Unauthorized, NotFound, InvalidCursor, service.InvalidTimeRange)
+
+BatteryRecordRead = ChargingSampleRead | HealthRecordRead | CapacityRecordRead
+_READS: dict[BatteryTelemetryKind, type[BatteryRecordRead]] = {
+    BatteryTelemetryKind.charging: ChargingSampleRead,
+    BatteryTelemetryKind.health: HealthRecordRead,
+    BatteryTelemetryKind.capacity: CapacityRecordRead,
+}
+
+
+@router.get(
+    "/batteries/{serial}/telemetry",
+    summary="A battery's charging, health or capacity records, oldest first",
+    responses=_READ_ERRORS,
+)
+def battery_telemetry(
+    serial: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    kind: BatteryTelemetryKind,
+    from_: From = None,
+    to: To = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[BatteryRecordRead]:
+    items, next_cursor = service.battery_telemetry(
+        session, principal, serial=serial, kind=kind, start=from_, end=to, limit=limit,
+        cursor=cursor,
+    )  # fmt: skip
+    read = _READS[kind]
+    return Page[BatteryRecordRead](
+        items=[read.model_validate(i) for i in items], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/batteries/{serial}/charging-sessions",
+    summary="A battery's charging sessions, oldest first",
+    responses=_READ_ERRORS,
+)
+def battery_charging_sessions(
+    serial: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    from_: From = None,
+    to: To = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[ChargingSessionRead]:
+    items, next_cursor = service.charging_sessions(
+        session, principal, serial=serial, start=from_, end=to, limit=limit, cursor=cursor
+    )
+    return Page[ChargingSessionRead](
+        items=[ChargingSessionRead.model_validate(i) for i in items], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/vehicles/{vin}/telemetry",
+    summary="A vehicle's telemetry, oldest first",
+    responses=_READ_ERRORS,
+)
+def vehicle_telemetry(
+    vin: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    from_: From = None,
+    to: To = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[VehicleTelemetryRead]:
+    items, next_cursor = service.vehicle_telemetry(
+        session, principal, vin=vin, start=from_, end=to, limit=limit, cursor=cursor
+    )
+    return Page[VehicleTelemetryRead](
+        items=[VehicleTelemetryRead.model_validate(i) for i in items], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/dead-letters",
+    summary="Messages and records the ingest refused, oldest first (operators and admins)",
+    responses=problem_responses(Unauthorized, Forbidden, InvalidCursor, service.InvalidTimeRange),
+)
+def list_dead_letters(
+    session: SessionDep,
+    principal: WriterPrincipal,
+    reason: Annotated[str | None, Query(max_length=32, description="e.g. schema")] = None,
+    from_: From = None,
+    to: To = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[DeadLetterRead]:
+    items, next_cursor = service.dead_letters(
+        session, principal, reason=reason, start=from_, end=to, limit=limit, cursor=cursor
+    )
+    return Page[DeadLetterRead](
+        items=[
+            DeadLetterRead(
+                id=d.id, received_at=d.received_at, topic=d.topic, reason=d.reason,
+                detail=d.detail, record_index=d.record_index, station_code=d.station_code,
+                vin=d.vin, payload_bytes=d.payload_bytes,
+                payload=bytes(d.payload).decode("utf-8", errors="replace"),
+            )
+            for d in items
+        ],
+        next_cursor=next_cursor,
+    )  # fmt: skip

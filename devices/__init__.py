@@ -1,0 +1,1 @@
+"""The device side of swapfleet: the MQTT contract shared with the ingest; no app/ imports."""
