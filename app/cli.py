@@ -19,6 +19,7 @@ from app.db import get_engine, get_session_factory
 from app.demo import SeedSummary, seed_demo
 from app.errors import AppError
 from app.ingest import cli as ingest_cli
+from app.local_broker import BrokerUnavailable, prepare_local_broker
 from app.models import ApiKey, KeyRole, Organization
 from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
@@ -222,12 +223,20 @@ def api_process(settings: Settings, host: str, port: int) -> ChildSpec:
     )
 
 
+def ingest_process(settings: Settings) -> ChildSpec:
+    return ChildSpec(
+        name="ingest", argv=swapfleet_command("ingest"), env=child_environment(settings)
+    )
+
+
 def child_environment(settings: Settings) -> dict[str, str]:
     # Children are configured the way an operator would configure them: SWAPFLEET_* variables.
     # The database URL is the one setting `up` may have resolved itself (embedded PostgreSQL).
     env = dict(os.environ)
     if settings.database_url:
         env["SWAPFLEET_DATABASE_URL"] = settings.database_url
+    if settings.mqtt_url:
+        env["SWAPFLEET_MQTT_URL"] = settings.mqtt_url
     return env
 
 
@@ -263,8 +272,8 @@ def up(
     host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
 ) -> None:
-    """Run the whole backend on this machine; without SWAPFLEET_DATABASE_URL it starts an
-    embedded PostgreSQL under SWAPFLEET_DATA_DIR."""
+    """Run the whole backend on this machine: API, MQTT ingest and, unless configured
+    otherwise, an embedded PostgreSQL and a private Mosquitto under SWAPFLEET_DATA_DIR."""
     from app.embedded_db import EmbeddedDatabase, start_embedded_database
 
     interrupt_on_sigterm()
@@ -284,9 +293,23 @@ def up(
             typer.echo(f"database: embedded PostgreSQL, data in {embedded.pgdata}")
             typer.echo(f"          {embedded.url}")
         prepare_database(settings)
+        children = [api_process(settings, host, port)]
+        if settings.mqtt_url:
+            typer.echo(f"MQTT broker: {settings.mqtt_url} (SWAPFLEET_MQTT_URL)")
+        else:
+            broker = prepare_local_broker(settings.data_dir, child_environment(settings))
+            settings.mqtt_url = broker.url
+            children.insert(0, broker.spec)
+            typer.echo(
+                f"MQTT broker: private Mosquitto on {broker.url}, data in "
+                f"{settings.data_dir / 'mosquitto'}"
+            )
+        children.append(ingest_process(settings))
         typer.echo(f"API: http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops everything")
-        # Later: the MQTT broker, the ingest and a simulated fleet join this list.
-        code = Supervisor([api_process(settings, host, port)]).run()
+        code = Supervisor(children).run()
+    except BrokerUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 1
     except KeyboardInterrupt:
         code = 0
     finally:

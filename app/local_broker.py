@@ -1,0 +1,91 @@
+"""A private Mosquitto for `swapfleet up` when no broker is configured.
+
+It listens on loopback only and allows anonymous clients: it is for one machine's demo, not
+for devices in the field (those use deploy/mosquitto/ with per-device credentials).
+"""
+
+import getpass
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.supervisor import ChildSpec
+
+MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+DEFAULT_MQTT_PORT = 1883
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    spec: ChildSpec
+    url: str
+    port: int
+
+
+def find_mosquitto() -> str | None:
+    for candidate in MOSQUITTO_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def broker_config(port: int, persistence_dir: Path) -> str:
+    # Queue limits as in deploy/mosquitto/mosquitto.conf: an offline ingest session must not
+    # silently lose what Mosquitto's default of 1,000 queued messages would drop.
+    return "\n".join(
+        [
+            f"listener {port} 127.0.0.1",
+            # Stay the user who ran `up` (as root Mosquitto would switch to a `mosquitto` user
+            # that cannot write our data folder).
+            f"user {getpass.getuser()}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {persistence_dir}/",
+            "autosave_interval 30",
+            "max_queued_messages 3000000",
+            "max_queued_bytes 0",
+            "max_inflight_messages 1000",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+            "",
+        ]
+    )
+
+
+def prepare_local_broker(data_dir: Path, env: dict[str, str]) -> LocalBroker:
+    binary = find_mosquitto()
+    if binary is None:
+        raise BrokerUnavailable(
+            "no MQTT broker: install Mosquitto (apt-get install mosquitto) or set "
+            "SWAPFLEET_MQTT_URL to a broker that speaks MQTT 5"
+        )
+    workdir = (data_dir / "mosquitto").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Keep the well-known port when it is free, so devices on this machine find the broker.
+    port = DEFAULT_MQTT_PORT if port_is_free(DEFAULT_MQTT_PORT) else free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(broker_config(port, workdir))
+    spec = ChildSpec(name="mqtt-broker", argv=[binary, "-c", str(conf)], env=env)
+    return LocalBroker(spec=spec, url=f"mqtt://127.0.0.1:{port}", port=port)
