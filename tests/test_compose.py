@@ -40,8 +40,21 @@ def api_environment(compose: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def test_compose_has_postgres_mosquitto_and_api(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "mosquitto", "api"}
+def test_compose_has_postgres_mosquitto_api_and_ingest(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "mosquitto", "api", "ingest"}
+
+
+def test_compose_broker_uses_the_shipped_config_with_a_large_queue(
+    compose: dict[str, Any],
+) -> None:
+    mosquitto = compose["services"]["mosquitto"]
+    assert "./deploy/mosquitto:/mosquitto/config:ro" in mosquitto["volumes"]
+    conf = (REPO_ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    queued = re.search(r"^max_queued_messages (\d+)", conf, re.MULTILINE)
+    assert queued is not None
+    # Ten minutes at the design rate of 5,000 messages/s stated in the conf.
+    assert int(queued.group(1)) >= 5_000 * 600
+    assert re.search(r"^allow_anonymous false", conf, re.MULTILINE)
 
 
 def test_compose_publishes_the_standard_ports(compose: dict[str, Any]) -> None:
