@@ -300,7 +300,8 @@ class DeviceClient:
         )
         self._status = document
         if self._connected.is_set():
-            self._send_status(document)
+            # Same shape as the status sent on connect, so the latest retained one is complete.
+            self._send_status({**document, "online": True, "ts": _now_rfc3339()})
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything stored so far without waiting for batches to fill; True once acked."""

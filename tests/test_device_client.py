@@ -350,14 +350,22 @@ def test_last_will_marks_the_station_offline_when_its_process_dies(
     try:
         assert station.stdout is not None
         assert station.stdout.readline().strip() == b"connected"
-        assert collector.wait_until(lambda c: len(c.snapshot()) >= 1, 15)
-        online = orjson.loads(collector.snapshot()[0].payload)
+        # The client also announces itself online on every connect; find the status it sent.
+        assert collector.wait_until(
+            lambda c: any("slots" in orjson.loads(m.payload) for m in c.snapshot()), 15
+        )
+        online = next(
+            orjson.loads(m.payload)
+            for m in collector.snapshot()
+            if "slots" in orjson.loads(m.payload)
+        )
         assert online["online"] is True
         assert online["slots"] == [{"slot": 1, "state": "ready"}]
         station.kill()
         station.wait()
-        assert collector.wait_until(lambda c: len(c.snapshot()) >= 2, 15)
-        assert orjson.loads(collector.snapshot()[1].payload) == {"online": False}
+        assert collector.wait_until(
+            lambda c: orjson.loads(c.snapshot()[-1].payload) == {"online": False}, 15
+        )
     finally:
         if station.poll() is None:
             station.kill()

@@ -154,7 +154,10 @@ def test_vehicle_shows_the_battery_it_carries(
     response = client.get(f"/v1/vehicles/{vehicle.vin}", headers=operator_key)
     assert response.status_code == 200
     assert response.json()["installed_battery_serial"] == battery.serial
-    listed = client.get("/v1/vehicles", headers=operator_key).json()["items"]
+    # Filtered to this test's model: other tests (ingest, simulator) commit vehicles too.
+    listed = client.get(
+        "/v1/vehicles", params={"model_code": model.code}, headers=operator_key
+    ).json()["items"]
     assert {v["vin"]: v["installed_battery_serial"] for v in listed} == {
         vehicle.vin: battery.serial
     }
@@ -250,7 +253,9 @@ def test_vehicle_cursor_walks_every_page_once(
     client: TestClient, session: Session, admin: dict[str, str], model: VehicleModel
 ) -> None:
     created = {make_vehicle(session, model).vin for _ in range(7)}
-    vins = walk_pages(client, "/v1/vehicles", admin, limit=2, key="vin")
+    vins = walk_pages(
+        client, "/v1/vehicles", admin, limit=2, key="vin", filters={"model_code": model.code}
+    )
     assert set(vins) == created
     assert len(vins) == 7
     assert vins == sorted(vins)
