@@ -1,8 +1,9 @@
 """Real concurrent transactions against committed data: no shared test transaction here."""
 
+import functools
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +18,15 @@ from app.models import Battery, LocationKind, SwapEvent, VehicleModel
 from app.swaps import repository
 from tests.factories import auth, make_battery, make_vehicle
 from tests.swap_world import SwapWorld, build_swap_world
+
+
+def run_together(calls: list[Callable[[], None]]) -> None:
+    """Start every call on its own thread and wait for all: real concurrent transactions."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
 
 
 @pytest.fixture
@@ -72,11 +82,7 @@ def test_concurrent_swaps_at_one_station_never_share_a_battery(
             )
             results[vin] = (response.status_code, response.json())
 
-    threads = [threading.Thread(target=swap, args=d) for d in drivers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_together([functools.partial(swap, *driver) for driver in drivers])
 
     statuses = Counter(status for status, _ in results.values())
     assert statuses == {201: 4, 409: 3}, results
@@ -152,11 +158,7 @@ def test_swap_naming_a_battery_just_handed_out_is_rejected(
             )
             statuses.append((response.status_code, response.json().get("code", "")))
 
-    threads = [threading.Thread(target=swap, args=d) for d in drivers[:2]]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_together([functools.partial(swap, *driver) for driver in drivers[:2]])
     assert sorted(statuses) == [(201, ""), (409, "BatteryNotAtStation")]
 
 
@@ -183,11 +185,7 @@ def test_concurrent_retries_with_one_idempotency_key_record_one_swap(
             )
             bodies.append(response.json())
 
-    threads = [threading.Thread(target=retry) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_together([retry] * 4)
     assert len({str(b["id"]) for b in bodies}) == 1
     with Session(engine) as session:
         assert len(session.scalars(select(SwapEvent).where(SwapEvent.vin == vin)).all()) == 1
