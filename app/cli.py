@@ -24,6 +24,7 @@ from app.models import ApiKey, KeyRole, Organization
 from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
 from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
+from simulators.cli import simulate_cli
 
 logger = logging.getLogger("app.cli")
 
@@ -37,6 +38,7 @@ keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(devices_cli, name="devices")
+cli.add_typer(simulate_cli, name="simulate")
 cli.command("ingest", help="Subscribe to device telemetry over MQTT and store every record.")(
     ingest_cli.run
 )
