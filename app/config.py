@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     retention_capacity_days: int = Field(default=3650, ge=1)
     retention_vehicle_days: int = Field(default=400, ge=1)
     partitions_ahead_months: int = Field(default=3, ge=1)
+    # How often a running ingest drops expired partitions and creates future ones.
+    prune_interval_s: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")
     def _require_database_outside_development(self) -> "Settings":

@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import threading
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated
@@ -9,8 +10,9 @@ from typing import Annotated
 import psycopg
 import typer
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.ingest.client import IngestService, libpq_url
+from app.ingest.partitions import PruneResult
 from app.ingest.partitions import prune as prune_partitions
 
 app = typer.Typer(help="MQTT telemetry ingest", no_args_is_help=True)
@@ -40,9 +42,14 @@ def run(
 
         start_http_server(port)
     service = IngestService(settings, client_id=client_id, share_group=share_group)
+    stopping = threading.Event()
+    threading.Thread(
+        target=prune_periodically, args=(settings, stopping), name="prune", daemon=True
+    ).start()
 
     def _graceful(signum: int, frame: FrameType | None) -> None:
         log.info("event=ingest_stopping signal=%d", signum)
+        stopping.set()
         service.request_stop()
 
     signal.signal(signal.SIGTERM, _graceful)
@@ -50,12 +57,27 @@ def run(
     service.run_forever()
 
 
+def prune_once(settings: Settings) -> PruneResult:
+    with psycopg.connect(libpq_url(settings.sqlalchemy_url()), autocommit=True) as conn:
+        return prune_partitions(conn, settings, datetime.now(UTC))
+
+
+def prune_periodically(settings: Settings, stopping: threading.Event) -> None:
+    """Retention and partitions ahead, from the process that writes the partitions."""
+    while not stopping.is_set():
+        try:
+            result = prune_once(settings)
+            log.info("event=prune dropped=%d", len(result.dropped))
+        except psycopg.Error as exc:
+            # The database may be down; the ingest itself copes, the next round retries.
+            log.warning("event=prune_failed error=%s", type(exc).__name__)
+        stopping.wait(settings.prune_interval_s)
+
+
 @app.command("prune")
 def prune() -> None:
     """Drop telemetry partitions older than their retention and create future ones."""
-    settings = get_settings()
-    with psycopg.connect(libpq_url(settings.sqlalchemy_url()), autocommit=True) as conn:
-        result = prune_partitions(conn, settings, datetime.now(UTC))
+    result = prune_once(get_settings())
     typer.echo(
         f"dropped {len(result.dropped)} partition(s)"
         + (": " + ", ".join(result.dropped) if result.dropped else "")
