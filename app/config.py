@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     ingest_dead_letter_payload_bytes: int = Field(default=4096, ge=0)
     # Samples of one battery in one slot further apart than this start a new charging session.
     ingest_session_gap_s: float = Field(default=600.0, gt=0)
+    # A record is checked against where its battery was around its ts, give or take this
+    # much: device clocks and the swap times operators record disagree by minutes.
+    ingest_custody_grace_s: float = Field(default=600.0, ge=0)
     ingest_metrics_port: int | None = 9101
     ingest_retry_max_s: float = Field(default=5.0, gt=0)
     # Retention per record kind; whole monthly partitions older than this are dropped.

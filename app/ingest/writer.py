@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -234,6 +234,11 @@ def _row(
     raise TypeError(f"no table for {type(record).__name__} ({kind})")
 
 
+# Where a battery was: (station_id of its slot, vehicle_id); both None in a warehouse or in
+# transit.
+Place = tuple[int | None, int | None]
+
+
 @dataclass
 class Registry:
     """The identities a batch names, read once per batch."""
@@ -241,12 +246,34 @@ class Registry:
     stations: dict[str, int] = field(default_factory=dict)
     slots: set[tuple[int, int]] = field(default_factory=set)
     vehicles: dict[str, int] = field(default_factory=dict)
-    # serial -> (station_id of its slot, vehicle_id), from the custody core.
-    batteries: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    # serial -> where it is now, from the custody core.
+    batteries: dict[str, Place] = field(default_factory=dict)
+    # serial -> its custody moves (time, place it went to), oldest first, covering the
+    # batch's time span: records are judged by where the battery was at their ts, so that
+    # late (outbox) or backfilled records are not refused after a swap moved the battery.
+    moves: dict[str, list[tuple[datetime, Place]]] = field(default_factory=dict)
+    # Device clocks and the swap times operators record differ by minutes.
+    grace: timedelta = timedelta(0)
+
+    def places_near(self, serial: str, ts: datetime) -> set[Place]:
+        """Every place the battery occupied within the grace period around ts."""
+        moves = self.moves.get(serial, [])
+        start, end = ts - self.grace, ts + self.grace
+        before = [place for at, place in moves if at <= start]
+        during = {place for at, place in moves if start < at <= end}
+        if before:
+            return {before[-1], *during}
+        if during:
+            return during
+        # ts precedes the recorded history (records from before registration).
+        return {self.batteries[serial]}
 
 
-def load_registry(conn: Connection, messages: Sequence[DecodedMessage]) -> Registry:
+def load_registry(
+    conn: Connection, messages: Sequence[DecodedMessage], grace: timedelta = timedelta(0)
+) -> Registry:
     codes, vins, serials = set(), set(), set()
+    stamps: list[datetime] = []
     for message in messages:
         if message.identity is None:
             continue
@@ -256,9 +283,11 @@ def load_registry(conn: Connection, messages: Sequence[DecodedMessage]) -> Regis
             vins.add(message.identity.vin)
         for decoded in message.records:
             serial = getattr(decoded.record, "battery_serial", None)
-            if isinstance(serial, str):
+            ts = getattr(decoded.record, "ts", None)
+            if isinstance(serial, str) and isinstance(ts, datetime):
                 serials.add(serial)
-    registry = Registry()
+                stamps.append(ts)
+    registry = Registry(grace=grace)
     if codes:
         for code, station_id in conn.execute(
             "SELECT code, id FROM stations WHERE code = ANY(%s)", (list(codes),)
@@ -284,7 +313,24 @@ def load_registry(conn: Connection, messages: Sequence[DecodedMessage]) -> Regis
             (sorted(serials),),
         ):
             registry.batteries[serial] = (station_id, vehicle_id)
+        load_moves(conn, registry, min(stamps) - grace, max(stamps) + grace)
     return registry
+
+
+def load_moves(conn: Connection, registry: Registry, start: datetime, end: datetime) -> None:
+    """Per battery, the moves inside [start, end] and the last one before start."""
+    for serial, at, station_id, vehicle_id in conn.execute(
+        "SELECT b.serial, e.at, s.station_id, e.to_vehicle_id"
+        " FROM batteries b"
+        " JOIN custody_events e ON e.battery_id = b.id"
+        " LEFT JOIN slots s ON s.id = e.to_slot_id"
+        " WHERE b.serial = ANY(%s) AND e.at <= %s AND e.at >= COALESCE("
+        "   (SELECT max(p.at) FROM custody_events p WHERE p.battery_id = b.id AND p.at <= %s),"
+        "   '-infinity')"
+        " ORDER BY b.serial, e.at, e.id",
+        (sorted(registry.batteries), end, start),
+    ):
+        registry.moves.setdefault(serial, []).append((at, (station_id, vehicle_id)))
 
 
 @dataclass
@@ -309,17 +355,16 @@ def _mismatch(
     serial = getattr(record, "battery_serial", "")
     if serial not in registry.batteries:
         return "unknown_battery", f"battery {serial!r} is not registered"
-    at_station, in_vehicle = registry.batteries[serial]
-    # Custody may lag a swap by a moment, so a battery recorded in the warehouse or in
-    # transit is accepted anywhere; only one recorded in another place is refused.
+    ts: datetime = record.ts  # type: ignore[attr-defined]
+    places = registry.places_near(serial, ts)
+    # A battery in the warehouse or in transit is accepted anywhere (custody may lag a
+    # move); one that was somewhere else all the time around ts is refused.
     if identity.kind is RecordKind.vehicle:
-        if in_vehicle is not None and in_vehicle != owner_id:
-            return "identity_mismatch", f"battery {serial} is recorded in another vehicle"
-        if at_station is not None:
-            return "identity_mismatch", f"battery {serial} is recorded in a station slot"
+        if not any(station is None and vehicle in (owner_id, None) for station, vehicle in places):
+            return "identity_mismatch", f"battery {serial} was not in this vehicle at {ts}"
         return None
-    if at_station is not None and at_station != owner_id:
-        return "identity_mismatch", f"battery {serial} is recorded at another station"
+    if not any(vehicle is None and station in (owner_id, None) for station, vehicle in places):
+        return "identity_mismatch", f"battery {serial} was not at this station at {ts}"
     if isinstance(record, ChargingSample) and (owner_id, record.slot) not in registry.slots:
         return "identity_mismatch", f"the station has no slot {record.slot}"
     return None
@@ -423,7 +468,9 @@ class BatchWriter:
 
     def _write(self, conn: Connection, messages: Sequence[DecodedMessage]) -> WriteResult:
         limit = self._settings.ingest_dead_letter_payload_bytes
-        registry = load_registry(conn, messages)
+        registry = load_registry(
+            conn, messages, timedelta(seconds=self._settings.ingest_custody_grace_s)
+        )
         accepted = sort_out(messages, registry, limit)
         result = WriteResult(dead_letters=accepted.dead_letters)
         inserted: dict[RecordKind, list[tuple[Any, ...]]] = {}
