@@ -77,7 +77,8 @@ def telemetry(serial: str, minutes_ago: int) -> bytes:
 def sample(serial: str, minutes_ago: int) -> bytes:
     return orjson.dumps({
         "battery_serial": serial, "slot": 4,
-        "ts": (NOW - timedelta(minutes=minutes_ago)).isoformat(), "soc_pct": 30, "voltage_v": 510, "current_a": 100, "power_kw": 51, "temp_c_min": 22,
+        "ts": (NOW - timedelta(minutes=minutes_ago)).isoformat(), "soc_pct": 30,
+        "voltage_v": 510, "current_a": 100, "power_kw": 51, "temp_c_min": 22,
         "temp_c_max": 27, "energy_kwh": 1.0,
     })  # fmt: skip
 
