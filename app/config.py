@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     # How often a running ingest drops expired partitions and creates future ones.
     prune_interval_s: float = Field(default=3600.0, gt=0)
 
+    # ---- OEM reports (app/reports) ----
+    # A report without `from` covers this many days up to and including `to`.
+    report_window_days: int = Field(default=90, ge=1, le=3660)
+    # Robust z-score (0.6745 (x - median) / MAD within a cohort) above which a battery is
+    # listed as an anomaly and recommended for quarantine.
+    report_anomaly_z: float = Field(default=3.5, gt=0)
+    # Smaller cohorts (same OEM and pack type) have no meaningful median: no anomalies.
+    report_anomaly_min_cohort: int = Field(default=5, ge=3)
+
     @model_validator(mode="after")
     def _require_database_outside_development(self) -> "Settings":
         if self.environment == "production" and not self.database_url:

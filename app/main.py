@@ -32,6 +32,8 @@ def create_app() -> FastAPI:
     from app.batteries.router import router as batteries_router
     from app.catalog.router import router as catalog_router
     from app.organizations.router import router as organizations_router
+    from app.reports.router import passport_router
+    from app.reports.router import router as reports_router
     from app.stations.router import router as stations_router
     from app.swaps.router import router as swaps_router
     from app.telemetry.router import router as telemetry_router
@@ -49,6 +51,8 @@ def create_app() -> FastAPI:
         vehicles_router,
         swaps_router,
         telemetry_router,
+        reports_router,
+        passport_router,
     ):
         v1.include_router(router)
     app.include_router(v1)

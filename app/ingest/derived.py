@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from app.ingest.aggregates import update_daily_aggregates
 from devices.contract import RecordKind, StationStatus
 
 Connection = psycopg.Connection[Any]
@@ -206,3 +207,4 @@ def apply_derived_state(
     update_batteries(conn, inserted)
     update_stations(conn, statuses)
     roll_up_sessions(conn, inserted.get(RecordKind.charging, []), session_gap_s)
+    update_daily_aggregates(conn, inserted, session_gap_s=session_gap_s)

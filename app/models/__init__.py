@@ -14,6 +14,7 @@ from app.models.enums import (
 )
 from app.models.organization import Organization
 from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
+from app.models.reports import BatteryDaily, BatteryRecommendation, OemSwapDaily
 from app.models.station import Slot, Station
 from app.models.swap import IdempotencyRecord, SwapEvent
 from app.models.telemetry import (
@@ -29,6 +30,8 @@ from app.models.vehicle import Vehicle
 __all__ = [
     "ApiKey",
     "Battery",
+    "BatteryDaily",
+    "BatteryRecommendation",
     "BatteryState",
     "CapacityRecord",
     "ChargingSample",
@@ -40,6 +43,7 @@ __all__ = [
     "IdempotencyRecord",
     "KeyRole",
     "LocationKind",
+    "OemSwapDaily",
     "OrgRole",
     "Organization",
     "PackType",

@@ -1,0 +1,149 @@
+"""What the OEM reports read instead of raw telemetry.
+
+battery_daily holds one row per battery and UTC day. The ingest adds to it from the rows each
+batch newly inserted (app/ingest/aggregates.py), swaps reach it through a trigger on
+swap_events (the swaps domain stays unaware of reports), and app/reports/aggregates.py
+recomputes any date range from the raw tables. Every column is either a sum, a min/max, or a
+"first"/"last" value carried with the timestamp that decides it, so that adding rows in any
+order gives the same result as recomputing.
+
+Keyed by serial like the telemetry tables (no foreign key): aggregates must outlive a
+battery's deregistration, as the records they summarize do.
+"""
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base
+from app.models.base import id_column
+
+
+def _zero() -> Mapped[float]:
+    return mapped_column(Double, nullable=False, server_default="0")
+
+
+def _count() -> Mapped[int]:
+    return mapped_column(Integer, nullable=False, server_default="0")
+
+
+class BatteryDaily(Base):
+    __tablename__ = "battery_daily"
+    __table_args__ = (
+        PrimaryKeyConstraint("battery_serial", "day"),
+        # Fleet-wide reports select a window of days across every battery.
+        Index("ix_battery_daily_day", "day"),
+    )
+
+    battery_serial: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+
+    # ---- charging samples (station side)
+    charging_samples: Mapped[int] = _count()
+    charging_sessions: Mapped[int] = _count()
+    energy_charged_kwh: Mapped[float] = _zero()
+    charged_ah: Mapped[float] = _zero()
+    # Sum and count of (temp_c_max - temp_c_min) while charging: a hot cell shows as a spread.
+    temp_spread_sum_c: Mapped[float] = _zero()
+    # ---- vehicle telemetry (road side)
+    vehicle_samples: Mapped[int] = _count()
+    energy_discharged_kwh: Mapped[float] = _zero()
+    discharged_ah: Mapped[float] = _zero()
+    # ---- temperature, from both sources (sample-interval weighted, see aggregates)
+    seconds_above_45c: Mapped[float] = _zero()
+    seconds_below_0c: Mapped[float] = _zero()
+    temp_max_c: Mapped[float | None] = mapped_column(Double)
+    # ---- health records
+    health_records: Mapped[int] = _count()
+    health_first_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    soh_first_pct: Mapped[float | None] = mapped_column(Double)
+    resistance_first_mohm: Mapped[float | None] = mapped_column(Double)
+    health_last_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    soh_last_pct: Mapped[float | None] = mapped_column(Double)
+    resistance_last_mohm: Mapped[float | None] = mapped_column(Double)
+    cycles_last: Mapped[float | None] = mapped_column(Double)
+    soh_min_pct: Mapped[float | None] = mapped_column(Double)
+    soh_max_pct: Mapped[float | None] = mapped_column(Double)
+    cell_imbalance_max_mv: Mapped[float | None] = mapped_column(Double)
+    # ---- capacity records, with the sums a least-squares fit of capacity_ah needs, over
+    # x = days since FIT_EPOCH (n = capacity_records, sum y = capacity_sum_ah) and over
+    # x = equivalent full cycles (only records whose cycle count is known: fit_cycles_n).
+    capacity_records: Mapped[int] = _count()
+    capacity_sum_ah: Mapped[float] = _zero()
+    capacity_last_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    capacity_last_ah: Mapped[float | None] = mapped_column(Double)
+    capacity_last_kwh: Mapped[float | None] = mapped_column(Double)
+    fit_days_sx: Mapped[float] = _zero()
+    fit_days_sxx: Mapped[float] = _zero()
+    fit_days_sxy: Mapped[float] = _zero()
+    fit_cycles_n: Mapped[int] = _count()
+    fit_cycles_sx: Mapped[float] = _zero()
+    fit_cycles_sy: Mapped[float] = _zero()
+    fit_cycles_sxx: Mapped[float] = _zero()
+    fit_cycles_sxy: Mapped[float] = _zero()
+    # ---- swaps (maintained by the swap_events trigger)
+    swaps_in: Mapped[int] = _count()
+    swaps_out: Mapped[int] = _count()
+    # Swaps refused because of this battery's state or health (it was the one to install).
+    health_rejections: Mapped[int] = _count()
+
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OemSwapDaily(Base):
+    """Swap attempts per OEM (of the vehicle, else of the removed battery), day, outcome and
+    reason; oem_id 0 collects swaps no OEM can be named for."""
+
+    __tablename__ = "oem_swap_daily"
+    __table_args__ = (PrimaryKeyConstraint("oem_id", "day", "outcome", "reason_code"),)
+
+    oem_id: Mapped[int] = mapped_column(BigInteger)
+    day: Mapped[date] = mapped_column(Date)
+    outcome: Mapped[str] = mapped_column(String(16))
+    # '' for completed swaps, which have no reason.
+    reason_code: Mapped[str] = mapped_column(String(64))
+    swaps: Mapped[int] = _count()
+
+
+class BatteryRecommendation(Base):
+    """A quarantine recommendation from anomaly detection; an operator decides, the system
+    never quarantines by itself. At most one open recommendation per battery and kind."""
+
+    __tablename__ = "battery_recommendations"
+    __table_args__ = (
+        Index(
+            "uq_battery_recommendations_open",
+            "battery_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = id_column()
+    battery_id: Mapped[int] = mapped_column(ForeignKey("batteries.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    value: Mapped[float] = mapped_column(Double)
+    cohort_median: Mapped[float] = mapped_column(Double)
+    robust_z: Mapped[float] = mapped_column(Double)
+    window_from: Mapped[date] = mapped_column(Date)
+    window_to: Mapped[date] = mapped_column(Date)
+    detected_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

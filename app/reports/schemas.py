@@ -1,0 +1,209 @@
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from app.models import BatteryState
+
+
+class ReportWindow(BaseModel):
+    """UTC days, both inclusive."""
+
+    day_from: date
+    day_to: date
+    oem_code: str | None = Field(description="The OEM reported on; null for the whole fleet")
+
+
+class BatteryCounts(BaseModel):
+    total: int
+    in_service: int
+    quarantined: int
+    retired: int
+    by_pack_type: dict[str, int]
+
+
+class HistogramBin(BaseModel):
+    lower_pct: float
+    upper_pct: float
+    batteries: int
+
+
+class SohPercentiles(BaseModel):
+    """SoH at the end of the window of the batteries whose cycles (or age) fall in the bin."""
+
+    bin_lower: float
+    bin_upper: float
+    batteries: int
+    soh_p10_pct: float
+    soh_median_pct: float
+    soh_p90_pct: float
+
+
+class SwapCounts(BaseModel):
+    completed: int
+    rejected: int
+    aborted: int
+    rejected_by_reason: dict[str, int]
+
+
+class QuarantinedBattery(BaseModel):
+    serial: str
+    pack_type_code: str
+    soh_pct: float | None
+    quarantined_at: datetime | None
+    note: str | None
+
+
+class Anomaly(BaseModel):
+    serial: str
+    pack_type_code: str
+    kind: str = Field(description="fast_fade | running_hot | hot_cell | cell_imbalance")
+    reason: str
+    value: float = Field(description="The battery's figure, in the unit the reason names")
+    cohort_median: float
+    robust_z: float = Field(description="0.6745 (value - median) / MAD within the cohort")
+    cohort_size: int
+
+
+class FleetSummary(BaseModel):
+    window: ReportWindow
+    generated_at: datetime
+    counts: BatteryCounts
+    soh_histogram: list[HistogramBin] = Field(
+        description="SoH at the end of the window (latest health record in it), 5 % bins"
+    )
+    soh_by_cycles: list[SohPercentiles]
+    soh_by_age: list[SohPercentiles]
+    cycle_bin_width: float
+    age_bin_days: int
+    batteries_reporting: int = Field(description="Batteries with a health record in the window")
+    energy_charged_kwh: float
+    swaps: SwapCounts
+    quarantined: list[QuarantinedBattery]
+    anomalies: list[Anomaly]
+
+
+class BatteryReportRow(BaseModel):
+    serial: str
+    pack_type_code: str
+    oem_code: str | None
+    state: BatteryState
+    age_days: int | None = Field(description="At the end of the window; null without a date")
+    equivalent_full_cycles: float | None = Field(
+        description="Cycle count of the latest health record in the window, else the battery's"
+    )
+    energy_throughput_kwh: float = Field(description="Energy charged at stations in the window")
+    energy_discharged_kwh: float = Field(description="Energy drawn on the road (vehicle data)")
+    soh_start_pct: float | None
+    soh_end_pct: float | None
+    capacity_records: int
+    capacity_fade_pct_per_1000_cycles: float | None = Field(
+        description="Least-squares slope of measured capacity against cycles, as % of nominal"
+        " capacity lost per 1,000 cycles; null below 3 records or without a cycle spread"
+    )
+    capacity_fade_pct_per_year: float | None = Field(
+        description="The same against time, % of nominal capacity lost per year"
+    )
+    internal_resistance_increase_pct: float | None = Field(
+        description="Latest resistance in the window against the first ever recorded"
+    )
+    hours_above_45c: float
+    hours_below_0c: float
+    max_temp_c: float | None
+    charging_sessions: int
+    swaps: int
+    last_seen_at: datetime | None
+    quarantine_recommended: bool
+
+
+class Recommendation(BaseModel):
+    kind: str
+    reason: str
+    value: float
+    cohort_median: float
+    robust_z: float
+    window_from: date
+    window_to: date
+    detected_at: datetime
+
+
+class PassportBattery(BaseModel):
+    serial: str
+    pack_type_code: str
+    chemistry: str
+    manufactured_on: date | None
+    state: BatteryState
+    rated_capacity_ah: float = Field(description="Annex XIII 1(a): rated capacity")
+    rated_energy_kwh: float = Field(description="Certified usable energy (nominal)")
+    nominal_voltage_v: float
+
+
+class PassportPerformance(BaseModel):
+    """Annex XIII part 1 (performance and durability), as far as measured data supports it."""
+
+    remaining_capacity_ah: float | None = Field(description="Latest full-charge measurement")
+    remaining_capacity_measured_at: datetime | None
+    capacity_fade_pct: float | None = Field(description="100 - remaining / rated capacity")
+    remaining_energy_kwh: float | None
+    state_of_certified_energy_pct: float | None = Field(
+        description="Remaining energy against the rated (certified) energy"
+    )
+    state_of_health_pct: float | None = Field(description="The BMS's latest reported SoH")
+    capacity_fade_pct_per_1000_cycles: float | None
+    capacity_fade_pct_per_year: float | None
+    capacity_records: int
+    initial_power_capability_w: float | None = Field(
+        description="Not derivable: no power-capability tests are recorded"
+    )
+    remaining_power_capability_w: float | None = Field(
+        description="Not derivable: no power-capability tests are recorded"
+    )
+    power_fade_pct: float | None = Field(description="Not derivable, as above")
+    internal_resistance_initial_mohm: float | None
+    internal_resistance_current_mohm: float | None
+    internal_resistance_increase_pct: float | None
+    round_trip_efficiency_pct: float | None = Field(
+        description="Not derivable: charge and discharge energy are not metered over one cycle"
+    )
+    self_discharge_rate_pct_per_month: float | None = Field(description="Not derivable")
+
+
+class PassportDurability(BaseModel):
+    equivalent_full_cycles: float
+    energy_throughput_kwh: float = Field(description="Energy charged at stations, lifetime")
+    energy_discharged_kwh: float = Field(description="Energy drawn on the road, lifetime")
+    capacity_throughput_ah: float = Field(description="Ah charged plus Ah discharged")
+    time_above_45c_h: float
+    time_below_0c_h: float
+    max_temp_c: float | None
+    first_seen_on: date | None
+    last_seen_at: datetime | None
+
+
+class NegativeEvent(BaseModel):
+    kind: str = Field(description="quarantine")
+    at: datetime
+    note: str | None
+
+
+class PassportNegativeEvents(BaseModel):
+    quarantines: list[NegativeEvent]
+    swaps_refused_for_health: int = Field(
+        description="Swaps refused because this battery was damaged or below the SoH floor"
+    )
+    deep_discharge_events: int | None = Field(description="Not derivable: not reported")
+    thermal_events: int | None = Field(description="Not derivable: not reported")
+
+
+class BatteryPassport(BaseModel):
+    """Performance and durability attributes of the EU Battery Regulation 2023/1542 battery
+    passport (Art. 77, Annex XIII) that this system's data supports. Attributes it cannot
+    derive are present and null, and listed in `not_derivable`."""
+
+    regulation: str = "EU 2023/1542 Annex XIII"
+    generated_at: datetime
+    battery: PassportBattery
+    performance: PassportPerformance
+    durability: PassportDurability
+    negative_events: PassportNegativeEvents
+    quarantine_recommendations: list[Recommendation]
+    not_derivable: list[str]
