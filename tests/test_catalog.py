@@ -49,7 +49,8 @@ def test_admin_creates_a_pack_type_and_every_key_reads_it(
         read = client.get(f"/v1/pack-types/{code}", headers=key)
         assert read.status_code == 200
         assert read.json()["chemistry"] == "LFP"
-        listed = client.get("/v1/pack-types", headers=key)
+        # The largest page: other tests commit pack types of their own too.
+        listed = client.get("/v1/pack-types", headers=key, params={"limit": 500})
         assert code in [p["code"] for p in listed.json()["items"]]
 
 
@@ -273,7 +274,7 @@ def test_operator_key_reads_every_oems_vehicle_models(client: TestClient, sessio
     pack = make_pack_type(session)
     models = {make_vehicle_model(session, make_org(session, OrgRole.oem), pack).code for _ in "ab"}
     key = auth(make_key(session, KeyRole.operator, make_org(session, OrgRole.operator)))
-    listed = client.get("/v1/vehicle-models", headers=key)
+    listed = client.get("/v1/vehicle-models", headers=key, params={"limit": 500})
     assert models <= {m["code"] for m in listed.json()["items"]}
     for code in models:
         assert client.get(f"/v1/vehicle-models/{code}", headers=key).status_code == 200
