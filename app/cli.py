@@ -23,6 +23,7 @@ from app.local_broker import BrokerUnavailable, prepare_local_broker
 from app.models import ApiKey, KeyRole, Organization
 from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
+from app.reports import cli as reports_cli
 from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
 from simulators.cli import simulate_cli
 
@@ -39,6 +40,9 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(devices_cli, name="devices")
 cli.add_typer(simulate_cli, name="simulate")
+cli.command("report")(reports_cli.report)
+db_cli.command("rebuild-aggregates")(reports_cli.rebuild_aggregates)
+cli.command("detect-anomalies")(reports_cli.detect_anomalies)
 cli.command("ingest", help="Subscribe to device telemetry over MQTT and store every record.")(
     ingest_cli.run
 )

@@ -2,7 +2,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.auth.dependencies import CurrentPrincipal
 from app.batteries.exceptions import BatteryNotFound
@@ -10,6 +10,7 @@ from app.db import SessionDep
 from app.errors import Unauthorized, problem_responses
 from app.models import BatteryState
 from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.reports import html as report_html
 from app.reports import service
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
 from app.reports.schemas import BatteryPassport, BatteryReportRow, FleetSummary
@@ -56,6 +57,40 @@ def fleet_summary(
         oem_code=oem_code,
         cycle_bin_width=cycle_bin_width,
         age_bin_days=age_bin_days,
+    )
+
+
+@router.get(
+    "/fleet-summary.html",
+    summary="The fleet summary as one self-contained HTML page with static SVG charts",
+    response_class=HTMLResponse,
+    responses={
+        **problem_responses(*REPORT_ERRORS),
+        200: {"content": {"text/html": {}}, "description": "No script, no external asset"},
+    },
+)
+def fleet_summary_html(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    day_from: DayFrom = None,
+    day_to: DayTo = None,
+    oem_code: OemCode = None,
+    cycle_bin_width: Annotated[float, Query(gt=0, le=100_000)] = 250.0,
+    age_bin_days: Annotated[int, Query(ge=1, le=36_600)] = 180,
+) -> HTMLResponse:
+    """The figures of `/fleet-summary` drawn as inline SVG: it opens anywhere and can be
+    saved or mailed as one file."""
+    summary = service.fleet_summary(
+        session,
+        principal,
+        day_from=day_from,
+        day_to=day_to,
+        oem_code=oem_code,
+        cycle_bin_width=cycle_bin_width,
+        age_bin_days=age_bin_days,
+    )
+    return HTMLResponse(
+        report_html.render_fleet_summary(summary), headers=report_html.response_headers(summary)
     )
 
 
