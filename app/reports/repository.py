@@ -30,6 +30,10 @@ SELECT
         FILTER (WHERE d.health_last_ts IS NOT NULL))[1] AS resistance_end_mohm,
     (array_agg(d.cycles_last ORDER BY d.health_last_ts DESC)
         FILTER (WHERE d.health_last_ts IS NOT NULL))[1] AS cycles_end,
+    (array_agg(d.cycles_last ORDER BY d.health_last_ts)
+        FILTER (WHERE d.health_last_ts IS NOT NULL))[1] AS cycles_start,
+    min(d.health_last_ts) AS cycles_start_ts,
+    max(d.health_last_ts) AS cycles_end_ts,
     (array_agg(d.capacity_last_ah ORDER BY d.capacity_last_ts DESC)
         FILTER (WHERE d.capacity_last_ts IS NOT NULL))[1] AS capacity_last_ah,
     (array_agg(d.capacity_last_kwh ORDER BY d.capacity_last_ts DESC)
@@ -78,7 +82,9 @@ WHERE (CAST(:oem_id AS bigint) IS NULL OR b.oem_id = :oem_id)
   AND (CAST(:pack_type_id AS bigint) IS NULL OR b.pack_type_id = :pack_type_id)
   AND (CAST(:state AS text) IS NULL OR b.state::text = :state)
   AND (CAST(:serial AS text) IS NULL OR b.serial = :serial)
-  AND (CAST(:after AS text) IS NULL OR b.serial > :after)
+  -- Sargable (no OR), so a keyset page walks uq_batteries_serial and stops at its LIMIT
+  -- instead of aggregating every battery's window before sorting: serials are never ''.
+  AND b.serial > COALESCE(CAST(:after AS text), '')
   AND (CAST(:max_soh AS float8) IS NULL OR COALESCE(w.soh_end_pct, b.soh_pct) <= :max_soh)
   AND (CAST(:min_soh AS float8) IS NULL OR COALESCE(w.soh_end_pct, b.soh_pct) >= :min_soh)
 ORDER BY b.serial

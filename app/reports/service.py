@@ -245,23 +245,87 @@ class Metric:
     # Below this the battery is not flagged however its cohort looks.
     minimum: float
     reason: str
+    # In a cohort too small for the statistics alone (3 to report_anomaly_min_cohort - 1
+    # batteries), a battery is flagged only if it also reaches this engineering limit (None:
+    # such a cohort gives no verdict).
+    limit: float | None = None
 
 
-def battery_metrics(row: RowMapping) -> list[Metric]:
-    per_1000, per_year = fade_rates(row)
+def usage_cycles_per_day(row: RowMapping) -> float | None:
+    """Equivalent full cycles a day over the window, from its first and last health record."""
+    start, end = row.get("cycles_start"), row.get("cycles_end")
+    t0, t1 = row.get("cycles_start_ts"), row.get("cycles_end_ts")
+    if start is None or end is None or t0 is None or t1 is None:
+        return None
+    span_days = (t1 - t0).total_seconds() / 86400.0
+    return (end - start) / span_days if span_days >= 1.0 else None
+
+
+def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    n = len(points)
+    sx = sum(x for x, _ in points)
+    sy = sum(y for _, y in points)
+    sxx = sum(x * x for x, _ in points)
+    sxy = sum(x * y for x, y in points)
+    b = least_squares_slope(n, sx, sy, sxx, sxy)
+    if b is None:
+        return None
+    return (sy - b * sx) / n, b
+
+
+def expected_fade_per_year(points: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """serial -> the fade a year the cohort shows at that battery's usage.
+
+    Capacity fades with time (calendar ageing) and with use (cycling), so a battery that
+    cycles little fades more per cycle and less per year than a busy one. A straight line of
+    fade a year against cycles a day, fitted over the cohort once, refitted without the
+    points more than 3 robust deviations off it, gives each battery its expected fade; a
+    battery fading several times that is fading fast for its use, whatever its use.
+    points: serial -> (cycles a day, fade % a year)."""
+    if not points:
+        return {}
+    median_fade = statistics.median(y for _, y in points.values())
+    line = _line(list(points.values())) if len(points) >= 3 else None
+    if line is not None:
+        residuals = {s: y - (line[0] + line[1] * x) for s, (x, y) in points.items()}
+        mad = statistics.median(abs(r) for r in residuals.values())
+        kept = [points[s] for s, r in residuals.items() if abs(r) <= 3.0 * 1.4826 * mad]
+        if mad > 0 and len(kept) >= 3:
+            line = _line(kept) or line
+    out: dict[str, float] = {}
+    for serial, (x, _) in points.items():
+        expected = line[0] + line[1] * x if line is not None else median_fade
+        # A line can dip toward zero at the edge of the cohort's usage: never divide by that.
+        out[serial] = max(expected, 0.25 * median_fade)
+    return out
+
+
+def battery_metrics(row: RowMapping, expected_fade: float | None = None) -> list[Metric]:
+    _, per_year = fade_rates(row)
     samples = row["charging_samples"]
     spread = row["temp_spread_sum_c"] / samples if samples else None
     slope = row["imbalance_mv_per_day"] if row["imbalance_days"] >= 3 else None
-    fade = per_1000 if per_1000 is not None else per_year
-    unit = "% per 1,000 cycles" if per_1000 is not None else "% per year"
+    ratio = (
+        per_year / expected_fade
+        if per_year is not None and expected_fade is not None and expected_fade > 0
+        else None
+    )
     return [
-        Metric("fast_fade", fade, 0.1, 0.0, f"capacity fades {{value:.2f}} {unit}"),
+        Metric(
+            "fast_fade",
+            ratio,
+            0.1,
+            1.5,
+            "capacity fades {value:.1f} x the cohort's rate at the same usage"
+            + (f" ({per_year:.2f} % per year)" if per_year is not None else ""),
+        ),
         Metric(
             "running_hot",
             row["seconds_above_45c"] / 3600.0,
             0.25,
             1.0,
             "{value:.1f} h above 45 °C",
+            limit=10.0,
         ),
         Metric(
             "hot_cell",
@@ -269,6 +333,7 @@ def battery_metrics(row: RowMapping) -> list[Metric]:
             0.2,
             1.0,
             "hottest cell {value:.1f} °C above the coldest while charging, on average",
+            limit=5.0,
         ),
         Metric(
             "cell_imbalance",
@@ -276,8 +341,20 @@ def battery_metrics(row: RowMapping) -> list[Metric]:
             0.5,
             2.0,
             "cell voltage spread grows {value:.1f} mV per 30 days",
+            limit=10.0,
         ),
     ]
+
+
+def cohort_metrics(members: Sequence[RowMapping]) -> list[list[Metric]]:
+    usage: dict[str, tuple[float, float]] = {}
+    for row in members:
+        _, per_year = fade_rates(row)
+        cycles_a_day = usage_cycles_per_day(row)
+        if per_year is not None and per_year > 0 and cycles_a_day is not None:
+            usage[row["serial"]] = (cycles_a_day, per_year)
+    expected = expected_fade_per_year(usage)
+    return [battery_metrics(r, expected.get(r["serial"])) for r in members]
 
 
 def find_anomalies(rows: Sequence[RowMapping]) -> list[tuple[RowMapping, Anomaly]]:
@@ -287,11 +364,15 @@ def find_anomalies(rows: Sequence[RowMapping]) -> list[tuple[RowMapping, Anomaly
         cohorts[(row["oem_id"], row["pack_type_code"])].append(row)
     found: list[tuple[RowMapping, Anomaly]] = []
     for members in cohorts.values():
-        per_member = [battery_metrics(r) for r in members]
+        per_member = cohort_metrics(members)
         for k, template in enumerate(per_member[0] if per_member else []):
             values = [(r, m[k]) for r, m in zip(members, per_member, strict=True)]
             known = [m.value for _, m in values if m.value is not None]
-            if len(known) < settings.report_anomaly_min_cohort:
+            if not known:
+                continue
+            small = len(known) < settings.report_anomaly_min_cohort
+            # Fewer than three batteries are no cohort at all.
+            if small and (template.limit is None or len(known) < 3):
                 continue
             median = statistics.median(known)
             mad = statistics.median(abs(v - median) for v in known)
@@ -301,6 +382,8 @@ def find_anomalies(rows: Sequence[RowMapping]) -> list[tuple[RowMapping, Anomaly
                     continue
                 z = 0.6745 * (metric.value - median) / scale
                 if z <= settings.report_anomaly_z:
+                    continue
+                if small and metric.value < (metric.limit or math.inf):
                     continue
                 reason = metric.reason.format(value=metric.value)
                 found.append(
