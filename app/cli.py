@@ -25,7 +25,7 @@ from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
 from app.reports import cli as reports_cli
 from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
-from simulators.cli import simulate_cli
+from simulators.cli import simulate_cli, up_simulator_command
 
 logger = logging.getLogger("app.cli")
 
@@ -273,10 +273,43 @@ def prepare_database(settings: Settings) -> None:
         typer.echo(raw_key)
 
 
+SIMULATOR_KEY_NAME = "simulated fleet (up)"
+
+
+def simulator_key() -> str:
+    """A fresh admin key for the simulated fleet child; the previous run's is revoked, so
+    restarts do not pile up live keys."""
+    with get_session_factory().begin() as session:
+        for old in session.scalars(
+            select(ApiKey).where(ApiKey.name == SIMULATOR_KEY_NAME, ApiKey.revoked_at.is_(None))
+        ):
+            old.revoked_at = utcnow()
+        _, raw_key = create_key(
+            session, role=KeyRole.admin, organization_code=None, name=SIMULATOR_KEY_NAME
+        )
+    return raw_key
+
+
+def simulator_process(settings: Settings, host: str, port: int) -> ChildSpec:
+    api_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    assert settings.mqtt_url is not None
+    argv, env = up_simulator_command(
+        f"http://{api_host}:{port}",
+        simulator_key(),
+        settings.mqtt_url,
+        topic_prefix=settings.mqtt_topic_prefix,
+        base_env=child_environment(settings),
+    )
+    return ChildSpec(name="simulator", argv=argv, env=env)
+
+
 @cli.command("up")
 def up(
     host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
+    simulate: Annotated[
+        bool, typer.Option(help="Run a small simulated fleet (3 stations, 24 vehicles)")
+    ] = True,
 ) -> None:
     """Run the whole backend on this machine: API, MQTT ingest and, unless configured
     otherwise, an embedded PostgreSQL and a private Mosquitto under SWAPFLEET_DATA_DIR."""
@@ -311,6 +344,9 @@ def up(
                 f"{settings.data_dir / 'mosquitto'}"
             )
         children.append(ingest_process(settings))
+        if simulate:
+            children.append(simulator_process(settings, host, port))
+            typer.echo("simulated fleet: 3 stations, 24 vehicles in real time (--no-simulate: off)")
         typer.echo(f"API: http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops everything")
         code = Supervisor(children).run()
     except BrokerUnavailable as exc:

@@ -1,23 +1,43 @@
 """The real backend behind the fleet's sinks: REST registration and swaps, MQTT telemetry.
 
-Each simulated station and vehicle publishes through its own `devices.client.DeviceClient`, as
-real equipment would (its own connection, outbox and, for a station, retained status and Last
-Will). Swaps go through `devices.rest.SwapApiClient`, which retries safely under an
-Idempotency-Key; the fleet then installs whatever battery the backend says it installed.
+Telemetry goes out through SharedMqttSink (one MQTT connection for the whole fleet; the
+default) or MqttDeviceSink (a `devices.client.DeviceClient` per station and vehicle, as real
+equipment has; small fleets only). Swaps go through `devices.rest.SwapApiClient`, which
+retries safely under an Idempotency-Key; the fleet then installs whatever battery the backend
+says it installed. Registration reuses whatever a previous run registered.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.client import BrokerSettings, DeviceClient, PublishOptions
-from devices.contract import DEFAULT_TOPIC_PREFIX, RecordKind
+from devices.contract import (
+    DEFAULT_TOPIC_PREFIX,
+    MAX_RECORDS_PER_MESSAGE,
+    RecordKind,
+    station_topic,
+    vehicle_topic,
+)
 from devices.rest import SwapApiClient, SwapDeliveryError
 from simulators.catalog import BatteryEntry, FleetManifest
 from simulators.sinks import Record, SwapRequest, SwapResult
@@ -29,36 +49,86 @@ class RegistrationError(RuntimeError):
     pass
 
 
+# The problem codes that mean "a resource with this code already exists".
+EXISTS_CODES = frozenset(
+    {
+        "OrganizationExists",
+        "PackTypeExists",
+        "VehicleModelExists",
+        "StationExists",
+        "VehicleExists",
+        "BatterySerialTaken",
+    }
+)
+
+
+@dataclass
+class RegistrationReport:
+    created: int = 0
+    existing: int = 0
+    # Where the backend has each of the fleet's batteries that were there already: a
+    # simulator restarted on the same database continues from the backend's custody.
+    battery_locations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    battery_soc: dict[str, float] = field(default_factory=dict)
+
+
 class RestFleetRegistrar:
-    """Creates the fleet's organizations, catalog, stations, vehicles and batteries."""
+    """Creates the fleet's organizations, catalog, stations, vehicles and batteries.
+
+    Idempotent: whatever exists already (a 409 with an "exists" code, or a battery the
+    backend lists) is reused, so a second run against the same database does not fail.
+    """
 
     def __init__(self, http: httpx.Client) -> None:
         self._http = http
+        self.report = RegistrationReport()
 
-    def _post(self, path: str, body: dict[str, Any], *, tolerate_exists: bool) -> None:
+    def _post(self, path: str, body: dict[str, Any], *, tolerate_exists: bool = True) -> None:
         response = self._http.post(path, json=body)
         if response.status_code in (200, 201):
+            self.report.created += 1
             return
-        if response.status_code == 409 and tolerate_exists:
-            # Shared parts (the catalog, organizations) may be there from an earlier run.
+        if (
+            response.status_code == 409
+            and tolerate_exists
+            and _problem_code(response) in (EXISTS_CODES)
+        ):
+            self.report.existing += 1
             return
         raise RegistrationError(
             f"POST {path} failed with {response.status_code}: {response.text[:500]}"
         )
 
-    def register(self, manifest: FleetManifest) -> None:
-        if manifest.vehicles:
-            probe = self._http.get(f"/v1/vehicles/{manifest.vehicles[0].vin}")
-            if probe.status_code == 200:
+    def existing_batteries(self, owner_code: str) -> list[dict[str, Any]]:
+        """Every battery the backend lists for the owner, all pages."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"owner_code": owner_code, "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            response = self._http.get("/v1/batteries", params=params)
+            if response.status_code != 200:
                 raise RegistrationError(
-                    f"vehicle {manifest.vehicles[0].vin} is already registered: this fleet ran "
-                    "against this backend before; use another --prefix (or --seed)"
+                    f"GET /v1/batteries failed with {response.status_code}: {response.text[:500]}"
                 )
+            page = response.json()
+            found.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return found
+
+    def register(self, manifest: FleetManifest) -> RegistrationReport:
+        known: dict[str, dict[str, Any]] = {}
+        owners = sorted({b.owner_code for b in manifest.batteries})
+        if owners and self._http.get(f"/v1/organizations/{owners[0]}").status_code == 200:
+            for owner in owners:
+                for item in self.existing_batteries(owner):
+                    known[item["serial"]] = item
         for org in manifest.organizations:
             self._post(
                 "/v1/organizations",
                 {"code": org.code, "name": org.name, "role": org.role},
-                tolerate_exists=True,
             )
         for pack in manifest.pack_types:
             self._post(
@@ -71,7 +141,6 @@ class RestFleetRegistrar:
                     "nominal_capacity_ah": pack.nominal_capacity_ah,
                     "nominal_voltage_v": pack.nominal_voltage_v,
                 },
-                tolerate_exists=True,
             )
         for model in manifest.vehicle_models:
             self._post(
@@ -82,7 +151,6 @@ class RestFleetRegistrar:
                     "oem_code": model.oem_code,
                     "pack_type_codes": list(model.pack_type_codes),
                 },
-                tolerate_exists=True,
             )
         for station in manifest.stations:
             self._post(
@@ -97,16 +165,31 @@ class RestFleetRegistrar:
                     "target_soc_pct": station.target_soc_pct,
                     "slot_count": station.slot_count,
                 },
-                tolerate_exists=False,
             )
         for vehicle in manifest.vehicles:
             self._post(
                 "/v1/vehicles",
                 {"vin": vehicle.vin, "model_code": vehicle.model_code},
-                tolerate_exists=False,
             )
         for battery in manifest.batteries:
-            self._post("/v1/batteries", battery_body(battery), tolerate_exists=False)
+            listed = known.get(battery.serial)
+            if listed is None:
+                self._post("/v1/batteries", battery_body(battery))
+                continue
+            self.report.existing += 1
+            self.report.battery_locations[battery.serial] = listed["location"]
+            if listed.get("soc_pct") is not None:
+                self.report.battery_soc[battery.serial] = float(listed["soc_pct"])
+        return self.report
+
+
+def _problem_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def battery_body(battery: BatteryEntry) -> dict[str, Any]:
@@ -170,8 +253,21 @@ class RestSwapRecorder:
         )
 
 
+class TooManyDeviceClients(RuntimeError):
+    pass
+
+
 class MqttDeviceSink:
-    """One DeviceClient per station and vehicle, opened on its first message."""
+    """One DeviceClient per station and vehicle, opened on its first message.
+
+    Realistic (each device has its own connection, outbox and Last Will) but only for small
+    fleets: every client costs two threads and about six file descriptors, and paho's network
+    loop uses select(), which cannot watch a descriptor numbered 1024 or more; past about 150
+    clients in one process the newest ones silently never connect. SharedMqttSink is the one
+    for full-size fleets.
+    """
+
+    MAX_CLIENTS = 150
 
     def __init__(
         self,
@@ -181,8 +277,10 @@ class MqttDeviceSink:
         prefix: str = DEFAULT_TOPIC_PREFIX,
         options: PublishOptions | None = None,
         buffer_records: int = 200,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         self._broker = broker
+        self._max_clients = max_clients
         # Each hand-over to a client is one outbox transaction: give it records in bulk.
         self._buffer_records = buffer_records
         self._buffers: dict[tuple[bool, str, RecordKind], list[Record]] = {}
@@ -200,6 +298,11 @@ class MqttDeviceSink:
         key = (station, identity)
         client = self._clients.get(key)
         if client is None:
+            if len(self._clients) >= self._max_clients:
+                raise TooManyDeviceClients(
+                    f"more than {self._max_clients} device connections in one process; "
+                    "use SharedMqttSink (one connection for the whole fleet)"
+                )
             factory = DeviceClient.for_station if station else DeviceClient.for_vehicle
             client = factory(
                 identity,
@@ -243,11 +346,16 @@ class MqttDeviceSink:
         return all(c.flush(timeout) for c in self._clients.values())
 
     def close(self, timeout: float = 30.0) -> bool:
+        """Flush and close every client at once, so the whole takes at most about timeout."""
         self.flush_buffers()
-        flushed = True
-        for client in self._clients.values():
-            flushed = client.close(timeout) and flushed
+        clients = list(self._clients.values())
         self._clients.clear()
+        flushed = True
+        if clients:
+            with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+                flushed = all(pool.map(lambda c: c.flush(timeout), clients))
+                # Flushed in parallel above; close() now only disconnects.
+                all(pool.map(lambda c: c.close(1.0), clients))
         if self._tmp is not None:
             self._tmp.cleanup()
         return flushed
@@ -255,3 +363,334 @@ class MqttDeviceSink:
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+
+class PublishStalled(RuntimeError):
+    """The broker acknowledged nothing for too long while the window was full."""
+
+
+@dataclass
+class SharedSinkStats:
+    messages_published: int = 0
+    messages_acked: int = 0
+    messages_rejected: int = 0
+    bytes_published: int = 0
+    # Station statuses replaced by a newer one of the same station before they were sent.
+    statuses_superseded: int = 0
+    records_published: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def unacked(self) -> int:
+        return self.messages_published - self.messages_acked - self.messages_rejected
+
+
+class SharedMqttSink:
+    """One MQTT connection that publishes for every simulated station and vehicle.
+
+    Real equipment has a connection each (MqttDeviceSink does that), but hundreds of paho
+    clients in one process cost a thread and an outbox each and made a full-size run crawl;
+    a simulator only needs the records on the right topics. On a broker with per-device ACLs
+    this connection needs a credential allowed to publish on every device topic (an admin or
+    simulator account). Records are grouped per topic into messages of up to batch_records;
+    the number of messages awaiting PUBACK is bounded (paho's in-flight window, set from the
+    broker's Receive Maximum, plus a queue behind it), so memory stays flat and the producer
+    slows down to the broker's pace instead of piling up. Station status is state: published
+    retained at once, and each station is marked offline on close (one connection cannot carry
+    a Last Will per station).
+    """
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        *,
+        prefix: str = DEFAULT_TOPIC_PREFIX,
+        batch_records: int = 500,
+        max_unacked_messages: int = 200,
+        inflight_window: int = 20,
+        client_id: str | None = None,
+        stall_timeout_s: float = 120.0,
+        status_min_interval_s: float = 1.0,
+    ) -> None:
+        if not 1 <= batch_records <= MAX_RECORDS_PER_MESSAGE:
+            raise ValueError(f"batch_records must be within 1..{MAX_RECORDS_PER_MESSAGE}")
+        self._broker = broker
+        self._prefix = prefix
+        self._batch_records = batch_records
+        self._max_unacked = max(1, max_unacked_messages)
+        self._inflight_window = max(1, inflight_window)
+        # Lowered on connect if the broker's Receive Maximum is below paho's window.
+        self._room = self._max_unacked
+        self._stall_timeout_s = stall_timeout_s
+        # Records wait encoded: hundreds of thousands of live dicts would make every garbage
+        # collection pass walk them all.
+        self._buffers: dict[str, list[bytes]] = {}
+        self._topics: dict[tuple[RecordKind, str], str] = {}
+        self._stations: set[str] = set()
+        self._status_min_interval_s = status_min_interval_s
+        self._status_sent_at: dict[str, float] = {}
+        self._status_pending: dict[str, Record] = {}
+        self._progress = threading.Condition()
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        self.stats = SharedSinkStats()
+        self._mqtt = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"swapfleet-sim-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv5,
+        )
+        if broker.username is not None:
+            self._mqtt.username_pw_set(broker.username, broker.password)
+        if broker.tls is not None:
+            self._mqtt.tls_set(
+                ca_certs=broker.tls.ca_certs,
+                certfile=broker.tls.certfile,
+                keyfile=broker.tls.keyfile,
+            )
+            self._mqtt.tls_insecure_set(broker.tls.insecure)
+        # paho cannot change its window once connected: 20 is Mosquitto's default Receive
+        # Maximum; a broker announcing less is honoured in _on_connect by publishing less.
+        self._mqtt.max_inflight_messages_set(self._inflight_window)
+        # Unbounded in paho; bounded here, by max_unacked_messages, where refusal can wait.
+        self._mqtt.max_queued_messages_set(0)
+        self._mqtt.reconnect_delay_set(1, 30)
+        self._mqtt.on_connect = self._on_connect
+        self._mqtt.on_disconnect = self._on_disconnect
+        self._mqtt.on_publish = self._on_publish
+        self._started = False
+        self._closing = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> SharedMqttSink:
+        """Connect; raises if the broker cannot be reached or refuses within timeout."""
+        if self._started:
+            return self
+        self._started = True
+        self._mqtt.connect_async(
+            self._broker.host, self._broker.port, self._broker.keepalive_s, clean_start=True
+        )
+        self._mqtt.loop_start()
+        if not self._connected.wait(timeout):
+            self._mqtt.loop_stop()
+            reason = self._refused or "no answer"
+            raise ConnectionError(
+                f"MQTT broker {self._broker.host}:{self._broker.port} not connected: {reason}"
+            )
+        return self
+
+    def close(self, timeout: float = 60.0) -> bool:
+        """Publish what is buffered, mark stations offline, wait for every PUBACK; True if all
+        were acknowledged within timeout. Never waits longer than timeout."""
+        if not self._started:
+            return self.stats.unacked == 0
+        deadline = time.monotonic() + timeout
+        complete = False
+        try:
+            self.flush_buffers(deadline=deadline)
+            offline_ts = datetime.now(UTC).isoformat()
+            for code in sorted(self._stations):
+                self._send(
+                    station_topic(code, RecordKind.status, self._prefix),
+                    orjson.dumps({"online": False, "ts": offline_ts}),
+                    retain=True,
+                    deadline=deadline,
+                )
+            complete = self.wait_acked(max(0.0, deadline - time.monotonic()))
+        except PublishStalled as exc:
+            log.error("event=sim_publish_incomplete error=%s", exc)
+        finally:
+            self._closing = True
+            self._mqtt.disconnect()
+            self._mqtt.loop_stop()
+            self._started = False
+        if not complete:
+            log.error("event=sim_publish_incomplete unacked_messages=%d", self.stats.unacked)
+        return complete
+
+    def __enter__(self) -> SharedMqttSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the RecordSink protocol -------------------------------------------------------------
+
+    def publish(self, kind: RecordKind, identity: str, records: Sequence[Record]) -> None:
+        key = (kind, identity)
+        topic = self._topics.get(key)
+        if topic is None:
+            if kind is RecordKind.vehicle:
+                topic = vehicle_topic(identity, self._prefix)
+            else:
+                topic = station_topic(identity, kind, self._prefix)
+                self._stations.add(identity)
+            self._topics[key] = topic
+        if kind is RecordKind.status:
+            self._publish_status(topic, records)
+            return
+        buffer = self._buffers.get(topic)
+        if buffer is None:
+            buffer = self._buffers[topic] = []
+        buffer.extend(map(orjson.dumps, records))
+        if len(buffer) >= self._batch_records:
+            self._send_buffer(topic, kind)
+
+    def flush_buffers(self, *, deadline: float | None = None) -> None:
+        """Publish every partly filled batch and held-back status; paced runs call it now
+        and then."""
+        for topic in list(self._buffers):
+            self._send_buffer(topic, None, deadline=deadline)
+        for topic in list(self._status_pending):
+            self._send_status(topic, self._status_pending.pop(topic), deadline=deadline)
+
+    def _publish_status(self, topic: str, records: Sequence[Record]) -> None:
+        # Status is retained state and only the latest counts. Flat out, a station's
+        # five-minute heartbeats come thousands of times a second: send at most one per
+        # status_min_interval_s, the latest, and hold the rest back for flush_buffers().
+        if topic in self._status_pending:
+            self.stats.statuses_superseded += 1
+        self.stats.statuses_superseded += len(records) - 1
+        latest = records[-1]
+        now = time.monotonic()
+        if now - self._status_sent_at.get(topic, -math.inf) >= self._status_min_interval_s:
+            self._status_pending.pop(topic, None)
+            self._send_status(topic, latest)
+        else:
+            self._status_pending[topic] = latest
+
+    def _send_status(self, topic: str, status: Record, *, deadline: float | None = None) -> None:
+        self._status_sent_at[topic] = time.monotonic()
+        self._send(topic, orjson.dumps(status), retain=True, deadline=deadline)
+        self.stats.records_published[RecordKind.status.value] += 1
+
+    def wait_acked(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.stats.unacked > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+        return True
+
+    def pending_records(self) -> int:
+        return sum(len(b) for b in self._buffers.values())
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def _send_buffer(
+        self, topic: str, kind: RecordKind | None, *, deadline: float | None = None
+    ) -> None:
+        records = self._buffers.pop(topic, None)
+        if not records:
+            return
+        if kind is None:
+            kind = _kind_of_topic(topic)
+        for start in range(0, len(records), self._batch_records):
+            chunk = records[start : start + self._batch_records]
+            # The contract's shapes: a bare record alone, {"records": [...]} for several.
+            payload = chunk[0] if len(chunk) == 1 else b'{"records":[' + b",".join(chunk) + b"]}"
+            self._send(topic, payload, retain=False, deadline=deadline)
+            self.stats.records_published[kind.value] += len(chunk)
+
+    def _send(
+        self, topic: str, payload: bytes, *, retain: bool, deadline: float | None = None
+    ) -> None:
+        if not self._started:
+            raise RuntimeError("SharedMqttSink.start() was not called")
+        self._wait_for_room(deadline)
+        # Counted before publish(): the PUBACK may arrive before publish() returns.
+        with self._progress:
+            self.stats.messages_published += 1
+            self.stats.bytes_published += len(payload)
+        # Never called under self._progress: paho calls on_publish holding its own lock.
+        info = self._mqtt.publish(topic, payload, qos=1, retain=retain)
+        # MQTT_ERR_NO_CONN with QoS 1 still means queued: paho sends it after reconnecting.
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            with self._progress:
+                self.stats.messages_published -= 1
+                self.stats.bytes_published -= len(payload)
+            raise RuntimeError(f"paho refused a publish on {topic}: {mqtt.error_string(info.rc)}")
+
+    def _wait_for_room(self, deadline: float | None) -> None:
+        with self._progress:
+            last_acked = self.stats.messages_acked
+            stalled_since = time.monotonic()
+            while self.stats.unacked >= self._room:
+                now = time.monotonic()
+                if self.stats.messages_acked != last_acked:
+                    last_acked, stalled_since = self.stats.messages_acked, now
+                if now - stalled_since > self._stall_timeout_s:
+                    raise PublishStalled(
+                        f"no PUBACK for {self._stall_timeout_s:.0f} s with "
+                        f"{self.stats.unacked} messages unacknowledged"
+                    )
+                if deadline is not None and now >= deadline:
+                    raise PublishStalled(f"{self.stats.unacked} messages still unacknowledged")
+                self._progress.wait(0.5)
+
+    # ---- paho callbacks (network thread) -----------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            log.warning("event=sim_mqtt_connect_refused reason=%s", reason_code)
+            return
+        # Exceeding the broker's Receive Maximum is a protocol error that drops the connection.
+        receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 65_535)
+        with self._progress:
+            self._room = (
+                self._max_unacked
+                if receive_maximum >= self._inflight_window
+                else min(self._max_unacked, receive_maximum)
+            )
+        log.info(
+            "event=sim_mqtt_connected receive_maximum=%d unacked_limit=%d",
+            receive_maximum,
+            self._room,
+        )
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        if not self._closing:
+            log.warning("event=sim_mqtt_disconnected reason=%s", reason_code)
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._progress:
+            if reason_code.is_failure:
+                self.stats.messages_rejected += 1
+                log.error("event=sim_publish_rejected mid=%d reason=%s", mid, reason_code)
+            else:
+                self.stats.messages_acked += 1
+            self._progress.notify_all()
+
+
+def _kind_of_topic(topic: str) -> RecordKind:
+    leaf = topic.rsplit("/", 1)[-1]
+    return RecordKind(leaf)

@@ -74,6 +74,11 @@ WANG_EA_PER_C = 370.3
 RESISTANCE_PER_LOSS = 2.0
 RESISTANCE_EA = 15000.0
 
+# Folded constants of the hot path; the same values the expressions below compute.
+_INV_T_REF = 1.0 / T_REF_K
+_CAL_EXP = -CAL_EA / GAS_CONSTANT
+_RES_EXP = RESISTANCE_EA / GAS_CONSTANT
+
 CELL_NOMINAL_V = 3.2
 CELL_MAX_V = 3.65
 TAPER_START_PCT = 80.0
@@ -302,36 +307,57 @@ class Battery:
 
     def advance(self, t: float, current_a: float, ambient_c: float) -> float:
         """Hold `current_a` (positive charges) from self.t to t; returns the Ah moved."""
+        # The hottest path of a fleet run: the helpers (capacity_ah, _accumulate_half_cycle,
+        # _age_calendar, _refresh_resistance) are inlined here with the same arithmetic, in
+        # the same order, so that results match them bit for bit.
         dt = t - self.t
         if dt <= 0.0:
             self.current_a = current_a
             return 0.0
         self.t = t
         self.current_a = current_a
-        cap = self.capacity_ah
+        hot_k = self._hot_extra_c * 0.5
+        temp_c = self.temp_c
+        soc = self.soc_pct
+        cap = self._initial_ah * max(0.05, 1.0 - (self.cal_loss + self.cyc_loss + self.extra_loss))
         ah = current_a * dt / 3600.0
         if ah and cap > 0.0:
-            new_soc = self.soc_pct + 100.0 * ah / cap
+            new_soc = soc + 100.0 * ah / cap
             if new_soc > 100.0:
-                ah = (100.0 - self.soc_pct) * cap / 100.0
+                ah = (100.0 - soc) * cap / 100.0
                 new_soc = 100.0
             elif new_soc < 0.0:
-                ah = -self.soc_pct * cap / 100.0
+                ah = -soc * cap / 100.0
                 new_soc = 0.0
-            mean_soc = 0.5 * (self.soc_pct + new_soc)
-            self._accumulate_half_cycle(ah, dt)
+            mean_soc = 0.5 * (soc + new_soc)
+            direction = 1 if ah > 0.0 else -1
+            if direction != self._hc_dir:
+                self.close_half_cycle()
+                self._hc_dir = direction
+            mag = ah if ah > 0.0 else -ah
+            self._hc_ah += mag
+            self._hc_crate_ah += mag * (mag * 3600.0 / dt) / self._nom_ah
+            self._hc_tempk_ah += mag * (temp_c + ZERO_C_K + hot_k)
             self.soc_pct = new_soc
         else:
-            mean_soc = self.soc_pct
+            mean_soc = soc
 
         # Lumped thermal model integrated exactly over dt at constant heating power.
         steady = ambient_c + current_a * current_a * self._r_ohm / self._cooling
-        mean_temp_c = self.temp_c
-        self.temp_c = steady + (self.temp_c - steady) * math.exp(-dt / self._tau_s)
-        mean_temp_c = 0.5 * (mean_temp_c + self.temp_c)
+        new_temp = steady + (temp_c - steady) * math.exp(-dt / self._tau_s)
+        self.temp_c = new_temp
+        mean_temp_c = 0.5 * (temp_c + new_temp)
 
-        self._age_calendar(dt, mean_temp_c, mean_soc)
-        self._refresh_resistance()
+        # Calendar ageing (Naumann 2018) continued by virtual time, as in _age_calendar.
+        k_t = CAL_K_REF * math.exp(_CAL_EXP * (1.0 / (mean_temp_c + ZERO_C_K + hot_k) - _INV_T_REF))
+        k = k_t * (CAL_C * (mean_soc / 100.0 - 0.5) ** 3 + CAL_D) * self._cal_k_mult
+        virtual_t = (self.cal_loss / k) ** 2
+        cal = k * math.sqrt(virtual_t + dt)
+        self.cal_loss = cal
+
+        temp_factor = math.exp(_RES_EXP * (1.0 / (new_temp + ZERO_C_K) - _INV_T_REF))
+        loss = cal + self.cyc_loss + self.extra_loss
+        self._r_ohm = self._r0_ohm * (1.0 + RESISTANCE_PER_LOSS * loss) * temp_factor
         return ah
 
     def _ageing_temp_k(self, temp_c: float) -> float:
@@ -386,13 +412,16 @@ class Battery:
         return max(60.0, TAPER_START_PCT - 20.0 * (self.resistance_ratio() - 1.0))
 
     def _cc_cv_current_a(self) -> float:
-        if self.soc_pct >= 100.0:
+        soc = self.soc_pct
+        if soc >= 100.0:
             return 0.0
         nominal = self._nom_ah
         current = self.spec.max_charge_c * nominal
-        taper = self.taper_start_pct()
-        if self.soc_pct > taper:
-            current *= (100.0 - self.soc_pct) / (100.0 - taper)
+        # taper_start_pct(), inlined.
+        ratio = 1.0 + RESISTANCE_PER_LOSS * (self.cal_loss + self.cyc_loss + self.extra_loss)
+        taper = max(60.0, TAPER_START_PCT - 20.0 * (ratio - 1.0))
+        if soc > taper:
+            current *= (100.0 - soc) / (100.0 - taper)
         # Below the termination current the CV phase is over: the BMS calls the pack full.
         return current if current >= TERMINATION_C * nominal else 0.0
 
@@ -401,10 +430,21 @@ class Battery:
 
     def requested_charge_current_a(self) -> float:
         """What the BMS asks the charger for right now (CC-CV with thermal derating)."""
-        current = self._cc_cv_current_a()
-        if current <= 0.0:
+        # _cc_cv_current_a, taper_start_pct and temp_c_max inlined (same arithmetic): every
+        # charging slot asks this once a simulated minute.
+        soc = self.soc_pct
+        if soc >= 100.0:
             return 0.0
-        hottest = self.temp_c_max()
+        nominal = self._nom_ah
+        current = self.spec.max_charge_c * nominal
+        ratio = 1.0 + RESISTANCE_PER_LOSS * (self.cal_loss + self.cyc_loss + self.extra_loss)
+        taper = max(60.0, TAPER_START_PCT - 20.0 * (ratio - 1.0))
+        if soc > taper:
+            current *= (100.0 - soc) / (100.0 - taper)
+        if current < TERMINATION_C * nominal:
+            return 0.0
+        c = self.current_a / nominal
+        hottest = self.temp_c + 0.6 + 1.2 * c * c + self._hot_extra_c * (0.3 + c * c)
         if hottest > 45.0:
             current *= max(0.0, (55.0 - hottest) / 10.0)
         elif self.temp_c < 0.0:
@@ -422,18 +462,32 @@ class Battery:
         volts = cell_ocv(self.soc_pct) + current_a * self._r_ohm / series
         return series * min(CELL_MAX_V, volts)
 
-    def charge(self, t: float, power_limit_kw: float, ambient_c: float) -> ChargeStep:
-        """Charge until t with at most power_limit_kw; `done` once the CV phase has ended."""
-        current = self.requested_charge_current_a()
+    def charge(
+        self,
+        t: float,
+        power_limit_kw: float,
+        ambient_c: float,
+        *,
+        requested_a: float | None = None,
+        requested_v: float | None = None,
+    ) -> ChargeStep:
+        """Charge until t with at most power_limit_kw; `done` once the CV phase has ended.
+
+        requested_a, requested_v: requested_charge_current_a() and the voltage at it, if the
+        caller has just worked them out (the state has not changed since).
+        """
+        current = self.requested_charge_current_a() if requested_a is None else requested_a
         if current > 0.0 and power_limit_kw > 0.0:
             limit_w = power_limit_kw * 1000.0
-            if current * self._voltage_at(current) > limit_w:
+            volts = self._voltage_at(current) if requested_v is None else requested_v
+            if current * volts > limit_w:
                 # Two fixed-point passes settle I = P / V(I) to well under a percent.
+                current = limit_w / volts
                 current = limit_w / self._voltage_at(current)
-                current = limit_w / self._voltage_at(current)
+                volts = self._voltage_at(current)
         else:
             current = 0.0
-        volts = self._voltage_at(current) if current else self.pack_voltage_v()
+            volts = self.pack_voltage_v()
         ah = self.advance(t, current, ambient_c)
         energy = ah * volts / 1000.0
         done = current > 0.0 and self.charge_complete()

@@ -7,8 +7,12 @@ runs without a sub-command, so `swapfleet simulate --stations 20 --vehicles 300`
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +27,12 @@ from rich.table import Table
 from devices.client import BrokerSettings, PublishOptions
 from devices.contract import DEFAULT_TOPIC_PREFIX
 from devices.rest import SwapApiClient
-from simulators.backend import MqttDeviceSink, RestFleetRegistrar, RestSwapRecorder
+from simulators.backend import (
+    MqttDeviceSink,
+    RestFleetRegistrar,
+    RestSwapRecorder,
+    SharedMqttSink,
+)
 from simulators.fleet import Fleet, FleetConfig, FleetStats
 from simulators.sinks import GroundTruthWriter, InMemorySink, RecordSink, SwapRecorder
 
@@ -148,8 +157,20 @@ def simulate(
     topic_prefix: Annotated[
         str, typer.Option(envvar="SWAPFLEET_MQTT_TOPIC_PREFIX", help="MQTT topic prefix.")
     ] = DEFAULT_TOPIC_PREFIX,
+    device_connections: Annotated[
+        bool,
+        typer.Option(
+            help="One MQTT connection, outbox and Last Will per station and vehicle, as real "
+            "devices have (at most ~150 devices in one process). Default: one shared "
+            "connection for the whole fleet.",
+        ),
+    ] = False,
+    mqtt_client_id: Annotated[
+        str | None, typer.Option(help="Client id of the shared MQTT connection.")
+    ] = None,
     outbox_dir: Annotated[
-        Path | None, typer.Option(help="Keep the devices' outboxes here (default: a temp dir).")
+        Path | None,
+        typer.Option(help="With --device-connections: keep the outboxes here (default: temp)."),
     ] = None,
     register: Annotated[
         bool, typer.Option(help="Register the fleet through REST before running.")
@@ -167,9 +188,21 @@ def simulate(
         bool, typer.Option(help="Run in memory only, ignoring any API or broker settings.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Seconds to wait for the API and the broker to come up (for `up`)."
+        ),
+    ] = 0.0,
 ) -> None:
     """Simulate stations and vehicles; register them, record swaps and publish telemetry."""
     pace = parse_speed(speed)
+    # One line per swap request would drown the summary.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if threading.current_thread() is threading.main_thread():
+        # `up` stops its children with SIGTERM: end like Ctrl-C, flushing what is buffered and
+        # marking the stations offline.
+        signal.signal(signal.SIGTERM, _interrupt)
     config = FleetConfig(
         stations=stations,
         vehicles=vehicles,
@@ -187,14 +220,20 @@ def simulate(
         sink: RecordSink
         recorder: SwapRecorder | None = None
         counter = InMemorySink(keep_records=False)
-        mqtt_sink: MqttDeviceSink | None = None
+        mqtt_sink: MqttDeviceSink | SharedMqttSink | None = None
         if not offline and mqtt_url:
-            mqtt_sink = MqttDeviceSink(
-                BrokerSettings.from_url(mqtt_url),
-                outbox_dir=outbox_dir,
-                prefix=topic_prefix,
-                options=PublishOptions(batch_max_records=500, batch_interval_s=0.5),
-            )
+            broker = BrokerSettings.from_url(mqtt_url)
+            if device_connections:
+                mqtt_sink = MqttDeviceSink(
+                    broker,
+                    outbox_dir=outbox_dir,
+                    prefix=topic_prefix,
+                    options=PublishOptions(batch_max_records=500, batch_interval_s=0.5),
+                )
+            else:
+                mqtt_sink = SharedMqttSink(broker, prefix=topic_prefix, client_id=mqtt_client_id)
+                mqtt_sink.start(timeout=max(10.0, wait))
+            stack.callback(mqtt_sink.close, 5.0)
             sink = mqtt_sink
             notes.append(f"telemetry published to {mqtt_url}")
         else:
@@ -211,6 +250,8 @@ def simulate(
                     timeout=30.0,
                 )
             )
+            if wait > 0:
+                wait_until_ready(http, wait)
             swap_client = stack.enter_context(SwapApiClient(api_url, api_key))
             choose = backend_chooses if backend_chooses is not None else pace is not None
             recorder = RestSwapRecorder(swap_client, let_backend_choose=choose)
@@ -226,15 +267,23 @@ def simulate(
                 f"{len(fleet.manifest.vehicles)} vehicles and "
                 f"{len(fleet.manifest.batteries)} batteries at {api_url}"
             )
-            RestFleetRegistrar(http).register(fleet.manifest)
+            report = RestFleetRegistrar(http).register(fleet.manifest)
+            if report.battery_locations:
+                moved = fleet.adopt_custody(report.battery_locations, report.battery_soc)
+                notes.append(
+                    f"fleet registered before: reused {report.existing:,} objects, "
+                    f"{moved:,} batteries placed where the backend has them"
+                )
 
         wall_start = time.monotonic()
         stats = fleet.stats
         try:
             with _progress(console, fleet, progress) as (bar, task):
 
-                def report(s: FleetStats) -> None:
-                    if mqtt_sink is not None:
+                def on_progress(s: FleetStats) -> None:
+                    # Paced, records should not wait for a batch to fill; flat out they
+                    # fill fast, and bigger messages are cheaper for everyone.
+                    if mqtt_sink is not None and pace is not None:
                         mqtt_sink.flush_buffers()
                     if bar is None:
                         return
@@ -247,7 +296,7 @@ def simulate(
                         swaps=s.swaps,
                     )
 
-                stats = fleet.run(speed=pace, progress=report)
+                stats = fleet.run(speed=pace, progress=on_progress)
         except KeyboardInterrupt:
             notes.append("interrupted: the run stopped early")
         finally:
@@ -255,10 +304,69 @@ def simulate(
                 console.print(f"flushing {mqtt_sink.pending_records():,} records to the broker")
                 if not mqtt_sink.close(timeout=120.0):
                     notes.append("some records were not acknowledged by the broker in time")
+                if isinstance(mqtt_sink, SharedMqttSink):
+                    published = mqtt_sink.stats
+                    notes.append(
+                        f"MQTT: {published.messages_acked:,} of {published.messages_published:,} "
+                        f"messages acknowledged, {sum(published.records_published.values()):,} "
+                        f"records published ({published.statuses_superseded:,} stale station "
+                        "statuses superseded by newer ones)"
+                    )
         wall = time.monotonic() - wall_start
         if writer is not None:
             notes.append(f"ground truth: {writer.rows:,} rows in {truth}")
         _render_summary(console, fleet, stats, wall, notes)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def wait_until_ready(http: httpx.Client, timeout: float) -> None:
+    """Poll /readyz: under `up` the simulator starts alongside the API it talks to."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            raise typer.Exit(code=1)
+        time.sleep(0.5)
+
+
+# What `swapfleet up` runs by default: a small fleet in real time, so that a newcomer sees
+# swaps and telemetry arrive. The fixed prefix and seed make a second `up` on the same
+# database reuse the fleet it registered the first time.
+UP_FLEET_PREFIX = "demo-sim"
+UP_FLEET_ARGS = (
+    "--stations", "3", "--vehicles", "24", "--days", "3650", "--speed", "1",
+    "--seed", "1", "--prefix", UP_FLEET_PREFIX, "--slots", "8", "--no-progress", "--wait", "60",
+)  # fmt: skip
+
+
+def up_simulator_command(
+    api_url: str,
+    api_key: str,
+    mqtt_url: str,
+    *,
+    topic_prefix: str | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the simulator child of `swapfleet up`.
+
+    api_key must be an admin key (the simulator registers organizations and the catalog).
+    The child is `python -m app.cli simulate ...`, configured through SWAPFLEET_* variables
+    like the other children; it waits up to a minute for the API and the broker.
+    """
+    env = dict(os.environ if base_env is None else base_env)
+    env["SWAPFLEET_API_URL"] = api_url
+    env["SWAPFLEET_API_KEY"] = api_key
+    env["SWAPFLEET_MQTT_URL"] = mqtt_url
+    if topic_prefix is not None:
+        env["SWAPFLEET_MQTT_TOPIC_PREFIX"] = topic_prefix
+    return [sys.executable, "-m", "app.cli", "simulate", *UP_FLEET_ARGS], env
 
 
 def main() -> None:

@@ -21,9 +21,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from heapq import heappush
+from typing import Any
 
 from devices.contract import RecordKind
-from simulators.battery import Battery, BatteryTraits, FaultMode, PackSpec
+from simulators.battery import Battery, BatteryTraits, FaultMode, PackSpec, cell_ocv
 from simulators.catalog import (
     OEM_SPECS,
     PACK_SPECS,
@@ -227,6 +229,12 @@ class Fleet:
         self._offset_s = int(config.utc_offset_h * 3600)
         self._day_prefix_day = -1
         self._day_prefix = ""
+        # Many records of one event share its instant: format it once.
+        self._ts_t = -1
+        self._ts_s = ""
+        self._cos_center = math.cos(math.radians(config.center_lat))
+        self._vehicle_batch = config.vehicle_batch
+        self._telemetry_interval_s = config.telemetry_interval_s
         minute = 2.0 * math.pi / 1440.0
         self._ambient = [
             config.ambient_mean_c + config.ambient_swing_c * math.cos(minute * (m - 15 * 60))
@@ -446,12 +454,18 @@ class Fleet:
         return self._ambient[((t + self._offset_s) // 60) % 1440]
 
     def ts(self, t: int) -> str:
+        if t == self._ts_t:
+            return self._ts_s
+        self._ts_t = t
+        self._ts_s = self._format_ts(t)
+        return self._ts_s
+
+    def _format_ts(self, t: int) -> str:
         day = t // 86_400
         if day != self._day_prefix_day:
             self._day_prefix_day = day
             self._day_prefix = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%dT")
-        s = t - day * 86_400
-        return f"{self._day_prefix}{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z"
+        return self._day_prefix + _clock(t - day * 86_400)
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -474,9 +488,11 @@ class Fleet:
         heap = self._heap
         stats = self.stats
         pop = heapq.heappop
-        while heap:
-            t, _, kind, index = heap[0]
-            if speed is not None:
+        if speed is None:
+            self._run_flat_out(handlers, progress, progress_interval_s, should_stop)
+        else:
+            while heap:
+                t, _, kind, index = heap[0]
                 delay = wall_start + (t - self.start) / speed - time.monotonic()
                 if delay > 0:
                     time.sleep(min(delay, progress_interval_s))
@@ -486,25 +502,59 @@ class Fleet:
                     if should_stop is not None and should_stop():
                         break
                     continue
-            pop(heap)
-            self.now = t
-            handlers[kind](index)
-            stats.events += 1
-            if kind == _END:
-                break
-            if not stats.events & 1023:
-                wall = time.monotonic()
-                if wall - last_progress >= progress_interval_s:
-                    last_progress = wall
-                    stats.sim_time = t
-                    if progress is not None:
-                        progress(stats)
-                    if should_stop is not None and should_stop():
-                        break
+                pop(heap)
+                self.now = t
+                handlers[kind](index)
+                stats.events += 1
+                if kind == _END:
+                    break
+                if not stats.events & 1023:
+                    wall = time.monotonic()
+                    if wall - last_progress >= progress_interval_s:
+                        last_progress = wall
+                        stats.sim_time = t
+                        if progress is not None:
+                            progress(stats)
+                        if should_stop is not None and should_stop():
+                            break
         stats.sim_time = self.now
         if progress is not None:
             progress(stats)
         return stats
+
+    def _run_flat_out(
+        self,
+        handlers: tuple[Callable[[int], None], ...],
+        progress: Callable[[FleetStats], None] | None,
+        progress_interval_s: float,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """The event loop of run() without pacing: the same events in the same order."""
+        heap = self._heap
+        stats = self.stats
+        pop = heapq.heappop
+        last_progress = time.monotonic()
+        events = stats.events
+        try:
+            while heap:
+                t, _, kind, index = pop(heap)
+                self.now = t
+                handlers[kind](index)
+                events += 1
+                if kind == _END:
+                    break
+                if not events & 1023:
+                    wall = time.monotonic()
+                    if wall - last_progress >= progress_interval_s:
+                        last_progress = wall
+                        stats.events = events
+                        stats.sim_time = t
+                        if progress is not None:
+                            progress(stats)
+                        if should_stop is not None and should_stop():
+                            break
+        finally:
+            stats.events = events
 
     def _publish(self, kind: RecordKind, identity: str, records: list[Record]) -> None:
         if not records:
@@ -579,39 +629,89 @@ class Fleet:
         dist = min(vehicle.km_left, vehicle.speed_kmh * dt / 3600.0)
         power_w = (model.consumption_wh_per_km * dist + model.aux_w * dt / 3600.0) * 3600.0 / dt
         battery = vehicle.battery
-        current = battery.discharge_power(now, power_w, self.ambient_c(now))
-        if battery.soc_pct <= 0.0:
+        ambient = self._ambient[((now + self._offset_s) // 60) % 1440]
+        # battery.discharge_power(), inlined.
+        soc = battery.soc_pct
+        if soc <= 0.0 or power_w <= 0.0:
+            battery.advance(now, 0.0, ambient)
+            current = 0.0
+        else:
+            ocv = battery._series * cell_ocv(soc)
+            current = power_w / ocv
+            current = -(power_w / max(1.0, ocv - current * battery._r_ohm))
+            battery.advance(now, current, ambient)
+        soc = battery.soc_pct
+        if soc <= 0.0:
             self.stats.stranded += 1
-        self._move(vehicle, dist)
-        vehicle.odometer_km += dist
-        vehicle.km_left -= dist
-        vehicle.buffer.append(
+        if vehicle.to_station >= 0:
+            self._move(vehicle, dist)
+        else:
+            # _move() off to no particular station, inlined: a random walk kept in the area.
+            cfg = self.config
+            heading = vehicle.heading + vehicle.rng.gauss(0.0, 0.4)
+            lat = vehicle.lat
+            lon = vehicle.lon
+            dlat = (lat - cfg.center_lat) * 111.0
+            dlon = (lon - cfg.center_lon) * 111.0 * self._cos_center
+            if dlat * dlat + dlon * dlon > cfg.radius_km * cfg.radius_km:
+                heading = math.atan2(-dlon, -dlat)
+            vehicle.heading = heading
+            lat += dist * math.cos(heading) / 111.0
+            lon += dist * math.sin(heading) / (111.0 * math.cos(math.radians(lat)))
+            vehicle.lat = min(90.0, max(-90.0, lat))
+            vehicle.lon = min(180.0, max(-180.0, lon))
+        odometer = vehicle.odometer_km + dist
+        vehicle.odometer_km = odometer
+        km_left = vehicle.km_left - dist
+        vehicle.km_left = km_left
+        # battery.pack_voltage_v() and temp_c_max(), inlined: this runs once per record.
+        c = battery.current_a / battery._nom_ah
+        buffer = vehicle.buffer
+        buffer.append(
             {
                 "battery_serial": battery.serial,
-                "ts": self.ts(now),
-                "soc_pct": round(battery.soc_pct, 1),
-                "odometer_km": round(vehicle.odometer_km, 2),
-                "pack_voltage_v": round(battery.pack_voltage_v(), 2),
+                "ts": self._ts_s if now == self._ts_t else self.ts(now),
+                "soc_pct": round(soc, 1),
+                "odometer_km": round(odometer, 2),
+                "pack_voltage_v": round(
+                    battery._series * cell_ocv(soc) + battery.current_a * battery._r_ohm, 2
+                ),
                 "pack_current_a": round(current, 2),
-                "temp_c_max": round(battery.temp_c_max(), 1),
+                "temp_c_max": round(
+                    battery.temp_c + 0.6 + 1.2 * c * c + battery._hot_extra_c * (0.3 + c * c), 1
+                ),
                 "lat": round(vehicle.lat, 6),
                 "lon": round(vehicle.lon, 6),
             }
         )
-        if len(vehicle.buffer) >= self.config.vehicle_batch:
+        if len(buffer) >= self._vehicle_batch:
             self._flush_vehicle(vehicle)
-        if vehicle.km_left <= 1e-6:
+        if km_left <= 1e-6:
             if vehicle.to_station >= 0:
                 self._arrive(vehicle)
             else:
                 self._end_trip(vehicle)
             return
-        if vehicle.to_station < 0 and self._should_swap(vehicle):
+        # The first test of _should_swap() inlined: most steps are far above the threshold.
+        if (
+            vehicle.to_station < 0
+            and soc <= vehicle.threshold_pct + 20.0
+            and self._should_swap(vehicle)
+        ):
             vehicle.resume_km = vehicle.km_left
             if not self._head_to_station(vehicle):
                 self._end_trip(vehicle)
                 return
-        self._next_step(vehicle)
+            self._next_step(vehicle)
+            return
+        # _next_step, inlined.
+        speed = model.mean_speed_kmh * vehicle.rng.uniform(0.5, 1.3)
+        vehicle.speed_kmh = speed
+        needed = math.ceil(km_left / speed * 3600.0)
+        interval = self._telemetry_interval_s
+        self._seq += 1
+        step_s = interval if needed > interval else max(1, needed)
+        heappush(self._heap, (now + step_s, self._seq, _DRIVE_STEP, index))
 
     def _flush_vehicle(self, vehicle: SimVehicle) -> None:
         if vehicle.buffer:
@@ -627,17 +727,18 @@ class Fleet:
             vehicle.lat += (station.lat - vehicle.lat) * share
             vehicle.lon += (station.lon - vehicle.lon) * share
             return
-        vehicle.heading += vehicle.rng.gauss(0.0, 0.4)
-        dlat = (vehicle.lat - cfg.center_lat) * 111.0
-        dlon = (vehicle.lon - cfg.center_lon) * 111.0 * math.cos(math.radians(cfg.center_lat))
+        heading = vehicle.heading + vehicle.rng.gauss(0.0, 0.4)
+        lat = vehicle.lat
+        lon = vehicle.lon
+        dlat = (lat - cfg.center_lat) * 111.0
+        dlon = (lon - cfg.center_lon) * 111.0 * self._cos_center
         if dlat * dlat + dlon * dlon > cfg.radius_km * cfg.radius_km:
-            vehicle.heading = math.atan2(-dlon, -dlat)
-        vehicle.lat += dist_km * math.cos(vehicle.heading) / 111.0
-        vehicle.lon += (
-            dist_km * math.sin(vehicle.heading) / (111.0 * math.cos(math.radians(vehicle.lat)))
-        )
-        vehicle.lat = min(90.0, max(-90.0, vehicle.lat))
-        vehicle.lon = min(180.0, max(-180.0, vehicle.lon))
+            heading = math.atan2(-dlon, -dlat)
+        vehicle.heading = heading
+        lat += dist_km * math.cos(heading) / 111.0
+        lon += dist_km * math.sin(heading) / (111.0 * math.cos(math.radians(lat)))
+        vehicle.lat = min(90.0, max(-90.0, lat))
+        vehicle.lon = min(180.0, max(-180.0, lon))
 
     def _end_trip(self, vehicle: SimVehicle) -> None:
         vehicle.driving = False
@@ -658,8 +759,22 @@ class Fleet:
             (soc - 5.0) / 100.0 * battery.capacity_kwh * 1000.0
             / vehicle.model.consumption_wh_per_km
         )  # fmt: skip
-        nearest = min((self._distance_km(vehicle, s) for s in self.stations), default=0.0)
-        return range_km < 2.0 * ROAD_FACTOR * nearest + 3.0
+        if not self.stations:
+            return range_km < 3.0
+        # Any station close enough settles it (the test only grows with the distance), so
+        # the loop stops at the first; the nearest is needed only when none is.
+        lat = vehicle.lat
+        cos_lat = math.cos(math.radians(lat))
+        nearest_sq = math.inf
+        for station in self.stations:
+            dlat = (station.lat - lat) * 111.0
+            dlon = (station.lon - vehicle.lon) * 111.0 * cos_lat
+            d_sq = dlat * dlat + dlon * dlon
+            if d_sq < nearest_sq:
+                nearest_sq = d_sq
+                if not range_km < 2.0 * ROAD_FACTOR * math.sqrt(d_sq) + 3.0:
+                    return False
+        return True
 
     def _distance_km(self, vehicle: SimVehicle, station: SimStation) -> float:
         dlat = (station.lat - vehicle.lat) * 111.0
@@ -732,7 +847,8 @@ class Fleet:
             installed_soh_pct=self.reported_soh.get(offered.serial, 100.0),
             started_at=self.ts(now),
             finished_at=self.ts(now + SWAP_DURATION_S),
-            idempotency_key=f"{cfg.prefix}-{cfg.seed}-swap-{self._swap_seq}",
+            # The start makes keys of a restarted run (same prefix and seed) new to the backend.
+            idempotency_key=f"{cfg.prefix}-{cfg.seed}-{self.start}-swap-{self._swap_seq}",
         )
         result = self.recorder.record_swap(request)
         if not result.accepted:
@@ -854,6 +970,8 @@ class Fleet:
         # Power goes first to the packs closest to ready: they are the ones drivers wait for.
         charging.sort(key=lambda s: -s.battery.soc_pct if s.battery else 0.0)
         budget = cfg.station_power_kw
+        charger_kw = cfg.charger_kw
+        target = cfg.target_soc_pct
         ts = self.ts(now)
         records: list[Record] = []
         finished: list[SimSlot] = []
@@ -861,12 +979,25 @@ class Fleet:
         for slot in charging:
             battery = slot.battery
             assert battery is not None
-            request = battery.requested_charge_power_kw()
-            alloc = min(request, cfg.charger_kw, budget)
+            requested_a = battery.requested_charge_current_a()
+            if requested_a > 0.0:
+                requested_v = battery._voltage_at(requested_a)
+                request = requested_a * requested_v / 1000.0
+            else:
+                requested_v = None
+                request = 0.0
+            alloc = min(request, charger_kw, budget)
             budget -= alloc
-            was_below = battery.soc_pct < cfg.target_soc_pct
-            step = battery.charge(now, alloc, ambient)
-            slot.energy_kwh += step.energy_kwh
+            was_below = battery.soc_pct < target
+            step = battery.charge(
+                now, alloc, ambient, requested_a=requested_a, requested_v=requested_v
+            )
+            energy = slot.energy_kwh + step.energy_kwh
+            slot.energy_kwh = energy
+            # temp_c_min() and temp_c_max(), inlined.
+            c = battery.current_a / battery._nom_ah
+            c2 = c * c
+            temp = battery.temp_c
             records.append(
                 {
                     "battery_serial": battery.serial,
@@ -876,14 +1007,17 @@ class Fleet:
                     "voltage_v": round(step.voltage_v, 2),
                     "current_a": round(step.current_a, 2),
                     "power_kw": round(step.power_kw, 3),
-                    "temp_c_min": round(battery.temp_c_min(), 1),
-                    "temp_c_max": round(battery.temp_c_max(), 1),
-                    "energy_kwh": round(slot.energy_kwh, 4),
+                    "temp_c_min": round(temp - 0.4 - 0.5 * c2, 1),
+                    "temp_c_max": round(
+                        temp + 0.6 + 1.2 * c2 + battery._hot_extra_c * (0.3 + c2), 1
+                    ),
+                    "energy_kwh": round(energy, 4),
                 }
             )
-            if was_below and battery.soc_pct >= cfg.target_soc_pct:
+            if was_below and battery.soc_pct >= target:
                 became_ready = True
-            if step.done or battery.charge_complete():
+            # With current flowing, step.done already is charge_complete().
+            if step.done or (step.current_a <= 0.0 and battery.charge_complete()):
                 finished.append(slot)
         self._publish(RecordKind.charging, station.code, records)
         for slot in finished:
@@ -1001,10 +1135,87 @@ class Fleet:
             self._flush_vehicle(vehicle)
         self._snapshot_truth()
 
+    # ---- continuing from the backend's state -----------------------------------------------
+
+    def adopt_custody(
+        self, locations: dict[str, dict[str, Any]], soc_pct: dict[str, float] | None = None
+    ) -> int:
+        """Put batteries where the backend says they are (a restart on the same database).
+
+        locations maps a serial to the backend's location (kind, station_code, slot_number,
+        vin); serials not in it stay where the simulation put them. Returns how many batteries
+        moved. Call before run().
+        """
+        by_serial = {b.serial: b for b in self.batteries}
+        vehicles = {v.vin: v for v in self.vehicles}
+        slots = {(st.code, sl.number): sl for st in self.stations for sl in st.slots}
+        placed: dict[str, tuple[str, str | int]] = {}
+        for vehicle in self.vehicles:
+            placed[vehicle.battery.serial] = ("vehicle", vehicle.vin)
+        for station in self.stations:
+            for slot in station.slots:
+                if slot.battery is not None:
+                    placed[slot.battery.serial] = (station.code, slot.number)
+        moved = 0
+        for serial, location in sorted(locations.items()):
+            battery = by_serial.get(serial)
+            if battery is None:
+                continue
+            if soc_pct and serial in soc_pct:
+                battery.soc_pct = min(100.0, max(0.0, soc_pct[serial]))
+            kind = location.get("kind")
+            target: tuple[str, str | int] | None = None
+            if kind == "vehicle" and location.get("vin") in vehicles:
+                target = ("vehicle", str(location["vin"]))
+            elif (
+                kind == "slot"
+                and (location.get("station_code"), location.get("slot_number")) in slots
+            ):
+                target = (str(location["station_code"]), int(location["slot_number"]))
+            if target is None or placed.get(serial) == target:
+                continue
+            # Take the battery out of wherever the simulation has it.
+            where = placed.pop(serial, None)
+            if where is not None and where[0] != "vehicle":
+                source = slots[(where[0], int(where[1]))]
+                if source.battery is battery:
+                    source.battery = None
+            if target[0] == "vehicle":
+                vehicle = vehicles[str(target[1])]
+                vehicle.battery = battery
+            else:
+                slots[(target[0], int(target[1]))].battery = battery
+            placed[serial] = target
+            moved += 1
+        # A slot now holding a battery the backend has elsewhere is emptied.
+        for (code, number), slot in slots.items():
+            if slot.battery is not None and placed.get(slot.battery.serial) != (code, number):
+                slot.battery = None
+        for station in self.stations:
+            for slot in station.slots:
+                slot.charging = False
+                if slot.battery is not None and slot.battery.soc_pct < 100.0:
+                    self._start_charge(station, slot)
+        for battery in self.batteries:
+            self.reported_soh[battery.serial] = round(battery.soh_pct, 1)
+        return moved
+
     # ---- inspection --------------------------------------------------------------------------
 
     def faulty_serials(self) -> dict[str, FaultMode]:
         return {b.serial: b.traits.fault for b in self.batteries if b.faulty}
+
+
+_CLOCK: list[str] = []
+
+
+def _clock(s: int) -> str:
+    """`HH:MM:SSZ` of a second of the day, from a table built on first use."""
+    if not _CLOCK:
+        _CLOCK.extend(
+            f"{h:02d}:{m:02d}:{sec:02d}Z" for h in range(24) for m in range(60) for sec in range(60)
+        )
+    return _CLOCK[s]
 
 
 def _apportion(weights: dict[str, float], total: int) -> dict[str, int]:

@@ -404,6 +404,22 @@ def run_readme_walkthrough(base_url: str, database_url: str) -> None:
     assert [e["cause"] for e in history["items"]] == ["registered", "swap"]
 
 
+def simulated_telemetry_arrives(database_url: str, timeout_s: float = 150.0) -> bool:
+    """`up` runs a simulated fleet by default: its telemetry goes through the private broker
+    and the ingest into the tables."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM vehicle_telemetry)"
+                " + (SELECT count(*) FROM charging_samples)"
+            ).fetchone()
+        if row is not None and row[0] > 0:
+            return True
+        time.sleep(1)
+    return False
+
+
 @pytest.mark.skipif(not embedded_postgres_can_run(), reason="embedded PostgreSQL cannot run here")
 def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_printed_key() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="swapfleet-up-"))
@@ -432,6 +448,7 @@ def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_pr
             assert row[0] >= 5
 
         run_readme_walkthrough(base, database_url)
+        assert simulated_telemetry_arrives(database_url), first_log.read_text()[-3000:]
     finally:
         stop(process, first_log)
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL left running"

@@ -5,6 +5,8 @@ it through the same clients the CLI uses (RestFleetRegistrar, devices.rest.SwapA
 """
 
 from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
@@ -108,3 +110,32 @@ def test_sim_follows_the_battery_the_backend_allocates(
     # Whatever the backend picked is what the vehicle drove away with.
     assert fleet.stats.swap_mismatches == 0
     assert_backend_matches_sim(client, fleet)
+
+
+def test_a_restarted_simulator_reuses_its_fleet_and_continues_from_the_backends_custody(
+    client: TestClient, session: Session
+) -> None:
+    key = admin_client(client, session)
+    first, recorder = run_against_api(client, key, backend_chooses=False, days=1.0)
+    assert first.stats.swaps > 5
+
+    # Same prefix and seed, as a second `swapfleet up` on the same database would run; like
+    # `up`, it starts later (paced runs start now).
+    restart = replace(first.config, start=first.config.start + timedelta(days=1))
+    again = Fleet(restart, InMemorySink(keep_records=False))
+    report = RestFleetRegistrar(client).register(again.manifest)
+
+    assert report.created == 0
+    assert len(report.battery_locations) == len(again.manifest.batteries)
+    assert again.adopt_custody(report.battery_locations, report.battery_soc) > 0
+    assert_backend_matches_sim(client, again)
+
+    swaps = SwapApiClient("http://testserver", key, http=client, retry=RetryPolicy(max_attempts=1))
+    second = Recording(RestSwapRecorder(swaps, let_backend_choose=False))
+    again.recorder = second
+    again.run()
+    assert again.stats.swaps > 5
+    assert all(result.accepted for _, result in second.results), Counter(
+        r.reason_code for _, r in second.results
+    )
+    assert_backend_matches_sim(client, again)
