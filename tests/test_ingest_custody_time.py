@@ -125,3 +125,57 @@ def test_records_are_checked_against_custody_at_their_timestamp(
         (prefix + "/%",),
     )
     assert mismatches == 2
+
+
+@pytest.fixture
+def backfilled(engine: Engine) -> Fleet:
+    """Like a backfill: registered now in the vehicle, with a move dated 2 h in the past."""
+    fleet = seed_fleet(engine)
+    with Session(engine) as session, session.begin():
+        battery = session.scalar(select(Battery).where(Battery.serial == fleet.vehicle_serial))
+        assert battery is not None
+        station = session.scalar(select(Station).where(Station.code == fleet.station_code))
+        assert station is not None
+        relocate(
+            session,
+            battery,
+            kind=LocationKind.slot,
+            slot_id=slot_of(session, station, 4).id,
+            cause=CustodyCause.swap,
+            at=NOW - timedelta(hours=2),
+        )
+    return fleet
+
+
+def test_records_older_than_the_whole_history_are_judged_by_the_first_moves_origin(
+    ingest: IngestService, backfilled: Fleet, prefix: str
+) -> None:
+    fleet = backfilled
+    publisher = Publisher()
+    try:
+        # 3 h ago the battery was still in the vehicle the 2 h old move took it out of.
+        publisher.publish(vehicle_topic(fleet.vin, prefix), telemetry(fleet.vehicle_serial, 180))
+        publisher.publish(
+            station_topic(fleet.station_code, RecordKind.charging, prefix),
+            sample(fleet.vehicle_serial, 180),
+        )
+    finally:
+        publisher.close()
+
+    def outcome() -> tuple[int, int, int]:
+        return (
+            count(DB, "SELECT count(*) FROM vehicle_telemetry WHERE vin = %s", (fleet.vin,)),
+            count(
+                DB,
+                "SELECT count(*) FROM charging_samples WHERE battery_serial = %s",
+                (fleet.vehicle_serial,),
+            ),
+            count(
+                DB,
+                "SELECT count(*) FROM dead_letters WHERE topic LIKE %s"
+                " AND reason = 'identity_mismatch'",
+                (prefix + "/%",),
+            ),
+        )
+
+    assert wait_for(lambda: outcome() == (1, 0, 1)), outcome()

@@ -138,7 +138,16 @@ def test_broker_restarts_lose_nothing_and_double_nothing(
         # ...which must survive a broker restart...
         broker.stop()
         broker.start()
-        ingest = spawn_ingest(TEST_DATABASE_URL, broker.url, prefix, client_id)
+        # Small batches, so that the drain takes many commits and the restart below lands
+        # in the middle of it however fast the writer is.
+        ingest = spawn_ingest(
+            TEST_DATABASE_URL,
+            broker.url,
+            prefix,
+            client_id,
+            SWAPFLEET_INGEST_BATCH_MAX_RECORDS="50",
+            SWAPFLEET_INGEST_BATCH_WINDOW_S="0.05",
+        )
         assert wait_for(lambda: stored(db, fleet) > 1, interval=0.01)
         # ...and another one while the ingest is draining it.
         broker.stop()

@@ -1,15 +1,18 @@
-"""The ingest process: a paho-mqtt 2.x subscriber feeding one batching writer thread.
+"""The ingest process: a paho-mqtt 2.x subscriber feeding one batching writer process.
 
-paho's network thread only decodes and validates (`on_message`) and queues; the writer
-thread commits batches and only then acknowledges their messages (manual_ack), so a crash
-at any point leaves every uncommitted message with the broker, which redelivers it to our
-persistent session. Redeliveries of committed records are absorbed by the natural keys.
+paho's network thread only queues each raw message (`on_message`); a sender thread batches
+them and hands each batch to the writer process (app/ingest/worker.py), which decodes,
+validates and commits it; a receiver thread acknowledges a batch's messages (manual_ack)
+only once the writer answers that it is committed. A crash at any point leaves every
+uncommitted message with the broker, which redelivers it to our persistent session;
+redeliveries of committed records are absorbed by the natural keys.
 """
 
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +27,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import metrics
 from app.config import Settings
-from app.ingest.payloads import DecodedMessage, decode_message
-from app.ingest.writer import BatchWriter, WriteResult, write_with_retry
+from app.ingest.worker import JobOutcome, WriterProcess
+from app.ingest.writer import WriteResult
+from app.ingest.writer import libpq_url as libpq_url
 from devices.contract import subscription_filters
 
 log = logging.getLogger(__name__)
@@ -51,18 +55,17 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
     )
 
 
-def libpq_url(database_url: str) -> str:
-    """psycopg wants the libpq form of the SQLAlchemy URL."""
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+# (topic, payload, received_at as epoch seconds, mid, qos, connection generation). A tuple, not
+# an object: it is built once per message on paho's network thread.
+Pending = tuple[str, bytes | bytearray, float, int, int, int]
 
-
-@dataclass(frozen=True)
-class Pending:
-    message: DecodedMessage
-    mid: int
-    qos: int
-    # Message ids are only meaningful on the connection that delivered them.
-    generation: int
+# Jobs handed to the writer process and not yet answered: one being written, one waiting, so
+# that the writer never idles while the next batch is collected.
+MAX_JOBS_IN_FLIGHT = 2
+# Every record of the contract has one "ts": counting them in the raw bytes sizes a job
+# before it is decoded (the writer still commits at most ingest_batch_max_records records
+# per transaction, splitting a job that holds more).
+TS_KEY = b'"ts"'
 
 
 class IngestService:
@@ -79,8 +82,12 @@ class IngestService:
         self.broker = parse_mqtt_url(settings.mqtt_url)
         self.client_id = client_id or settings.ingest_client_id
         self.share_group = share_group if share_group is not None else settings.ingest_share_group
-        self.writer = BatchWriter(libpq_url(settings.sqlalchemy_url()), settings)
-        self._queue: queue.Queue[Pending] = queue.Queue()
+        self.writer = WriterProcess(settings)
+        # SimpleQueue: the cheapest hand-off from paho's thread, once per message.
+        self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
+        self._in_flight: deque[list[Pending]] = deque()
+        self._job_slots = threading.Semaphore(MAX_JOBS_IN_FLIGHT)
+        self._writer_gone = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
         # Read by tests and logs; only paho's network thread writes it.
@@ -88,8 +95,9 @@ class IngestService:
         self._generation_lock = threading.Lock()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        self._writer_thread = threading.Thread(
-            target=self._run_writer, name="ingest-writer", daemon=True
+        self._sender = threading.Thread(target=self._run_sender, name="ingest-sender", daemon=True)
+        self._receiver = threading.Thread(
+            target=self._run_receiver, name="ingest-receiver", daemon=True
         )
         self.client = self._make_client()
 
@@ -121,7 +129,9 @@ class IngestService:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.ingest_session_expiry_s
         properties.ReceiveMaximum = self.settings.ingest_receive_maximum
-        self._writer_thread.start()
+        self.writer.start()
+        self._sender.start()
+        self._receiver.start()
         self.client.connect_async(
             self.broker.host,
             self.broker.port,
@@ -141,10 +151,15 @@ class IngestService:
     def stop(self, timeout: float = 10.0) -> None:
         """Writes what is queued, acknowledges it, then disconnects."""
         self._stop.set()
-        self._writer_thread.join(timeout)
+        # With the database down, a write gives up instead of retrying: nothing is acked.
+        self.writer.request_stop()
+        deadline = time.monotonic() + timeout
+        self._sender.join(timeout)
+        self._receiver.join(max(0.1, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
-        self.writer.close()
+        self.writer.finish()
+        self.writer.join(5)
         metrics.INGEST_BROKER_CONNECTED.set(0)
 
     def request_stop(self) -> None:
@@ -209,18 +224,16 @@ class IngestService:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # Never raise here: paho would drop the connection, and the message would come back.
+        # Decoding and validation happen in the writer process, off this interpreter.
         try:
-            decoded = decode_message(
-                msg.topic, bytes(msg.payload), settings=self.settings, received_at=datetime.now(UTC)
+            self._queue.put(
+                (msg.topic, msg.payload, time.time(), msg.mid, msg.qos, self._generation)
             )
-            kind = decoded.identity.kind.value if decoded.identity else "unknown"
-            metrics.INGEST_MESSAGES.labels(kind).inc()
             self.messages_received += 1
-            self._queue.put(Pending(decoded, msg.mid, msg.qos, self._generation))
         except Exception:
             log.exception("event=message_failed topic=%s bytes=%d", msg.topic, len(msg.payload))
 
-    # ---- writer thread --------------------------------------------------------------------
+    # ---- sender and receiver threads ------------------------------------------------------
 
     def _collect(self) -> list[Pending]:
         try:
@@ -228,9 +241,10 @@ class IngestService:
         except queue.Empty:
             return []
         batch = [first]
-        records = len(first.message.records) + len(first.message.dead_letters)
+        limit = self.settings.ingest_batch_max_records
+        records = max(1, first[1].count(TS_KEY))
         deadline = time.monotonic() + self.settings.ingest_batch_window_s
-        while records < self.settings.ingest_batch_max_records:
+        while records < limit:
             remaining = deadline - time.monotonic()
             try:
                 item = (
@@ -241,36 +255,63 @@ class IngestService:
             except queue.Empty:
                 break
             batch.append(item)
-            records += len(item.message.records) + len(item.message.dead_letters)
+            records += max(1, item[1].count(TS_KEY))
         return batch
 
-    def _run_writer(self) -> None:
-        while True:
-            batch = self._collect()
-            if not batch:
-                if self._stop.is_set():
+    def _run_sender(self) -> None:
+        try:
+            while not self._writer_gone.is_set():
+                batch = self._collect()
+                if not batch:
+                    if self._stop.is_set():
+                        return
+                    continue
+                while not self._job_slots.acquire(timeout=0.2):
+                    if self._writer_gone.is_set():
+                        return
+                self._in_flight.append(batch)
+                self.writer.submit([(p[0], p[1], p[2]) for p in batch])
+        except OSError:
+            log.error("event=writer_process_unreachable")
+        finally:
+            self.writer.finish()
+
+    def _run_receiver(self) -> None:
+        try:
+            while True:
+                try:
+                    outcome = self.writer.receive()
+                except (EOFError, OSError):
+                    if not self._stop.is_set():
+                        # Its batches stay unacknowledged; a restarted ingest gets them again.
+                        log.error("event=writer_process_died")
+                        self._stop.set()
                     return
-                continue
-            started = time.perf_counter()
-            result = write_with_retry(
-                self.writer,
-                [p.message for p in batch],
-                retry_max_s=self.settings.ingest_retry_max_s,
-                stopping=self._stop.is_set,
-                on_retry=metrics.INGEST_WRITE_RETRIES.inc,
-            )
-            if result is None:
-                return  # stopping with the database down: the broker still holds the batch
-            self._observe(result, time.perf_counter() - started)
-            self._acknowledge(batch)
+                batch = self._in_flight.popleft()
+                self._job_slots.release()
+                self._count_messages(outcome)
+                if outcome.result is None:
+                    return  # stopping with the database down: the broker still holds the batch
+                self._observe(outcome.result, outcome.seconds)
+                self._acknowledge(batch)
+        finally:
+            self._writer_gone.set()
 
     def _acknowledge(self, batch: list[Pending]) -> None:
         current = self._generation
-        for pending in batch:
+        ack = self.client.ack
+        for _, _, _, mid, qos, generation in batch:
             # A message delivered on an earlier connection will be redelivered on this one
             # with a new id; acking its old id could acknowledge a different message.
-            if pending.generation == current and pending.qos > 0:
-                self.client.ack(pending.mid, pending.qos)
+            if generation == current and qos > 0:
+                ack(mid, qos)
+
+    @staticmethod
+    def _count_messages(outcome: JobOutcome) -> None:
+        for kind, n in outcome.messages.items():
+            metrics.INGEST_MESSAGES.labels(kind).inc(n)
+        if outcome.retries:
+            metrics.INGEST_WRITE_RETRIES.inc(outcome.retries)
 
     @staticmethod
     def _observe(result: WriteResult, seconds: float) -> None:

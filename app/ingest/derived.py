@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from app.ingest.aggregates import update_daily_aggregates
+from app.ingest.daily_charging import NEW_CHARGING_TABLE, add_new_charging
 from devices.contract import RecordKind, StationStatus
 
 Connection = psycopg.Connection[Any]
@@ -56,6 +57,16 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
             " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
         )
+
+
+# After update_batteries: a charging sample and a vehicle reading of one battery at the same
+# instant resolve to the charging sample's SoC, as update_batteries' _latest would.
+UPDATE_SOC_FROM_NEW_CHARGING = (
+    "UPDATE batteries b SET soc_pct = v.soc_pct, readings_at = v.ts"
+    f" FROM (SELECT DISTINCT ON (battery_serial) battery_serial, ts, soc_pct"
+    f" FROM {NEW_CHARGING_TABLE} ORDER BY battery_serial, ts DESC) AS v"
+    " WHERE b.serial = v.battery_serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)"
+)
 
 
 def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, datetime]]) -> None:
@@ -108,11 +119,90 @@ class Session:
         self.sample_count += 1
         self.dirty = True
 
+    def add_run(self, run: "Run") -> None:
+        """The same as add() for each of the run's samples in time order."""
+        if run.first_ts < self.started_at:
+            self.started_at, self.soc_from_pct, self.energy_start_kwh = (
+                run.first_ts,
+                run.soc_first,
+                run.energy_first,
+            )
+        if run.last_ts > self.ended_at:
+            self.ended_at, self.soc_to_pct, self.energy_end_kwh = (
+                run.last_ts,
+                run.soc_last,
+                run.energy_last,
+            )
+        self.peak_temp_c = max(self.peak_temp_c, run.peak_temp)
+        self.sample_count += run.samples
+        self.dirty = True
+
+    def may_accept(self, run: "Run", gap: timedelta) -> bool:
+        """Whether it would accept any instant of the run's time span."""
+        return (
+            self.station_id == run.station_id
+            and self.slot == run.slot
+            and self.started_at - gap < run.last_ts
+            and run.first_ts < self.ended_at + gap
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    """New samples of one battery in one slot, each less than a session gap after the last:
+    in the per-sample roll-up, whichever session takes the first takes them all."""
+
+    battery_serial: str
+    station_id: int
+    slot: int
+    first_ts: datetime
+    last_ts: datetime
+    soc_first: float
+    soc_last: float
+    energy_first: float
+    energy_last: float
+    peak_temp: float
+    samples: int
+
 
 _SESSION_COLUMNS = (
     "id, battery_serial, station_id, slot, started_at, ended_at, soc_from_pct, soc_to_pct,"
     " energy_start_kwh, energy_end_kwh, peak_temp_c, sample_count"
 )
+
+
+def _load_sessions(
+    conn: Connection, serials: list[str], first: datetime, last: datetime, gap: timedelta
+) -> dict[str, list[Session]]:
+    sessions: dict[str, list[Session]] = defaultdict(list)
+    rows = conn.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM charging_sessions"
+        " WHERE battery_serial = ANY(%s) AND ended_at > %s AND started_at < %s"
+        # Sessions never merge, so two may accept one sample: the earliest takes it, in
+        # every process and every run alike.
+        " ORDER BY battery_serial, started_at, id",
+        (serials, first - gap, last + gap),
+    ).fetchall()
+    for row in rows:
+        sessions[row[1]].append(Session(*row))
+    return sessions
+
+
+def _add_sample(
+    group: list[Session],
+    serial: str,
+    sample: tuple[datetime, int, int, float, float, float],
+    gap: timedelta,
+) -> None:
+    ts, station_id, slot, soc, energy, temp = sample
+    session = next((s for s in group if s.accepts(station_id, slot, ts, gap)), None)
+    if session is None:
+        session = Session(None, serial, station_id, slot, ts, ts, soc, soc, energy, energy, temp, 0)
+        group.append(session)
+        session.sample_count = 1
+        session.dirty = True
+    else:
+        session.add(ts, soc, energy, temp)
 
 
 def roll_up_sessions(conn: Connection, samples: list[tuple[Any, ...]], gap_s: float) -> None:
@@ -123,34 +213,94 @@ def roll_up_sessions(conn: Connection, samples: list[tuple[Any, ...]], gap_s: fl
     by_battery: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for sample in samples:
         by_battery[sample[0]].append(sample)
-    sessions: dict[str, list[Session]] = defaultdict(list)
-    rows = conn.execute(
-        f"SELECT {_SESSION_COLUMNS} FROM charging_sessions"
-        " WHERE battery_serial = ANY(%s) AND ended_at > %s AND started_at < %s",
-        (
-            list(by_battery),
-            min(s[1] for s in samples) - gap,
-            max(s[1] for s in samples) + gap,
-        ),
-    ).fetchall()
-    for row in rows:
-        sessions[row[1]].append(Session(*row))
+    sessions = _load_sessions(
+        conn, list(by_battery), min(s[1] for s in samples), max(s[1] for s in samples), gap
+    )
     for serial, battery_samples in by_battery.items():
         for _, ts, station_id, slot, soc, energy, temp in sorted(
             battery_samples, key=lambda s: s[1]
         ):
-            session = next(
-                (s for s in sessions[serial] if s.accepts(station_id, slot, ts, gap)), None
-            )
-            if session is None:
-                session = Session(
-                    None, serial, station_id, slot, ts, ts, soc, soc, energy, energy, temp, 0
+            _add_sample(sessions[serial], serial, (ts, station_id, slot, soc, energy, temp), gap)
+    _save_sessions(conn, sessions)
+
+
+# The batch's new charging samples as runs (see Run), per battery in time order.
+_RUNS = f"""
+WITH s AS (
+    SELECT battery_serial, station_id, slot, ts, soc_pct, energy_kwh, temp_c_max,
+        CASE WHEN ts - lag(ts) OVER w >= %(gap)s THEN 1 ELSE 0 END AS brk
+    FROM {NEW_CHARGING_TABLE}
+    WINDOW w AS (PARTITION BY battery_serial, station_id, slot ORDER BY ts)
+), g AS (
+    SELECT s.*, sum(brk) OVER (PARTITION BY battery_serial, station_id, slot ORDER BY ts) AS run
+    FROM s
+)
+SELECT battery_serial, station_id, slot, min(ts), max(ts),
+    -- The first and the last sample's values in one pass: arrays led by the time compare
+    -- by it (float8 holds microseconds since the epoch, and these values, exactly).
+    (min(ARRAY[us, soc_pct, energy_kwh]))[2], (max(ARRAY[us, soc_pct, energy_kwh]))[2],
+    (min(ARRAY[us, soc_pct, energy_kwh]))[3], (max(ARRAY[us, soc_pct, energy_kwh]))[3],
+    max(temp_c_max), count(*)::int4
+FROM (SELECT g.*, (extract(epoch FROM ts) * 1000000)::float8 AS us FROM g) g
+GROUP BY battery_serial, station_id, slot, run
+ORDER BY battery_serial, min(ts)"""
+
+
+def roll_up_new_charging(conn: Connection, gap_s: float) -> None:
+    """roll_up_sessions for the batch's new charging samples (in NEW_CHARGING_TABLE), a run
+    at a time: a run joins the first session that accepts its first sample, or starts one,
+    exactly as its samples would one by one, unless an earlier session could take some of
+    them; then, rarely, that run's samples go one by one."""
+    gap = timedelta(seconds=gap_s)
+    runs = [Run(*row) for row in conn.execute(_RUNS, {"gap": gap}, prepare=True)]
+    if not runs:
+        return
+    sessions = _load_sessions(
+        conn,
+        sorted({r.battery_serial for r in runs}),
+        min(r.first_ts for r in runs),
+        max(r.last_ts for r in runs),
+        gap,
+    )
+    for run in runs:
+        group = sessions[run.battery_serial]
+        target = next(
+            (s for s in group if s.accepts(run.station_id, run.slot, run.first_ts, gap)), None
+        )
+        before = group if target is None else group[: group.index(target)]
+        if any(s.may_accept(run, gap) for s in before):
+            samples = conn.execute(
+                "SELECT ts, station_id, slot, soc_pct, energy_kwh, temp_c_max"
+                f" FROM {NEW_CHARGING_TABLE} WHERE battery_serial = %s AND station_id = %s"
+                " AND slot = %s AND ts >= %s AND ts <= %s ORDER BY ts",
+                (run.battery_serial, run.station_id, run.slot, run.first_ts, run.last_ts),
+            ).fetchall()
+            for sample in samples:
+                _add_sample(group, run.battery_serial, sample, gap)
+        elif target is None:
+            group.append(
+                Session(
+                    None,
+                    run.battery_serial,
+                    run.station_id,
+                    run.slot,
+                    run.first_ts,
+                    run.last_ts,
+                    run.soc_first,
+                    run.soc_last,
+                    run.energy_first,
+                    run.energy_last,
+                    run.peak_temp,
+                    run.samples,
+                    dirty=True,
                 )
-                sessions[serial].append(session)
-                session.sample_count = 1
-                session.dirty = True
-            else:
-                session.add(ts, soc, energy, temp)
+            )
+        else:
+            target.add_run(run)
+    _save_sessions(conn, sessions)
+
+
+def _save_sessions(conn: Connection, sessions: dict[str, list[Session]]) -> None:
     changed = [s for group in sessions.values() for s in group if s.dirty]
     with conn.cursor() as cur:
         cur.executemany(
@@ -203,8 +353,17 @@ def apply_derived_state(
     statuses: list[tuple[int, StationStatus, datetime]],
     *,
     session_gap_s: float,
+    new_charging: int = 0,
 ) -> None:
+    """inserted: the new rows of each kind but charging, whose new rows (new_charging of
+    them) wait in NEW_CHARGING_TABLE; rows in `inserted` under charging are rolled up too."""
     update_batteries(conn, inserted)
+    if new_charging:
+        conn.execute(UPDATE_SOC_FROM_NEW_CHARGING, prepare=True)
     update_stations(conn, statuses)
     roll_up_sessions(conn, inserted.get(RecordKind.charging, []), session_gap_s)
+    if new_charging:
+        roll_up_new_charging(conn, session_gap_s)
     update_daily_aggregates(conn, inserted, session_gap_s=session_gap_s)
+    if new_charging:
+        add_new_charging(conn, session_gap_s)

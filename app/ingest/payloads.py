@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.config import Settings
 from app.ingest.partitions import retention
 from devices.contract import (
+    MAX_RECORDS_PER_MESSAGE,
+    RECORD_MODELS,
     PayloadError,
     RecordKind,
     TopicIdentity,
@@ -36,12 +38,18 @@ class DeadLetterRow:
     received_at: datetime
 
 
-@dataclass(frozen=True)
 class DecodedRecord:
-    # Position in {"records": [...]}, or None for a message that is one bare record.
-    index: int | None
-    raw: Any
-    record: BaseModel
+    """One valid record of a message; a slotted class, as there is one per record."""
+
+    __slots__ = ("index", "raw", "record")
+
+    def __init__(self, index: int | None, raw: Any, record: BaseModel) -> None:
+        # Position in {"records": [...]}, or None for a message that is one bare record.
+        self.index = index
+        # The record's JSON as decoded, or None when it was validated straight from the
+        # payload (a refusal decodes the payload again: refusals are rare, records are not).
+        self.raw = raw
+        self.record = record
 
 
 @dataclass
@@ -62,6 +70,8 @@ class DecodedMessage:
         self, reason: str, detail: str, *, limit: int, index: int | None = None, raw: Any = None
     ) -> DeadLetterRow:
         # A refused record of a batch keeps only its own JSON; the rest of the batch is stored.
+        if index is not None and raw is None:
+            raw = split_records(self.payload)[0][index]
         body = orjson.dumps(raw) if index is not None else self.payload
         return DeadLetterRow(
             topic=self.topic,
@@ -81,10 +91,60 @@ def record_ts(record: BaseModel) -> datetime | None:
     return ts if isinstance(ts, datetime) else None
 
 
+def _batch_model(kind: RecordKind) -> type[BaseModel]:
+    class Batch(BaseModel):
+        # split_records ignores anything beside "records" too.
+        model_config = ConfigDict(extra="ignore")
+        records: list[RECORD_MODELS[kind]]  # type: ignore[valid-type]
+
+    return Batch
+
+
+# Whole messages validated from their bytes in pydantic's Rust core, without a Python dict
+# per record; anything that fails goes the record-by-record way for its precise reasons.
+_BATCH_MODELS: dict[RecordKind, type[BaseModel]] = {
+    kind: _batch_model(kind) for kind in RECORD_MODELS if kind is not RecordKind.status
+}
+
+
+def _validate_whole(kind: RecordKind, payload: bytes) -> tuple[list[BaseModel], bool] | None:
+    """The records of a message whose every record is valid, and whether it was a batch;
+    None to take the record-by-record way."""
+    batch_model = _BATCH_MODELS.get(kind)
+    if batch_model is None:
+        return None
+    try:
+        if b'"records"' in payload:
+            records: list[BaseModel] = batch_model.model_validate_json(payload).__dict__["records"]
+            if not 0 < len(records) <= MAX_RECORDS_PER_MESSAGE:
+                return None
+            return records, True
+        return [RECORD_MODELS[kind].model_validate_json(payload)], False
+    except ValidationError:
+        return None
+
+
+# Devices publish on a few thousand topics at most; parsing one costs more than the lookup.
+_TOPICS: dict[tuple[str, str], TopicIdentity | None] = {}
+_TOPICS_MAX = 100_000
+
+
+def topic_identity(topic: str, prefix: str) -> TopicIdentity | None:
+    key = (topic, prefix)
+    try:
+        return _TOPICS[key]
+    except KeyError:
+        pass
+    if len(_TOPICS) >= _TOPICS_MAX:
+        _TOPICS.clear()
+    identity = _TOPICS[key] = parse_topic(topic, prefix)
+    return identity
+
+
 def decode_message(
     topic: str, payload: bytes, *, settings: Settings, received_at: datetime
 ) -> DecodedMessage:
-    identity = parse_topic(topic, settings.mqtt_topic_prefix)
+    identity = topic_identity(topic, settings.mqtt_topic_prefix)
     message = DecodedMessage(topic, identity, payload, received_at)
     limit = settings.ingest_dead_letter_payload_bytes
     if identity is None:
@@ -97,18 +157,26 @@ def decode_message(
             limit=limit,
         )
         return message
-    try:
-        raws, batched = split_records(payload)
-    except PayloadError as exc:
-        message.dead_letter(exc.reason, exc.detail, limit=limit)
-        return message
-
     future_limit = received_at + timedelta(seconds=settings.ingest_max_future_skew_s)
     oldest = (
         received_at - retention(settings, identity.kind)
         if identity.kind is not RecordKind.status
         else None
     )
+    whole = _validate_whole(identity.kind, payload)
+    if whole is not None and oldest is not None:
+        records, batched = whole
+        if all(oldest <= r.ts <= future_limit for r in records):  # type: ignore[attr-defined]
+            message.records = [
+                DecodedRecord(i if batched else None, None, r) for i, r in enumerate(records)
+            ]
+            return message
+    try:
+        raws, batched = split_records(payload)
+    except PayloadError as exc:
+        message.dead_letter(exc.reason, exc.detail, limit=limit)
+        return message
+
     for position, raw in enumerate(raws):
         index = position if batched else None
         try:

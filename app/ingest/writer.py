@@ -15,9 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.pq import Format
 from pydantic import BaseModel
 
 from app.config import Settings
+from app.ingest.daily_charging import (
+    NEW_CHARGING_COLUMNS,
+    NEW_CHARGING_DDL,
+    NEW_CHARGING_TABLE,
+)
 from app.ingest.derived import apply_derived_state
 from app.ingest.partitions import create_partitions, month_start
 from app.ingest.payloads import DeadLetterRow, DecodedMessage, DecodedRecord
@@ -237,6 +243,11 @@ def _row(
 # Where a battery was: (station_id of its slot, vehicle_id); both None in a warehouse or in
 # transit.
 Place = tuple[int | None, int | None]
+# A closed time span; None for no bound (comparing aware datetimes of different tzinfo
+# objects costs a utcoffset() call each, and most spans have no bound at all).
+Span = tuple[datetime | None, datetime | None]
+# Per battery serial: a span over which it made no move, and the verdict on its place then.
+Judged = dict[str, tuple[datetime | None, datetime | None, tuple[str, str] | None]]
 
 
 @dataclass
@@ -252,6 +263,9 @@ class Registry:
     # batch's time span: records are judged by where the battery was at their ts, so that
     # late (outbox) or backfilled records are not refused after a swap moved the battery.
     moves: dict[str, list[tuple[datetime, Place]]] = field(default_factory=dict)
+    # serial -> where it was before its first recorded move (that move's `from`), for records
+    # older than the whole history, as a backfill of past telemetry has.
+    origins: dict[str, Place] = field(default_factory=dict)
     # Device clocks and the swap times operators record differ by minutes.
     grace: timedelta = timedelta(0)
 
@@ -263,16 +277,35 @@ class Registry:
         during = {place for at, place in moves if start < at <= end}
         if before:
             return {before[-1], *during}
-        if during:
-            return during
-        # ts precedes the recorded history (records from before registration).
-        return {self.batteries[serial]}
+        # ts precedes the recorded history: the battery was where its first move took it from.
+        origin = self.origins.get(serial, self.batteries[serial])
+        return {origin, *during}
+
+    def stable_span(self, serial: str, ts: datetime) -> Span | None:
+        """The widest [lo, hi] around ts (None: unbounded) over which places_near gives the
+        same places as at ts: no move lies within the grace period of any instant of it.
+        None when a move is that close to ts itself."""
+        lo: datetime | None = None
+        hi: datetime | None = None
+        for at, _ in self.moves.get(serial, []):
+            if ts - self.grace < at <= ts + self.grace:
+                return None
+            if at <= ts - self.grace:
+                # places_near keeps this move as "before" while at <= t - grace.
+                lo = at + self.grace if lo is None else max(lo, at + self.grace)
+            else:
+                # ...and must not let it into "during": t + grace < at.
+                end = at - self.grace - timedelta(microseconds=1)
+                hi = end if hi is None else min(hi, end)
+        return lo, hi
 
 
 def load_registry(
     conn: Connection, messages: Sequence[DecodedMessage], grace: timedelta = timedelta(0)
 ) -> Registry:
-    codes, vins, serials = set(), set(), set()
+    codes: set[str] = set()
+    vins: set[str] = set()
+    serials: set[str] = set()
     stamps: list[datetime] = []
     for message in messages:
         if message.identity is None:
@@ -281,12 +314,13 @@ def load_registry(
             codes.add(message.identity.station_code)
         if message.identity.vin:
             vins.add(message.identity.vin)
+        if message.identity.kind is RecordKind.status or not message.records:
+            continue
+        # Every other kind has battery_serial and ts (the contract's models require them).
         for decoded in message.records:
-            serial = getattr(decoded.record, "battery_serial", None)
-            ts = getattr(decoded.record, "ts", None)
-            if isinstance(serial, str) and isinstance(ts, datetime):
-                serials.add(serial)
-                stamps.append(ts)
+            record: Any = decoded.record
+            serials.add(record.battery_serial)
+            stamps.append(record.ts)
     registry = Registry(grace=grace)
     if codes:
         for code, station_id in conn.execute(
@@ -331,6 +365,30 @@ def load_moves(conn: Connection, registry: Registry, start: datetime, end: datet
         (sorted(registry.batteries), end, start),
     ):
         registry.moves.setdefault(serial, []).append((at, (station_id, vehicle_id)))
+    # For batteries with no move before the window, the records may predate their whole
+    # history: keep where each was before its first move (that move's `from`, or for a
+    # registration, which has none, the place it was registered in).
+    unanchored = [
+        serial
+        for serial in sorted(registry.batteries)
+        if not (registry.moves.get(serial) and registry.moves[serial][0][0] <= start)
+    ]
+    if not unanchored:
+        return
+    for serial, registered, station_id, vehicle_id, from_station, from_vehicle in conn.execute(
+        "SELECT b.serial, e.from_kind IS NULL, s.station_id, e.to_vehicle_id,"
+        " fs.station_id, e.from_vehicle_id"
+        " FROM batteries b"
+        " CROSS JOIN LATERAL (SELECT * FROM custody_events f WHERE f.battery_id = b.id"
+        "   ORDER BY f.at, f.id LIMIT 1) e"
+        " LEFT JOIN slots s ON s.id = e.to_slot_id"
+        " LEFT JOIN slots fs ON fs.id = e.from_slot_id"
+        " WHERE b.serial = ANY(%s)",
+        (unanchored,),
+    ):
+        registry.origins[serial] = (
+            (station_id, vehicle_id) if registered else (from_station, from_vehicle)
+        )
 
 
 @dataclass
@@ -341,21 +399,56 @@ class Accepted:
 
 
 def _mismatch(
-    identity: TopicIdentity, decoded: DecodedRecord, owner_id: int, registry: Registry
+    identity: TopicIdentity,
+    decoded: DecodedRecord,
+    owner_id: int,
+    registry: Registry,
+    judged: Judged | None = None,
 ) -> tuple[str, str] | None:
-    """Why a record does not belong to its topic's station or vehicle, or None."""
+    """Why a record does not belong to its topic's station or vehicle, or None.
+
+    judged: per battery serial, a time span over which the battery made no move (within
+    the grace period) and the verdict on its place there, shared by the message's records."""
     record = decoded.record
-    extra = record.model_extra or {}
-    if identity.vin is not None and extra.get("vin", identity.vin) != identity.vin:
-        return "identity_mismatch", "the record's vin differs from the topic's"
-    if identity.station_code is not None and (
-        extra.get("station_code", identity.station_code) != identity.station_code
-    ):
-        return "identity_mismatch", "the record's station_code differs from the topic's"
-    serial = getattr(record, "battery_serial", "")
+    extra = record.model_extra
+    if extra:
+        if identity.vin is not None and extra.get("vin", identity.vin) != identity.vin:
+            return "identity_mismatch", "the record's vin differs from the topic's"
+        if identity.station_code is not None and (
+            extra.get("station_code", identity.station_code) != identity.station_code
+        ):
+            return "identity_mismatch", "the record's station_code differs from the topic's"
+    serial: str = record.battery_serial  # type: ignore[attr-defined]
     if serial not in registry.batteries:
         return "unknown_battery", f"battery {serial!r} is not registered"
     ts: datetime = record.ts  # type: ignore[attr-defined]
+    verdict: tuple[str, str] | None
+    cached = judged.get(serial) if judged is not None else None
+    if (
+        cached is not None
+        and (cached[0] is None or cached[0] <= ts)
+        and (cached[1] is None or ts <= cached[1])
+    ):
+        verdict = cached[2]
+        if verdict is not None:
+            # The text names the record's own ts.
+            verdict = _place_verdict(identity, serial, ts, owner_id, registry)
+    else:
+        verdict = _place_verdict(identity, serial, ts, owner_id, registry)
+        if judged is not None:
+            stable = registry.stable_span(serial, ts)
+            if stable is not None:
+                judged[serial] = (*stable, verdict)
+    if verdict is not None or identity.kind is RecordKind.vehicle:
+        return verdict
+    if isinstance(record, ChargingSample) and (owner_id, record.slot) not in registry.slots:
+        return "identity_mismatch", f"the station has no slot {record.slot}"
+    return None
+
+
+def _place_verdict(
+    identity: TopicIdentity, serial: str, ts: datetime, owner_id: int, registry: Registry
+) -> tuple[str, str] | None:
     places = registry.places_near(serial, ts)
     # A battery in the warehouse or in transit is accepted anywhere (custody may lag a
     # move); one that was somewhere else all the time around ts is refused.
@@ -365,8 +458,6 @@ def _mismatch(
         return None
     if not any(vehicle is None and station in (owner_id, None) for station, vehicle in places):
         return "identity_mismatch", f"battery {serial} was not at this station at {ts}"
-    if isinstance(record, ChargingSample) and (owner_id, record.slot) not in registry.slots:
-        return "identity_mismatch", f"the station has no slot {record.slot}"
     return None
 
 
@@ -383,31 +474,39 @@ def sort_out(messages: Sequence[DecodedMessage], registry: Registry, limit: int)
     """Splits a batch into rows to store and dead letters; leaves the messages unchanged so
     that a retried batch is sorted out the same way."""
     accepted = Accepted()
+    owners: dict[str, tuple[int | None, int | str, str]] = {}
+    # Per topic's station or vehicle: the verdicts on each battery's place (see _mismatch),
+    # shared by all the messages of the batch from there.
+    verdicts: dict[tuple[bool, int], Judged] = {}
     for message in messages:
-        accepted.dead_letters.extend(message.dead_letters)
+        if message.dead_letters:
+            accepted.dead_letters.extend(message.dead_letters)
         identity = message.identity
         if identity is None or not message.records:
             continue
-        owner_id, stored_owner, unknown_reason = _owner(identity, registry)
+        owner = owners.get(message.topic)
+        if owner is None:
+            owner = owners[message.topic] = _owner(identity, registry)
+        owner_id, stored_owner, unknown_reason = owner
         if owner_id is None:
             name = identity.vin or identity.station_code
             accepted.dead_letters.append(
                 message.refusal(unknown_reason, f"{name!r} is not registered", limit=limit)
             )
             continue
+        judged = verdicts.setdefault((identity.vin is not None, owner_id), {})
+        rows = accepted.rows[identity.kind]
         for decoded in message.records:
             if isinstance(decoded.record, StationStatus):
                 accepted.statuses.append((owner_id, decoded.record, message.received_at))
                 continue
-            refusal = _mismatch(identity, decoded, owner_id, registry)
+            refusal = _mismatch(identity, decoded, owner_id, registry, judged)
             if refusal is not None:
                 accepted.dead_letters.append(
                     message.refusal(*refusal, limit=limit, index=decoded.index, raw=decoded.raw)
                 )
                 continue
-            accepted.rows[identity.kind].append(
-                _row(identity.kind, decoded.record, stored_owner, message.received_at)
-            )
+            rows.append(_row(identity.kind, decoded.record, stored_owner, message.received_at))
     return accepted
 
 
@@ -421,6 +520,38 @@ class WriteResult:
     @property
     def records(self) -> int:
         return sum(self.stored.values()) + sum(self.duplicates.values())
+
+    def merge(self, other: "WriteResult") -> None:
+        for kind, n in other.stored.items():
+            self.stored[kind] = self.stored.get(kind, 0) + n
+        for kind, n in other.duplicates.items():
+            self.duplicates[kind] = self.duplicates.get(kind, 0) + n
+        for kind, ts in other.newest_ts.items():
+            self.newest_ts[kind] = max(ts, self.newest_ts.get(kind, ts))
+        self.dead_letters.extend(other.dead_letters)
+
+
+def libpq_url(database_url: str) -> str:
+    """psycopg wants the libpq form of the SQLAlchemy URL."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class BinaryCursor(psycopg.Cursor[Any]):
+    """Results in binary: timestamps and floats arrive without parsing text."""
+
+    def __init__(self, connection: Connection, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.format = Format.BINARY
+
+
+# Charging samples are the bulk of the telemetry: their new rows stay in the database (a
+# temporary table) for the derived state, instead of travelling back through Python.
+CAPTURE_CHARGING = (
+    f"WITH new AS (INSERT INTO charging_samples ({', '.join(SPECS[RecordKind.charging].columns)})"
+    f" SELECT {', '.join(SPECS[RecordKind.charging].columns)} FROM stage_charging_samples"
+    f" ON CONFLICT DO NOTHING RETURNING {', '.join(NEW_CHARGING_COLUMNS)})"
+    f" INSERT INTO {NEW_CHARGING_TABLE} SELECT * FROM new"
+)
 
 
 class BatchWriter:
@@ -444,12 +575,15 @@ class BatchWriter:
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._conninfo, connect_timeout=5)
+            self._conn = psycopg.connect(
+                self._conninfo, connect_timeout=5, cursor_factory=BinaryCursor
+            )
             for spec in SPECS.values():
                 self._conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS stage_{spec.table}"
                     f" (LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
+            self._conn.execute(NEW_CHARGING_DDL)
             self._conn.commit()
         return self._conn
 
@@ -475,24 +609,34 @@ class BatchWriter:
         result = WriteResult(dead_letters=accepted.dead_letters)
         inserted: dict[RecordKind, list[tuple[Any, ...]]] = {}
         for kind, rows in accepted.rows.items():
+            if not rows:
+                continue
             spec = SPECS[kind]
-            self._ensure_partitions(conn, spec.table, rows)
+            oldest, newest = min(row[1] for row in rows), max(row[1] for row in rows)
+            self._ensure_partitions(conn, spec.table, rows, oldest, newest)
             with conn.cursor() as cur:
                 columns = ", ".join(spec.columns)
                 with cur.copy(
                     f"COPY stage_{spec.table} ({columns}) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     copy.set_types(list(spec.types))
+                    write_row = copy.write_row
                     for row in rows:
-                        copy.write_row(row)
-                new_rows = cur.execute(
-                    f"INSERT INTO {spec.table} ({columns}) SELECT {columns} FROM stage_{spec.table}"
-                    f" ON CONFLICT DO NOTHING RETURNING {spec.returning}"
-                ).fetchall()
-            inserted[kind] = new_rows
-            result.stored[kind] = len(new_rows)
-            result.duplicates[kind] = len(rows) - len(new_rows)
-            result.newest_ts[kind] = max(row[1] for row in rows)
+                        write_row(row)
+                if kind is RecordKind.charging:
+                    cur.execute(CAPTURE_CHARGING, prepare=True)
+                    stored = cur.rowcount
+                else:
+                    new_rows = cur.execute(
+                        f"INSERT INTO {spec.table} ({columns}) SELECT {columns}"
+                        f" FROM stage_{spec.table} ON CONFLICT DO NOTHING"
+                        f" RETURNING {spec.returning}"
+                    ).fetchall()
+                    inserted[kind] = new_rows
+                    stored = len(new_rows)
+            result.stored[kind] = stored
+            result.duplicates[kind] = len(rows) - stored
+            result.newest_ts[kind] = newest
         if accepted.dead_letters:
             self._store_dead_letters(conn, accepted.dead_letters)
         apply_derived_state(
@@ -500,11 +644,22 @@ class BatchWriter:
             inserted,
             accepted.statuses,
             session_gap_s=self._settings.ingest_session_gap_s,
+            new_charging=result.stored.get(RecordKind.charging, 0),
         )
         return result
 
-    def _ensure_partitions(self, conn: Connection, table: str, rows: list[list[Any]]) -> None:
-        months = {month_start(row[1]) for row in rows}
+    def _ensure_partitions(
+        self,
+        conn: Connection,
+        table: str,
+        rows: list[list[Any]],
+        oldest: datetime,
+        newest: datetime,
+    ) -> None:
+        first, last = month_start(oldest), month_start(newest)
+        months = {first, last}
+        if first != last:
+            months = {month_start(row[1]) for row in rows}
         missing = [m for m in months if (table, m) not in self._known_partitions]
         if missing:
             create_partitions(conn, table, missing)
@@ -575,13 +730,7 @@ def write_with_retry(
                 )
                 if single is None:
                     return None
-                for kind, n in single.stored.items():
-                    merged.stored[kind] = merged.stored.get(kind, 0) + n
-                for kind, n in single.duplicates.items():
-                    merged.duplicates[kind] = merged.duplicates.get(kind, 0) + n
-                for kind, ts in single.newest_ts.items():
-                    merged.newest_ts[kind] = max(ts, merged.newest_ts.get(kind, ts))
-                merged.dead_letters.extend(single.dead_letters)
+                merged.merge(single)
             return merged
 
 
