@@ -89,6 +89,18 @@ class BrokerSettings:
             tls=tls or (TlsOptions() if secure else None),
         )
 
+    def configure(self, client: mqtt.Client) -> None:
+        """Credentials and TLS on a paho client, before it connects."""
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls is not None:
+            client.tls_set(
+                ca_certs=self.tls.ca_certs,
+                certfile=self.tls.certfile,
+                keyfile=self.tls.keyfile,
+            )
+            client.tls_insecure_set(self.tls.insecure)
+
 
 @dataclass(frozen=True, slots=True)
 class PublishOptions:
@@ -227,16 +239,8 @@ class DeviceClient:
         )
 
     def _configure_mqtt(self) -> None:
-        broker, options = self._broker, self._options
-        if broker.username is not None:
-            self._mqtt.username_pw_set(broker.username, broker.password)
-        if broker.tls is not None:
-            self._mqtt.tls_set(
-                ca_certs=broker.tls.ca_certs,
-                certfile=broker.tls.certfile,
-                keyfile=broker.tls.keyfile,
-            )
-            self._mqtt.tls_insecure_set(broker.tls.insecure)
+        options = self._options
+        self._broker.configure(self._mqtt)
         if self._status_topic is not None:
             self._mqtt.will_set(self._status_topic, OFFLINE_WILL, qos=1, retain=True)
         self._mqtt.max_inflight_messages_set(options.inflight_window)

@@ -438,15 +438,7 @@ class SharedMqttSink:
             client_id=client_id or f"swapfleet-sim-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv5,
         )
-        if broker.username is not None:
-            self._mqtt.username_pw_set(broker.username, broker.password)
-        if broker.tls is not None:
-            self._mqtt.tls_set(
-                ca_certs=broker.tls.ca_certs,
-                certfile=broker.tls.certfile,
-                keyfile=broker.tls.keyfile,
-            )
-            self._mqtt.tls_insecure_set(broker.tls.insecure)
+        broker.configure(self._mqtt)
         # paho cannot change its window once connected: 20 is Mosquitto's default Receive
         # Maximum; a broker announcing less is honoured in _on_connect by publishing less.
         self._mqtt.max_inflight_messages_set(self._inflight_window)
