@@ -89,8 +89,19 @@ def history(serials: list[str], station_id: int, vin: str) -> dict[RecordKind, l
         for k in range(4):
             ts = start + timedelta(days=day, hours=3 * k + 1)
             for j, serial in enumerate(serials):
-                health.append((serial, ts, station_id, 97.0 - day - 0.1 * k - j, 20.0 + day + k,
-                               3.30, 3.31 + 0.001 * (day + k), 33.0 + k, 100 * day + 10 * k + j))
+                health.append(
+                    (
+                        serial,
+                        ts,
+                        station_id,
+                        97.0 - day - 0.1 * k - j,
+                        20.0 + day + k,
+                        3.30,
+                        3.31 + 0.001 * (day + k),
+                        33.0 + k,
+                        100 * day + 10 * k + j,
+                    )
+                )
                 capacity.append((serial, ts + timedelta(seconds=1), station_id,
                                  140.0 - day - 0.2 * k, 275.0 - 2 * day - 0.4 * k - j,
                                  "full_charge", 25.0))  # fmt: skip
@@ -153,3 +164,97 @@ def test_swaps_reach_the_daily_aggregates_through_the_trigger(
     assert rows[(world.charged[0].serial, day)]["swaps_in"] == 1
     rebuild_aggregates(session, day, day, session_gap_s=GAP_S)
     assert_same(rows, daily(session, serials))
+
+
+# ---------------------------------------------------------------- battery_monthly
+
+MONTHLY_SUMMED = (
+    "charging_samples", "charging_sessions", "capacity_records", "fit_cycles_n", "swaps_in",
+    "swaps_out", "health_rejections", "health_records", "energy_charged_kwh", "charged_ah",
+    "temp_spread_sum_c", "energy_discharged_kwh", "discharged_ah", "seconds_above_45c",
+    "seconds_below_0c", "capacity_sum_ah", "fit_days_sx", "fit_days_sxx", "fit_days_sxy",
+    "fit_cycles_sx", "fit_cycles_sy", "fit_cycles_sxx", "fit_cycles_sxy",
+)  # fmt: skip
+MONTHLY_COMPARED = (
+    "days", *MONTHLY_SUMMED, "imbalance_n", "imbalance_sx", "imbalance_sy", "imbalance_sxx",
+    "imbalance_sxy", "temp_max_c", "last_seen_at", "first_day",
+)  # fmt: skip
+
+
+def monthly(session: Session, serials: list[str]) -> Daily:
+    rows = session.execute(
+        text(f"SELECT battery_serial, month, {', '.join(MONTHLY_COMPARED)} FROM battery_monthly"
+             " WHERE battery_serial = ANY(:s) ORDER BY 1, 2"),
+        {"s": serials},
+    ).mappings()  # fmt: skip
+    return {(r["battery_serial"], r["month"]): dict(r) for r in rows}
+
+
+def monthly_from_daily(session: Session, serials: list[str]) -> Daily:
+    """battery_monthly as it should be, summed here from battery_daily."""
+    rows = session.execute(
+        text("SELECT * FROM battery_daily WHERE battery_serial = ANY(:s) ORDER BY 1, 2"),
+        {"s": serials},
+    ).mappings()
+    out: Daily = {}
+    for r in rows:
+        key = (r["battery_serial"], r["day"].replace(day=1))
+        m = out.setdefault(key, dict.fromkeys(MONTHLY_COMPARED, 0))
+        m.update(temp_max_c=m["temp_max_c"] or None, last_seen_at=m["last_seen_at"] or None)
+        m["first_day"] = min(m["first_day"] or r["day"], r["day"])
+        m["days"] += 1
+        for col in MONTHLY_SUMMED:
+            m[col] += r[col]
+        if r["cell_imbalance_max_mv"] is not None:
+            x = float((r["day"] - r["day"].replace(year=2020, month=1, day=1)).days)
+            y = r["cell_imbalance_max_mv"]
+            m["imbalance_n"] += 1
+            m["imbalance_sx"] += x
+            m["imbalance_sy"] += y
+            m["imbalance_sxx"] += x * x
+            m["imbalance_sxy"] += x * y
+        for col in ("temp_max_c", "last_seen_at"):
+            if r[col] is not None:
+                m[col] = r[col] if m[col] is None else max(m[col], r[col])
+    return out
+
+
+def assert_same_monthly(a: Daily, b: Daily) -> None:
+    assert a.keys() == b.keys()
+    for key, row in a.items():
+        for col in MONTHLY_COMPARED:
+            x, y = row[col], b[key][col]
+            if isinstance(x, float) or isinstance(y, float):
+                assert x == pytest.approx(y, rel=1e-9, abs=1e-6), (key, col, x, y)
+            else:
+                assert x == y, (key, col, x, y)
+
+
+def test_monthly_rollup_follows_the_daily_rows_through_ingest_and_rebuild(
+    session: Session,
+) -> None:
+    serials, station_id, vin = fleet(session)
+    rng = random.Random(11)
+    data = history(serials, station_id, vin)
+    for kind in (RecordKind.health, RecordKind.charging, RecordKind.vehicle, RecordKind.capacity):
+        ingest_in_batches(session, kind, data[kind], rng)
+    incremental = monthly(session, serials)
+    assert incremental, "the triggers wrote no monthly rows"
+    assert sum(r["days"] for r in incremental.values()) == len(daily(session, serials))
+    assert_same_monthly(incremental, monthly_from_daily(session, serials))
+
+    days = [day for _, day in daily(session, serials)]
+    rebuild_aggregates(session, min(days) - timedelta(days=1), max(days), session_gap_s=GAP_S)
+    assert_same_monthly(incremental, monthly(session, serials))
+
+
+def test_swaps_reach_the_monthly_rollup(session: Session, client: TestClient) -> None:
+    world = build_swap_world(session, charged_socs=(95.0,))
+    serials = [world.depleted.serial, world.charged[0].serial]
+    response = client.post("/v1/swaps", json=world.swap_body(), headers=auth(world.admin_key))
+    assert response.status_code == 201, response.text
+    day = datetime.fromisoformat(response.json()["started_at"]).astimezone(UTC).date()
+    rows = monthly(session, serials)
+    assert rows[(world.depleted.serial, day.replace(day=1))]["swaps_out"] == 1
+    assert rows[(world.charged[0].serial, day.replace(day=1))]["swaps_in"] == 1
+    assert_same_monthly(rows, monthly_from_daily(session, serials))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
@@ -208,9 +208,12 @@ def test_oem_key_never_sees_another_oems_battery_in_any_report(
             404,
             "BatteryNotFound",
         )
-    assert client.get(
-        f"/v1/batteries/{world.other_serial}/passport", headers=auth(world.other_oem_key)
-    ).status_code == 200
+    assert (
+        client.get(
+            f"/v1/batteries/{world.other_serial}/passport", headers=auth(world.other_oem_key)
+        ).status_code
+        == 200
+    )
 
 
 def test_oem_key_may_not_name_another_oem(client: TestClient, world: ReportWorld) -> None:
@@ -378,12 +381,35 @@ def test_anomalies_list_the_planted_fast_fader_and_recommend_without_quarantinin
     assert [r["kind"] for r in passport["quarantine_recommendations"]] == ["fast_fade"]
 
 
+def test_summary_anomalies_follow_new_data_despite_the_snapshot(
+    client: TestClient, world: ReportWorld, session: Session
+) -> None:
+    late = factories.make_battery(
+        session, world.pack, factories.make_org(session), oem=world.oem
+    ).serial
+
+    def flagged() -> set[str]:
+        response = client.get(
+            "/v1/reports/fleet-summary", headers=auth(world.oem_key), params=window()
+        )
+        assert response.status_code == 200, response.text
+        return {a["serial"] for a in response.json()["anomalies"]}
+
+    assert flagged() == {world.fast_fader}
+    snapshots = session.execute(text("SELECT count(*) FROM report_anomaly_snapshots")).scalar()
+    assert snapshots == 1
+    # The second call is served from the snapshot and must agree with the first.
+    assert flagged() == {world.fast_fader}
+
+    # Only telemetry changes: the snapshot's fingerprint no longer matches.
+    history(session, world.station_id, late, FAST_FADE_AH, wobble=0.3)
+    assert flagged() == {world.fast_fader, late}
+
+
 def test_passport_reports_measured_attributes_and_nulls_the_rest(
     client: TestClient, world: ReportWorld
 ) -> None:
-    response = client.get(
-        f"/v1/batteries/{world.serials[0]}/passport", headers=auth(world.oem_key)
-    )
+    response = client.get(f"/v1/batteries/{world.serials[0]}/passport", headers=auth(world.oem_key))
     assert response.status_code == 200, response.text
     body = response.json()
     perf, durability = body["performance"], body["durability"]

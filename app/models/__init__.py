@@ -14,7 +14,13 @@ from app.models.enums import (
 )
 from app.models.organization import Organization
 from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
-from app.models.reports import BatteryDaily, BatteryRecommendation, OemSwapDaily
+from app.models.reports import (
+    AnomalySnapshot,
+    BatteryDaily,
+    BatteryMonthly,
+    BatteryRecommendation,
+    OemSwapDaily,
+)
 from app.models.station import Slot, Station
 from app.models.swap import IdempotencyRecord, SwapEvent
 from app.models.telemetry import (
@@ -28,9 +34,11 @@ from app.models.telemetry import (
 from app.models.vehicle import Vehicle
 
 __all__ = [
+    "AnomalySnapshot",
     "ApiKey",
     "Battery",
     "BatteryDaily",
+    "BatteryMonthly",
     "BatteryRecommendation",
     "BatteryState",
     "CapacityRecord",

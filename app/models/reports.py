@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -104,6 +105,52 @@ class BatteryDaily(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class BatteryMonthly(Base):
+    """battery_daily summed per battery and calendar month (month = its first day), kept by
+    triggers on battery_daily (migration d5e9f3a2b8c4) and recomputed by rebuild_aggregates.
+    Only the mergeable columns: sums, maxima and the first day; "first"/"last" picks stay
+    in battery_daily, where one index probe per battery finds them."""
+
+    __tablename__ = "battery_monthly"
+    __table_args__ = (PrimaryKeyConstraint("battery_serial", "month"),)
+
+    battery_serial: Mapped[str] = mapped_column(String(64))
+    month: Mapped[date] = mapped_column(Date)
+    days: Mapped[int] = _count()
+    charging_samples: Mapped[int] = _count()
+    charging_sessions: Mapped[int] = _count()
+    capacity_records: Mapped[int] = _count()
+    fit_cycles_n: Mapped[int] = _count()
+    swaps_in: Mapped[int] = _count()
+    swaps_out: Mapped[int] = _count()
+    health_rejections: Mapped[int] = _count()
+    health_records: Mapped[int] = _count()
+    energy_charged_kwh: Mapped[float] = _zero()
+    charged_ah: Mapped[float] = _zero()
+    temp_spread_sum_c: Mapped[float] = _zero()
+    energy_discharged_kwh: Mapped[float] = _zero()
+    discharged_ah: Mapped[float] = _zero()
+    seconds_above_45c: Mapped[float] = _zero()
+    seconds_below_0c: Mapped[float] = _zero()
+    capacity_sum_ah: Mapped[float] = _zero()
+    fit_days_sx: Mapped[float] = _zero()
+    fit_days_sxx: Mapped[float] = _zero()
+    fit_days_sxy: Mapped[float] = _zero()
+    fit_cycles_sx: Mapped[float] = _zero()
+    fit_cycles_sy: Mapped[float] = _zero()
+    fit_cycles_sxx: Mapped[float] = _zero()
+    fit_cycles_sxy: Mapped[float] = _zero()
+    # Least-squares sums of the daily cell_imbalance_max_mv over x = day - 2020-01-01.
+    imbalance_n: Mapped[int] = _count()
+    imbalance_sx: Mapped[float] = _zero()
+    imbalance_sy: Mapped[float] = _zero()
+    imbalance_sxx: Mapped[float] = _zero()
+    imbalance_sxy: Mapped[float] = _zero()
+    temp_max_c: Mapped[float | None] = mapped_column(Double)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_day: Mapped[date | None] = mapped_column(Date)
+
+
 class OemSwapDaily(Base):
     """Swap attempts per OEM (of the vehicle, else of the removed battery), day, outcome and
     reason; oem_id 0 collects swaps no OEM can be named for."""
@@ -147,3 +194,25 @@ class BatteryRecommendation(Base):
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AnomalySnapshot(Base):
+    """The fleet's anomalies and energy charged per OEM over one window, as the fleet summary
+    lists them, with a
+    fingerprint of the battery_monthly months and the registry they were computed from. The
+    summary recomputes (and replaces) a snapshot whose fingerprint no longer matches, so a
+    snapshot is a cache that is never stale, only missing."""
+
+    __tablename__ = "report_anomaly_snapshots"
+    __table_args__ = (PrimaryKeyConstraint("window_from", "window_to"),)
+
+    window_from: Mapped[date] = mapped_column(Date)
+    window_to: Mapped[date] = mapped_column(Date)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    # [{"oem_id": ..., **Anomaly}] for the whole fleet; a scope filters by oem_id.
+    anomalies: Mapped[list[dict[str, object]]] = mapped_column(JSONB)
+    # {"<oem_id>": energy charged in kWh over the window} ("" for batteries without an OEM).
+    energy_by_oem: Mapped[dict[str, float]] = mapped_column(JSONB)
+    computed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

@@ -24,6 +24,7 @@ from app.ingest.aggregates import (
     HOT_C,
     upsert_statement,
 )
+from app.reports.monthly import recompute_months
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,9 @@ def rebuild_aggregates(
         f"SELECT count(*) FROM battery_daily WHERE day BETWEEN %(day_from)s AND %(day_to)s {only}",
         params,
     ).scalar_one()
+    # The insert triggers already added the new days to battery_monthly, on top of what the
+    # deleted days had put there (deletes are not followed): recompute the touched months.
+    recompute_months(conn, day_from, day_to, serials)
     oem_swap_days = 0
     if serials is None:
         conn.exec_driver_sql(

@@ -1,6 +1,8 @@
 """OEM reports: fleet summary, per-battery rows, battery passport and anomalies.
 
-Every figure comes from battery_daily (app/models/reports.py) and the registry. Scope: an
+Every figure comes from the aggregates (app/models/reports.py: battery_monthly for whole
+months, battery_daily for edge days and first/last values, a fingerprinted snapshot for the
+summary's anomalies and energy) and the registry, never from raw telemetry. Scope: an
 OEM key reports on its own program's batteries (battery.oem_id) and gets 404 for any other
 battery; an admin reports on the whole fleet or names an OEM; operator keys are refused (403):
 performance reports are the OEMs' view, and an operator's custody data is elsewhere.
@@ -408,6 +410,51 @@ def find_anomalies(rows: Sequence[RowMapping]) -> list[tuple[RowMapping, Anomaly
 # ---------------------------------------------------------------- reports
 
 
+@dataclass(frozen=True)
+class WindowSnapshot:
+    anomalies: list[Anomaly]
+    energy_charged_kwh: float
+
+
+def window_snapshot(session: Session, scope: Scope, start: date, end: date) -> WindowSnapshot:
+    """The anomalies and energy charged of the window within the scope. Both need every
+    battery's window figures (cohort fits: about a second for 5,000 batteries), so the
+    fleet-wide result is kept as a snapshot with a fingerprint of the data it came from
+    (repository.ANOMALY_FINGERPRINT) and recomputed only when the fingerprint changes:
+    never stale, only sometimes slow. Cohorts are per OEM and pack type, so filtering the
+    fleet's list by OEM gives the OEM's own."""
+    fingerprint = repo.anomaly_fingerprint(session, start, end)
+    saved = repo.anomaly_snapshot(session, start, end, fingerprint)
+    if saved is not None:
+        entries, energy = list(saved["anomalies"]), dict(saved["energy_by_oem"])
+    else:
+        rows = list(iter_battery_rows(session, repo.BatteryQuery(start, end)))
+        entries = [
+            {"oem_id": row["oem_id"], **anomaly.model_dump(mode="json")}
+            for row, anomaly in find_anomalies(rows)
+        ]
+        energy = defaultdict(float)
+        for row in rows:
+            energy[_oem_key(row["oem_id"])] += row["energy_charged_kwh"]
+        repo.save_anomaly_snapshot(session, start, end, fingerprint, entries, dict(energy))
+    return WindowSnapshot(
+        anomalies=[
+            Anomaly.model_validate({k: v for k, v in e.items() if k != "oem_id"})
+            for e in entries
+            if scope.oem_id is None or e["oem_id"] == scope.oem_id
+        ],
+        energy_charged_kwh=(
+            sum(energy.values())
+            if scope.oem_id is None
+            else energy.get(_oem_key(scope.oem_id), 0.0)
+        ),
+    )
+
+
+def _oem_key(oem_id: int | None) -> str:
+    return "" if oem_id is None else str(oem_id)
+
+
 def fleet_summary(
     session: Session,
     principal: Principal,
@@ -420,7 +467,6 @@ def fleet_summary(
 ) -> FleetSummary:
     scope = resolve_scope(session, principal, oem_code)
     start, end = resolve_window(day_from, day_to)
-    rows = list(iter_battery_rows(session, repo.BatteryQuery(start, end, oem_id=scope.oem_id)))
 
     counts: dict[str, int] = defaultdict(int)
     by_pack: dict[str, int] = defaultdict(int)
@@ -428,7 +474,9 @@ def fleet_summary(
         counts[c["state"]] += c["n"]
         by_pack[c["pack_type_code"]] += c["n"]
 
-    reporting = [r for r in rows if r["soh_end_pct"] is not None]
+    # Each battery's latest health record in the window (an index probe each), not its
+    # whole window of figures: the summary needs those only for anomalies, kept in snapshots.
+    reporting = repo.soh_points(session, scope.oem_id, start, end)
     by_cycles = [
         (cycles, r["soh_end_pct"]) for r in reporting if (cycles := cycles_of(r)) is not None
     ]
@@ -438,6 +486,7 @@ def fleet_summary(
         if r["manufactured_on"] is not None and r["manufactured_on"] <= end
     ]
 
+    snapshot = window_snapshot(session, scope, start, end)
     swaps: dict[str, int] = defaultdict(int)
     rejected_by_reason: dict[str, int] = defaultdict(int)
     for s in repo.swap_counts(session, scope.oem_id, start, end):
@@ -461,7 +510,7 @@ def fleet_summary(
         cycle_bin_width=cycle_bin_width,
         age_bin_days=age_bin_days,
         batteries_reporting=len(reporting),
-        energy_charged_kwh=sum(r["energy_charged_kwh"] for r in rows),
+        energy_charged_kwh=snapshot.energy_charged_kwh,
         swaps=SwapCounts(
             completed=swaps["completed"],
             rejected=swaps["rejected"],
@@ -478,7 +527,7 @@ def fleet_summary(
             )
             for q in repo.quarantined(session, scope.oem_id)
         ],
-        anomalies=[anomaly for _, anomaly in find_anomalies(rows)],
+        anomalies=snapshot.anomalies,
     )
 
 
