@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.ingest.client import IngestService
+from app.local_broker import free_port
 from app.models import OrgRole
 from tests import factories
 
@@ -182,12 +183,6 @@ def count(database_url: str, query: str, params: tuple[Any, ...] = ()) -> int:
     except psycopg.OperationalError:
         return -1
     return int(row[0]) if row else 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateBroker:

@@ -9,13 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from app.local_broker import free_port
+
 MOSQUITTO = os.environ.get("SWAPFLEET_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateMosquitto:

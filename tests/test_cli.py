@@ -12,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.config import get_settings
 from app.db import get_engine, get_session_factory
+from app.local_broker import free_port
 from app.main import create_app
 from app.migrate import upgrade
 from app.models import (
@@ -325,12 +325,6 @@ def embedded_postgres_can_run() -> bool:
     return platform.system() == "Linux" and (
         os.geteuid() != 0 or shutil.which("useradd") is not None
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_up(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -103,19 +103,6 @@ def lock_vehicle(session: Session, vin: str) -> Vehicle | None:
     )
 
 
-def lock_battery(session: Session, serial: str) -> Battery | None:
-    return session.scalar(
-        select(Battery)
-        .where(Battery.serial == serial)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-
-
-def installed_battery_of(session: Session, vehicle_id: int) -> Battery | None:
-    return session.scalar(select(Battery).where(Battery.vehicle_id == vehicle_id))
-
-
 def compatible_pack_type_ids(session: Session, vehicle_model_id: int) -> set[int]:
     return set(
         session.scalars(

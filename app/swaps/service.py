@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.batteries.custody import relocate
+from app.batteries.custody import lock_battery, relocate
 from app.config import get_settings
 from app.errors import Forbidden
 from app.models import (
@@ -33,6 +33,7 @@ from app.models.base import utcnow
 from app.swaps import repository
 from app.swaps.exceptions import StationNotFound, SwapNotFound
 from app.swaps.schemas import SwapCreate, SwapRead
+from app.vehicles import repository as vehicle_repository
 
 
 @dataclass
@@ -111,14 +112,14 @@ def _check_rules(
         raise Rejection("VehicleUnknown", f"no vehicle with VIN {request.vin}")
     swap.vehicle_id = vehicle.id
 
-    removed = repository.lock_battery(session, request.removed_battery_serial)
+    removed = lock_battery(session, request.removed_battery_serial)
     if removed is None:
         raise Rejection(
             "BatteryUnknown", f"no battery with serial {request.removed_battery_serial}"
         )
     swap.removed_battery_id = removed.id
     if removed.vehicle_id != vehicle.id:
-        actual = repository.installed_battery_of(session, vehicle.id)
+        actual = vehicle_repository.installed_battery(session, vehicle.id)
         carried = actual.serial if actual else "no battery"
         raise Rejection(
             "BatteryMismatch",
@@ -146,7 +147,7 @@ def _check_rules(
         swap.installed_battery_id = installed.id
         return vehicle, removed, installed
 
-    installed = repository.lock_battery(session, request.installed_battery_serial)
+    installed = lock_battery(session, request.installed_battery_serial)
     if installed is None:
         raise Rejection(
             "BatteryUnknown", f"no battery with serial {request.installed_battery_serial}"
