@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import get_engine, get_session_factory
 from app.main import create_app
-from app.models import Battery, LocationKind, SwapEvent, VehicleModel
+from app.models import Battery, LocationKind, SwapEvent, Vehicle, VehicleModel
 from app.swaps import repository
 from tests.factories import auth, make_battery, make_vehicle
 from tests.swap_world import SwapWorld, build_swap_world
@@ -87,15 +87,21 @@ def test_concurrent_swaps_at_one_station_never_share_a_battery(
     statuses = Counter(status for status, _ in results.values())
     assert statuses == {201: 4, 409: 3}, results
     installed = [
-        body["installed_battery_serial"] for status, body in results.values() if status == 201
+        str(body["installed_battery_serial"]) for status, body in results.values() if status == 201
     ]
     assert sorted(installed) == sorted(b.serial for b in world.charged)
     assert {body["code"] for status, body in results.values() if status == 409} == {
         "NoBatteryAvailable"
     }
     with Session(engine) as session:
+        # This world's vehicles only: other tests commit vehicles to the same database.
         vehicles_with_battery = session.scalars(
-            select(Battery.vehicle_id).where(Battery.location_kind == LocationKind.vehicle)
+            select(Battery.vehicle_id)
+            .join(Vehicle, Vehicle.id == Battery.vehicle_id)
+            .where(
+                Battery.location_kind == LocationKind.vehicle,
+                Vehicle.vin.in_([vin for vin, _ in drivers]),
+            )
         ).all()
         assert len(vehicles_with_battery) == len(set(vehicles_with_battery)) == 7
         assert (
