@@ -39,12 +39,9 @@ NEW_CHARGING_DDL = (
 )
 
 
-def _terms(dt: str, exists: str, station: str, slot: str, energy: str) -> tuple[str, ...]:
-    """charging_terms(prev, s) as SQL over the columns s_* and the predecessor's values given,
-    in CHARGING_PAIR order."""
-    continuous = (
-        f"({exists} AND {station} = s_station AND {slot} = s_slot AND {dt} < %(gap)s::float8)"
-    )
+def _terms(dt: str, continuous: str, energy: str) -> tuple[str, ...]:
+    """charging_terms(prev, s) as SQL over the columns s_*, given the predecessor's time
+    difference, whether it continues the charge and its energy, in CHARGING_PAIR order."""
     return (
         f"CASE WHEN {continuous} THEN 0.0::float8 ELSE 1.0::float8 END",
         f"CASE WHEN NOT {continuous} THEN s_energy WHEN s_energy >= {energy}"
@@ -63,31 +60,29 @@ _SAMPLE = (
 
 
 def _statement() -> str:
-    after = _terms(
-        "extract(epoch FROM s_ts - p_ts)::float8", "p_ts IS NOT NULL", "p_station", "p_slot",
-        "p_energy",
-    )  # fmt: skip
-    # o: the previous old row, carried forward as one float8 array (microseconds since the
-    # epoch first, so max() picks the latest; every value in it is exact as a float8).
-    before = _terms("((s_us - o[1]) / 1000000.0::float8)", "o IS NOT NULL", "o[2]", "o[3]", "o[4]")
+    # p_*: the row before (new or old); o_*: the old row before, which an old row right after
+    # a new one had as its predecessor until now.
+    after = _terms("p_dt", "p_continuous", "p_energy")
+    before = _terms("o_dt", "o_continuous", "o_energy")
     pair = ", ".join(
-        f"sum(CASE WHEN s_new THEN {a} WHEN p_new THEN ({a}) - ({b}) ELSE 0.0 END) AS {col}"
+        f"sum(CASE WHEN s_new THEN {a} ELSE ({a}) - ({b}) END) AS {col}"
         for col, a, b in zip(CHARGING_PAIR, after, before, strict=True)
     )
+    # Each row's time difference and continuity are computed once (extract() of an interval
+    # is numeric arithmetic), and the old rows' own predecessors only among the old rows,
+    # which are few: the nearest either side of each battery's new rows, and any late
+    # record's neighbours.
     source = f"""
 WITH bounds AS (
     SELECT battery_serial, min(ts) AS first, max(ts) AS last
-    FROM {NEW_CHARGING_TABLE} GROUP BY battery_serial
-), win AS (
+    FROM {NEW_CHARGING_TABLE} GROUP BY battery_serial ORDER BY battery_serial
+), win AS MATERIALIZED (
     -- add_charging's window is a session gap either side of the new rows, but only the rows
     -- between the first and the last new row, and the nearest row either side, have or are
-    -- the neighbours of a changed term.
+    -- the neighbours of a changed term. In time order per battery, so sorts find it sorted.
     SELECT c.*, n.ts IS NOT NULL AS s_new
     FROM bounds b
     CROSS JOIN LATERAL (
-        (SELECT {_SAMPLE} FROM charging_samples
-         WHERE battery_serial = b.battery_serial AND ts >= b.first AND ts <= b.last)
-        UNION ALL
         -- max()/min() rather than ORDER BY ... LIMIT 1: per partition, one index probe; the
         -- planner sorts the whole gap's rows for the latter.
         SELECT {_SAMPLE} FROM charging_samples
@@ -95,21 +90,41 @@ WITH bounds AS (
             SELECT max(ts) FROM charging_samples WHERE battery_serial = b.battery_serial
                 AND ts < b.first AND ts >= b.first - %(gap_interval)s)
         UNION ALL
+        (SELECT {_SAMPLE} FROM charging_samples
+         WHERE battery_serial = b.battery_serial AND ts >= b.first AND ts <= b.last)
+        UNION ALL
         SELECT {_SAMPLE} FROM charging_samples
         WHERE battery_serial = b.battery_serial AND ts = (
             SELECT min(ts) FROM charging_samples WHERE battery_serial = b.battery_serial
                 AND ts > b.last AND ts <= b.last + %(gap_interval)s)
     ) c
     LEFT JOIN {NEW_CHARGING_TABLE} n ON n.battery_serial = c.s_serial AND n.ts = c.s_ts
+), paired AS (
+    SELECT s.*, extract(epoch FROM s_ts - p_ts)::float8 AS p_dt
+    FROM (
+        SELECT win.*,
+            lag(s_ts) OVER w AS p_ts, lag(s_station) OVER w AS p_station,
+            lag(s_slot) OVER w AS p_slot, lag(s_energy) OVER w AS p_energy,
+            coalesce(lag(s_new) OVER w, false) AS p_new
+        FROM win WINDOW w AS (PARTITION BY s_serial ORDER BY s_ts)
+    ) s
+    WHERE s_new OR p_new
+), olds AS (
+    SELECT s.*, extract(epoch FROM o_at - o_ts)::float8 AS o_dt
+    FROM (
+        SELECT s_serial AS o_serial, s_ts AS o_at, lag(s_ts) OVER w AS o_ts,
+            lag(s_station) OVER w AS o_station, lag(s_slot) OVER w AS o_slot,
+            lag(s_energy) OVER w AS o_energy, s_station AS o_s_station, s_slot AS o_s_slot
+        FROM win WHERE NOT s_new WINDOW w AS (PARTITION BY s_serial ORDER BY s_ts)
+    ) s
 ), terms AS (
-    SELECT win.*,
-        lag(s_ts) OVER w AS p_ts, lag(s_station) OVER w AS p_station,
-        lag(s_slot) OVER w AS p_slot, lag(s_energy) OVER w AS p_energy,
-        coalesce(lag(s_new) OVER w, false) AS p_new,
-        max(ARRAY[s_us, s_station::float8, s_slot::float8, s_energy]) FILTER (WHERE NOT s_new)
-            OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS o
-    FROM (SELECT win.*, (extract(epoch FROM s_ts) * 1000000)::float8 AS s_us FROM win) win
-    WINDOW w AS (PARTITION BY s_serial ORDER BY s_ts)
+    SELECT paired.*, olds.*,
+        coalesce(p_ts IS NOT NULL AND p_station = s_station AND p_slot = s_slot
+            AND p_dt < %(gap)s::float8, false) AS p_continuous,
+        coalesce(o_ts IS NOT NULL AND o_station = o_s_station AND o_slot = o_s_slot
+            AND o_dt < %(gap)s::float8, false) AS o_continuous
+    FROM paired
+    LEFT JOIN olds ON NOT s_new AND o_serial = s_serial AND o_at = s_ts
 )
 SELECT s_serial, (s_ts AT TIME ZONE 'UTC')::date AS day, {pair},
     count(*) FILTER (WHERE s_new) AS charging_samples,
@@ -117,7 +132,6 @@ SELECT s_serial, (s_ts AT TIME ZONE 'UTC')::date AS day, {pair},
     max(s_tmax) FILTER (WHERE s_new) AS temp_max_c,
     max(s_ts) FILTER (WHERE s_new) AS last_seen_at
 FROM terms
-WHERE s_new OR p_new
 GROUP BY 1, 2
 ORDER BY 1, 2"""
     columns = (*CHARGING_PAIR, "charging_samples", "temp_spread_sum_c", "temp_max_c")

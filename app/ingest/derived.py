@@ -63,8 +63,9 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
 # instant resolve to the charging sample's SoC, as update_batteries' _latest would.
 UPDATE_SOC_FROM_NEW_CHARGING = (
     "UPDATE batteries b SET soc_pct = v.soc_pct, readings_at = v.ts"
-    f" FROM (SELECT DISTINCT ON (battery_serial) battery_serial, ts, soc_pct"
-    f" FROM {NEW_CHARGING_TABLE} ORDER BY battery_serial, ts DESC) AS v"
+    # The newest sample per battery by a hashed max() and join: no sort of the batch.
+    f" FROM {NEW_CHARGING_TABLE} v JOIN (SELECT battery_serial, max(ts) AS ts"
+    f" FROM {NEW_CHARGING_TABLE} GROUP BY battery_serial) m USING (battery_serial, ts)"
     " WHERE b.serial = v.battery_serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)"
 )
 
@@ -235,15 +236,23 @@ WITH s AS (
     SELECT s.*, sum(brk) OVER (PARTITION BY battery_serial, station_id, slot ORDER BY ts) AS run
     FROM s
 )
-SELECT battery_serial, station_id, slot, min(ts), max(ts),
-    -- The first and the last sample's values in one pass: arrays led by the time compare
-    -- by it (float8 holds microseconds since the epoch, and these values, exactly).
-    (min(ARRAY[us, soc_pct, energy_kwh]))[2], (max(ARRAY[us, soc_pct, energy_kwh]))[2],
-    (min(ARRAY[us, soc_pct, energy_kwh]))[3], (max(ARRAY[us, soc_pct, energy_kwh]))[3],
-    max(temp_c_max), count(*)::int4
-FROM (SELECT g.*, (extract(epoch FROM ts) * 1000000)::float8 AS us FROM g) g
-GROUP BY battery_serial, station_id, slot, run
-ORDER BY battery_serial, min(ts)"""
+SELECT battery_serial, station_id, slot, first_ts, last_ts,
+    head[2], tail[2], head[3], tail[3], peak_temp, samples
+FROM (
+    SELECT battery_serial, station_id, slot, min(ts) AS first_ts, max(ts) AS last_ts,
+        -- The first and the last sample's values in one pass: arrays led by the time
+        -- compare by it (float8 holds microseconds since the epoch, and these values,
+        -- exactly); one array per sample.
+        min(sample) AS head, max(sample) AS tail, max(temp_c_max) AS peak_temp,
+        count(*)::int4 AS samples
+    FROM (
+        SELECT g.*,
+            ARRAY[(extract(epoch FROM ts) * 1000000)::float8, soc_pct, energy_kwh] AS sample
+        FROM g
+    ) g
+    GROUP BY battery_serial, station_id, slot, run
+) runs
+ORDER BY battery_serial, first_ts"""
 
 
 def roll_up_new_charging(conn: Connection, gap_s: float) -> None:

@@ -27,7 +27,14 @@ from typing import Any
 
 from app.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
-from app.ingest.writer import BatchWriter, WriteResult, libpq_url, write_with_retry
+from app.ingest.writer import (
+    BatchWriter,
+    Turn,
+    TurnTimeout,
+    WriteResult,
+    libpq_url,
+    write_with_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,11 @@ def decode_job(settings: Settings, job: Job) -> DecodedJob:
 
 
 def write_job(
-    writer: BatchWriter, settings: Settings, job: DecodedJob, stopping: Callable[[], bool]
+    writer: BatchWriter,
+    settings: Settings,
+    job: DecodedJob,
+    stopping: Callable[[], bool],
+    turn: Turn | None = None,
 ) -> JobOutcome:
     started = time.perf_counter()
     outcome = JobOutcome(None, job.kinds)
@@ -95,6 +106,7 @@ def write_job(
             retry_max_s=settings.ingest_retry_max_s,
             stopping=stopping,
             on_retry=count_retry,
+            turn=turn,
         )
         if result is None:
             # Earlier chunks are committed; unacknowledged, they come back as duplicates.
@@ -106,11 +118,52 @@ def write_job(
     return outcome
 
 
+# Batches written at once, each on its own connection: while one batch's derived state and
+# commit run in PostgreSQL, the next one is checked, copied and inserted, on the other core.
+WRITERS = 2
+# How long a batch that has inserted its rows waits for its turn before rolling back (see
+# writer.Turn): long enough for any healthy batch ahead of it.
+TURN_PATIENCE_S = 10.0
+
+
+class Turnstile:
+    """Gives jobs the derive-and-commit phase, and the answer to the parent, in the order
+    they were received: the parent acknowledges answers in that order, and derived state is
+    then computed one batch at a time, as with one writer."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._serving = 0
+
+    def turn(self, number: int) -> "JobTurn":
+        return JobTurn(self, number)
+
+    def wait(self, number: int, patience_s: float | None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._serving == number, patience_s)
+
+    def done(self, number: int) -> None:
+        with self._changed:
+            self._serving = number + 1
+            self._changed.notify_all()
+
+
+@dataclass
+class JobTurn:
+    turnstile: Turnstile
+    number: int
+
+    def wait(self) -> None:
+        if not self.turnstile.wait(self.number, TURN_PATIENCE_S):
+            raise TurnTimeout(f"job {self.number} waited {TURN_PATIENCE_S:g} s for its turn")
+
+
 def _read_and_decode(
-    pipe: Pipe, settings: Settings, ready: "queue.Queue[DecodedJob | None]"
+    pipe: Pipe, settings: Settings, ready: "queue.Queue[tuple[int, DecodedJob] | None]"
 ) -> None:
-    """Decodes the next job while the previous one is being written: the writer mostly waits
+    """Decodes the next job while earlier ones are being written: the writers mostly wait
     for PostgreSQL then, with the interpreter lock released."""
+    number = 0
     try:
         while True:
             try:
@@ -119,7 +172,8 @@ def _read_and_decode(
                 return
             if job is None:
                 return
-            ready.put(decode_job(settings, job))
+            ready.put((number, decode_job(settings, job)))
+            number += 1
     finally:
         ready.put(None)
 
@@ -135,30 +189,47 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     # often, over an ever older heap, that it cost as much as the validation itself.
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    finished = threading.Event()
 
     def stopping() -> bool:
         # An orphan (the ingest was killed) must not retry a dead database forever.
-        return stop.is_set() or (parent is not None and not parent.is_alive())
+        return stop.is_set() or finished.is_set() or (parent is not None and not parent.is_alive())
 
-    writer = BatchWriter(libpq_url(settings.sqlalchemy_url()), settings)
-    ready: queue.Queue[DecodedJob | None] = queue.Queue(maxsize=1)
+    ready: queue.Queue[tuple[int, DecodedJob] | None] = queue.Queue(maxsize=1)
+    turnstile = Turnstile()
+
+    def write_jobs() -> None:
+        writer = BatchWriter(libpq_url(settings.sqlalchemy_url()), settings)
+        try:
+            while not finished.is_set():
+                item = ready.get()
+                if item is None:
+                    ready.put(None)  # for the other writer
+                    return
+                number, decoded = item
+                turn = turnstile.turn(number)
+                outcome = write_job(writer, settings, decoded, stopping, turn)
+                turnstile.wait(number, None)
+                try:
+                    pipe.send(outcome)
+                except OSError:
+                    return  # the ingest is gone: its messages stay unacknowledged
+                finally:
+                    turnstile.done(number)
+                if outcome.result is None:
+                    return
+        finally:
+            writer.close()
+            finished.set()
+
     threading.Thread(
         target=_read_and_decode, args=(pipe, settings, ready), name="decode", daemon=True
     ).start()
-    try:
-        while True:
-            decoded = ready.get()
-            if decoded is None:
-                return
-            outcome = write_job(writer, settings, decoded, stopping)
-            try:
-                pipe.send(outcome)
-            except OSError:
-                return  # the ingest is gone: its messages stay unacknowledged
-            if outcome.result is None:
-                return
-    finally:
-        writer.close()
+    for i in range(WRITERS):
+        threading.Thread(target=write_jobs, name=f"write-{i}", daemon=True).start()
+    # The first writer to finish ends the process: the other one is idle or its job's
+    # answer could no longer be sent in order; its transaction rolls back unacknowledged.
+    finished.wait()
 
 
 @dataclass

@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from operator import itemgetter
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.pq import Format
@@ -338,13 +339,10 @@ def load_registry(
         ):
             registry.vehicles[vin] = vehicle_id
     if serials:
-        # Locked in one order for the whole batch: derived state updates these rows, and two
-        # ingest processes sharing a subscription must not deadlock on them.
         for serial, station_id, vehicle_id in conn.execute(
             "SELECT b.serial, s.station_id, b.vehicle_id FROM batteries b"
-            " LEFT JOIN slots s ON s.id = b.slot_id"
-            " WHERE b.serial = ANY(%s) ORDER BY b.serial FOR NO KEY UPDATE OF b",
-            (sorted(serials),),
+            " LEFT JOIN slots s ON s.id = b.slot_id WHERE b.serial = ANY(%s)",
+            (list(serials),),
         ):
             registry.batteries[serial] = (station_id, vehicle_id)
         load_moves(conn, registry, min(stamps) - grace, max(stamps) + grace)
@@ -510,6 +508,37 @@ def sort_out(messages: Sequence[DecodedMessage], registry: Registry, limit: int)
     return accepted
 
 
+def lock_batteries(conn: Connection, accepted: Accepted) -> None:
+    """Locks the batteries whose derived state the batch changes, in one order: a batch's
+    derived state must see every batch committed before it on the same battery (it reads
+    their rows), and two ingest processes sharing a subscription must not deadlock."""
+    serials = sorted({row[0] if kind is not RecordKind.vehicle else row[2]
+                      for kind, rows in accepted.rows.items() for row in rows})  # fmt: skip
+    if serials:
+        conn.execute(
+            "SELECT 1 FROM batteries WHERE serial = ANY(%s) ORDER BY serial FOR NO KEY UPDATE",
+            (serials,),
+        )
+
+
+@dataclass
+class Staged:
+    accepted: Accepted
+    result: "WriteResult"
+    # New rows of each kind but charging (whose new rows wait in NEW_CHARGING_TABLE).
+    inserted: dict[RecordKind, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
+class Turn(Protocol):
+    def wait(self) -> None:
+        """Returns when it is this batch's turn; raises TurnTimeout after a while, so that a
+        batch holding locks that an earlier batch waits for rolls back and lets it pass."""
+
+
+class TurnTimeout(Exception):
+    pass
+
+
 @dataclass
 class WriteResult:
     stored: dict[RecordKind, int] = field(default_factory=dict)
@@ -534,6 +563,9 @@ class WriteResult:
 def libpq_url(database_url: str) -> str:
     """psycopg wants the libpq form of the SQLAlchemy URL."""
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+_natural_key = itemgetter(0, 1)
 
 
 class BinaryCursor(psycopg.Cursor[Any]):
@@ -562,7 +594,6 @@ class BatchWriter:
         self._settings = settings
         self._conn: Connection | None = None
         self._known_partitions: set[tuple[str, datetime]] = set()
-        self._created_in_batch: set[tuple[str, datetime]] = set()
 
     @property
     def dead_letter_limit(self) -> int:
@@ -587,33 +618,41 @@ class BatchWriter:
             self._conn.commit()
         return self._conn
 
-    def write(self, messages: Sequence[DecodedMessage]) -> WriteResult:
+    def write(self, messages: Sequence[DecodedMessage], turn: "Turn | None" = None) -> WriteResult:
+        """Writes the batch in one transaction. turn: waited for after the rows are inserted
+        and held through the commit, so that another writer's derived state and commit go
+        first (see app/ingest/worker.py)."""
         conn = self._connection()
-        self._created_in_batch.clear()
         try:
+            self._ensure_partitions(conn, messages)
             with conn.transaction():
-                result = self._write(conn, messages)
+                staged = self._stage(conn, messages)
+                if turn is not None:
+                    turn.wait()
+                result = self._finish(conn, staged)
         except psycopg.Error:
             if conn.broken:
                 self.close()
             raise
-        self._known_partitions |= self._created_in_batch
         return result
 
-    def _write(self, conn: Connection, messages: Sequence[DecodedMessage]) -> WriteResult:
+    def _stage(self, conn: Connection, messages: Sequence[DecodedMessage]) -> "Staged":
+        """What runs alongside another writer: identity checks, COPY and insert. It locks
+        nothing that another batch's derived state needs (new keys only)."""
         limit = self._settings.ingest_dead_letter_payload_bytes
         registry = load_registry(
             conn, messages, timedelta(seconds=self._settings.ingest_custody_grace_s)
         )
         accepted = sort_out(messages, registry, limit)
-        result = WriteResult(dead_letters=accepted.dead_letters)
-        inserted: dict[RecordKind, list[tuple[Any, ...]]] = {}
+        staged = Staged(accepted, WriteResult(dead_letters=accepted.dead_letters))
+        result = staged.result
         for kind, rows in accepted.rows.items():
             if not rows:
                 continue
             spec = SPECS[kind]
-            oldest, newest = min(row[1] for row in rows), max(row[1] for row in rows)
-            self._ensure_partitions(conn, spec.table, rows, oldest, newest)
+            # In primary-key order: every sort of the new rows downstream finds them
+            # presorted (PostgreSQL's quicksort checks for that first).
+            rows.sort(key=_natural_key)
             with conn.cursor() as cur:
                 columns = ", ".join(spec.columns)
                 with cur.copy(
@@ -632,39 +671,50 @@ class BatchWriter:
                         f" FROM stage_{spec.table} ON CONFLICT DO NOTHING"
                         f" RETURNING {spec.returning}"
                     ).fetchall()
-                    inserted[kind] = new_rows
+                    staged.inserted[kind] = new_rows
                     stored = len(new_rows)
             result.stored[kind] = stored
             result.duplicates[kind] = len(rows) - stored
-            result.newest_ts[kind] = newest
-        if accepted.dead_letters:
-            self._store_dead_letters(conn, accepted.dead_letters)
+            result.newest_ts[kind] = max(row[1] for row in rows)
+        return staged
+
+    def _finish(self, conn: Connection, staged: "Staged") -> WriteResult:
+        """Derived state and dead letters: one batch at a time per battery."""
+        result = staged.result
+        lock_batteries(conn, staged.accepted)
+        if result.dead_letters:
+            self._store_dead_letters(conn, result.dead_letters)
         apply_derived_state(
             conn,
-            inserted,
-            accepted.statuses,
+            staged.inserted,
+            staged.accepted.statuses,
             session_gap_s=self._settings.ingest_session_gap_s,
             new_charging=result.stored.get(RecordKind.charging, 0),
         )
         return result
 
-    def _ensure_partitions(
-        self,
-        conn: Connection,
-        table: str,
-        rows: list[list[Any]],
-        oldest: datetime,
-        newest: datetime,
-    ) -> None:
-        first, last = month_start(oldest), month_start(newest)
-        months = {first, last}
-        if first != last:
-            months = {month_start(row[1]) for row in rows}
-        missing = [m for m in months if (table, m) not in self._known_partitions]
-        if missing:
-            create_partitions(conn, table, missing)
-            # Remembered only once committed: a rolled-back batch rolls the partitions back too.
-            self._created_in_batch.update((table, m) for m in missing)
+    def _ensure_partitions(self, conn: Connection, messages: Sequence[DecodedMessage]) -> None:
+        """Creates the months the batch needs in a transaction of their own, before the
+        batch's: DDL on a partitioned table locks all of it, and held until the batch commits
+        it would stall, or with another writer waiting for its turn deadlock, the others."""
+        needed: set[tuple[str, datetime]] = set()
+        for message in messages:
+            identity = message.identity
+            if identity is None or identity.kind is RecordKind.status or not message.records:
+                continue
+            table = SPECS[identity.kind].table
+            stamps = [decoded.record.ts for decoded in message.records]  # type: ignore[attr-defined]
+            first, last = month_start(min(stamps)), month_start(max(stamps))
+            needed.add((table, first))
+            if first != last:
+                needed.update((table, month_start(ts)) for ts in stamps)
+        missing = needed - self._known_partitions
+        if not missing:
+            return
+        with conn.transaction():
+            for table in sorted({table for table, _ in missing}):
+                create_partitions(conn, table, [m for t, m in missing if t == table])
+        self._known_partitions |= missing
 
     @staticmethod
     def _store_dead_letters(conn: Connection, rows: list[DeadLetterRow]) -> None:
@@ -698,6 +748,7 @@ def write_with_retry(
     retry_max_s: float,
     stopping: Any,
     on_retry: Any = None,
+    turn: Turn | None = None,
 ) -> WriteResult | None:
     """Retries forever while the database is unreachable: nothing is acknowledged meanwhile,
     so the broker keeps the backlog. A batch the database refuses for another reason is
@@ -706,8 +757,8 @@ def write_with_retry(
     delay = 0.1
     while True:
         try:
-            return writer.write(messages)
-        except psycopg.OperationalError as exc:
+            return writer.write(messages, turn)
+        except (psycopg.OperationalError, TurnTimeout) as exc:
             if stopping():
                 return None
             if on_retry is not None:
@@ -717,7 +768,7 @@ def write_with_retry(
             delay = min(delay * 2, retry_max_s)
         except psycopg.Error as exc:
             if len(messages) == 1:
-                return _dead_letter_unwritable(writer, messages[0], exc)
+                return _dead_letter_unwritable(writer, messages[0], exc, turn)
             log.error("event=batch_refused error=%s; writing message by message", exc)
             merged = WriteResult()
             for message in messages:
@@ -727,6 +778,7 @@ def write_with_retry(
                     retry_max_s=retry_max_s,
                     stopping=stopping,
                     on_retry=on_retry,
+                    turn=turn,
                 )
                 if single is None:
                     return None
@@ -735,14 +787,14 @@ def write_with_retry(
 
 
 def _dead_letter_unwritable(
-    writer: BatchWriter, message: DecodedMessage, exc: psycopg.Error
+    writer: BatchWriter, message: DecodedMessage, exc: psycopg.Error, turn: Turn | None
 ) -> WriteResult:
     log.error("event=message_unwritable topic=%s error=%s", message.topic, exc)
     refused = DecodedMessage(message.topic, message.identity, message.payload, message.received_at)
     refused.dead_letter(
         "store_error", f"{type(exc).__name__}: {exc}"[:1000], limit=writer.dead_letter_limit
     )
-    return writer.write([refused])
+    return writer.write([refused], turn)
 
 
 def utcnow() -> datetime:
