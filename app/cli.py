@@ -243,6 +243,8 @@ def child_environment(settings: Settings) -> dict[str, str]:
         env["SWAPFLEET_DATABASE_URL"] = settings.database_url
     if settings.mqtt_url:
         env["SWAPFLEET_MQTT_URL"] = settings.mqtt_url
+    # `up` may have chosen it too: MQTT 3.1.1 for its embedded broker.
+    env["SWAPFLEET_MQTT_PROTOCOL"] = settings.mqtt_protocol
     return env
 
 
@@ -312,7 +314,8 @@ def up(
     ] = True,
 ) -> None:
     """Run the whole backend on this machine: API, MQTT ingest and, unless configured
-    otherwise, an embedded PostgreSQL and a private Mosquitto under SWAPFLEET_DATA_DIR."""
+    otherwise, an embedded PostgreSQL and a private Mosquitto (or, without Mosquitto, an
+    embedded MQTT 3.1.1 broker) under SWAPFLEET_DATA_DIR."""
     from app.embedded_db import EmbeddedDatabase, start_embedded_database
 
     interrupt_on_sigterm()
@@ -338,11 +341,9 @@ def up(
         else:
             broker = prepare_local_broker(settings.data_dir, child_environment(settings))
             settings.mqtt_url = broker.url
+            settings.mqtt_protocol = broker.protocol
             children.insert(0, broker.spec)
-            typer.echo(
-                f"MQTT broker: private Mosquitto on {broker.url}, data in "
-                f"{settings.data_dir / 'mosquitto'}"
-            )
+            typer.echo(f"MQTT broker: {broker.description}")
         children.append(ingest_process(settings))
         if simulate:
             children.append(simulator_process(settings, host, port))

@@ -15,6 +15,10 @@ class Settings(BaseSettings):
     # None means "start an embedded PostgreSQL" for `swapfleet up`; everything else requires it.
     database_url: str | None = None
     mqtt_url: str | None = None
+    # The MQTT version the ingest and the simulator speak. "3.1.1" is for brokers without
+    # MQTT 5, such as the embedded demo broker of `swapfleet up`: no shared subscriptions, no
+    # session expiry, and the broker, not ingest_receive_maximum, bounds what is in flight.
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     mqtt_topic_prefix: str = "swapfleet/v1"
     # Where `swapfleet devices provision` writes Mosquitto's credentials and ACL.
     mqtt_passwd_file: Path = Path("deploy/mosquitto/passwd")

@@ -1,14 +1,18 @@
-"""A private Mosquitto for `swapfleet up` when no broker is configured.
+"""A private broker for `swapfleet up` when no broker is configured: Mosquitto if it is
+installed, otherwise the embedded Python broker (app/embedded_broker.py, MQTT 3.1.1 only).
 
-It listens on loopback only and allows anonymous clients: it is for one machine's demo, not
+Either listens on loopback only and allows anonymous clients: it is for one machine's demo, not
 for devices in the field (those use deploy/mosquitto/ with per-device credentials).
 """
 
 import getpass
+import importlib.util
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from app.supervisor import ChildSpec
 
@@ -25,6 +29,10 @@ class LocalBroker:
     spec: ChildSpec
     url: str
     port: int
+    # What the ingest and the simulator must speak to it (SWAPFLEET_MQTT_PROTOCOL).
+    protocol: Literal["5", "3.1.1"]
+    # One line for the person who ran `up`: which broker, where.
+    description: str
 
 
 def find_mosquitto() -> str | None:
@@ -33,6 +41,10 @@ def find_mosquitto() -> str | None:
         if found:
             return found
     return None
+
+
+def embedded_broker_installed() -> bool:
+    return importlib.util.find_spec("amqtt") is not None
 
 
 def port_is_free(port: int) -> bool:
@@ -74,18 +86,52 @@ def broker_config(port: int, persistence_dir: Path) -> str:
     )
 
 
+def local_port() -> int:
+    # Keep the well-known port when it is free, so devices on this machine find the broker.
+    return DEFAULT_MQTT_PORT if port_is_free(DEFAULT_MQTT_PORT) else free_port()
+
+
 def prepare_local_broker(data_dir: Path, env: dict[str, str]) -> LocalBroker:
     binary = find_mosquitto()
-    if binary is None:
-        raise BrokerUnavailable(
-            "no MQTT broker: install Mosquitto (apt-get install mosquitto) or set "
-            "SWAPFLEET_MQTT_URL to a broker that speaks MQTT 5"
-        )
+    if binary is not None:
+        return prepare_mosquitto(binary, data_dir, env)
+    if embedded_broker_installed():
+        return prepare_embedded_broker(env)
+    raise BrokerUnavailable(
+        "no MQTT broker: install Mosquitto (apt-get install mosquitto), or the embedded Python "
+        "broker for a demo (pip install 'swapfleet[embedded-broker]'), or set "
+        "SWAPFLEET_MQTT_URL to a broker that speaks MQTT 5"
+    )
+
+
+def prepare_mosquitto(binary: str, data_dir: Path, env: dict[str, str]) -> LocalBroker:
     workdir = (data_dir / "mosquitto").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    # Keep the well-known port when it is free, so devices on this machine find the broker.
-    port = DEFAULT_MQTT_PORT if port_is_free(DEFAULT_MQTT_PORT) else free_port()
+    port = local_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(broker_config(port, workdir))
     spec = ChildSpec(name="mqtt-broker", argv=[binary, "-c", str(conf)], env=env)
-    return LocalBroker(spec=spec, url=f"mqtt://127.0.0.1:{port}", port=port)
+    url = f"mqtt://127.0.0.1:{port}"
+    return LocalBroker(
+        spec=spec,
+        url=url,
+        port=port,
+        protocol="5",
+        description=f"private Mosquitto on {url}, data in {workdir}",
+    )
+
+
+def prepare_embedded_broker(env: dict[str, str]) -> LocalBroker:
+    port = local_port()
+    argv = [sys.executable, "-m", "app.embedded_broker", "--port", str(port)]
+    url = f"mqtt://127.0.0.1:{port}"
+    return LocalBroker(
+        spec=ChildSpec(name="mqtt-broker", argv=argv, env=env),
+        url=url,
+        port=port,
+        protocol="3.1.1",
+        description=(
+            f"embedded Python broker (amqtt, MQTT 3.1.1, demo only) on {url}; no Mosquitto "
+            "found, and this one keeps its queues in memory only"
+        ),
+    )

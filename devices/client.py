@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -53,6 +53,9 @@ Record = BaseModel | Mapping[str, Any]
 # The Last Will has no ts: it is composed at connect time, when any ts would be stale.
 OFFLINE_WILL = b'{"online":false}'
 
+# "3.1.1" for brokers without MQTT 5 (the embedded demo broker of `swapfleet up`).
+MqttProtocol = Literal["5", "3.1.1"]
+
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN.removeprefix("^").removesuffix("$"))
 
 
@@ -73,9 +76,16 @@ class BrokerSettings:
     password: str | None = field(default=None, repr=False)
     tls: TlsOptions | None = None
     keepalive_s: int = 30
+    protocol: MqttProtocol = "5"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in get_args(MqttProtocol):
+            raise ValueError(f"unsupported MQTT protocol {self.protocol!r} (use 5 or 3.1.1)")
 
     @classmethod
-    def from_url(cls, url: str, *, tls: TlsOptions | None = None) -> BrokerSettings:
+    def from_url(
+        cls, url: str, *, tls: TlsOptions | None = None, protocol: MqttProtocol = "5"
+    ) -> BrokerSettings:
         """`mqtt://user:password@host:1883` or `mqtts://...` (TLS, port 8883 by default)."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
@@ -87,7 +97,27 @@ class BrokerSettings:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls or (TlsOptions() if secure else None),
+            protocol=protocol,
         )
+
+    def new_client(self, client_id: str) -> mqtt.Client:
+        """A paho client for a publisher, in this protocol; paho's default clean session
+        under MQTT 3.1.1 (see connect_async)."""
+        return mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311,
+        )
+
+    def connect_async(self, client: mqtt.Client) -> None:
+        """Connect in the background with a fresh session: a publisher keeps nothing worth
+        resuming in the broker's session; the retransmission of unacknowledged messages is
+        paho's (and an outbox's) job."""
+        if self.protocol == "5":
+            client.connect_async(self.host, self.port, self.keepalive_s, clean_start=True)
+        else:
+            # MQTT 3.1.1 has no clean start: the client's clean_session (True) says the same.
+            client.connect_async(self.host, self.port, self.keepalive_s)
 
     def configure(self, client: mqtt.Client) -> None:
         """Credentials and TLS on a paho client, before it connects."""
@@ -155,11 +185,7 @@ class DeviceClient:
         self._status_topic = status_topic
         self._outbox = Outbox(outbox_path, synchronous=self._options.outbox_synchronous)
 
-        self._mqtt = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-        )
+        self._mqtt = broker.new_client(client_id)
         self._configure_mqtt()
 
         # Shared between the caller, paho's network thread and the sender thread.
@@ -261,11 +287,7 @@ class DeviceClient:
         if self._started:
             return
         self._started = True
-        # clean_start: a publisher keeps nothing worth resuming in the broker's session; the
-        # retransmission of unacknowledged messages is paho's and the outbox's job.
-        self._mqtt.connect_async(
-            self._broker.host, self._broker.port, self._broker.keepalive_s, clean_start=True
-        )
+        self._broker.connect_async(self._mqtt)
         rc = self._mqtt.loop_start()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise RuntimeError(f"paho loop_start failed: {mqtt.error_string(rc)}")

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -433,11 +433,7 @@ class SharedMqttSink:
         self._connected = threading.Event()
         self._refused: str | None = None
         self.stats = SharedSinkStats()
-        self._mqtt = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"swapfleet-sim-{uuid.uuid4().hex[:12]}",
-            protocol=mqtt.MQTTv5,
-        )
+        self._mqtt = broker.new_client(client_id or f"swapfleet-sim-{uuid.uuid4().hex[:12]}")
         broker.configure(self._mqtt)
         # paho cannot change its window once connected: 20 is Mosquitto's default Receive
         # Maximum; a broker announcing less is honoured in _on_connect by publishing less.
@@ -458,9 +454,7 @@ class SharedMqttSink:
         if self._started:
             return self
         self._started = True
-        self._mqtt.connect_async(
-            self._broker.host, self._broker.port, self._broker.keepalive_s, clean_start=True
-        )
+        self._broker.connect_async(self._mqtt)
         self._mqtt.loop_start()
         if not self._connected.wait(timeout):
             self._mqtt.loop_stop()

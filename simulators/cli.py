@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from devices.client import BrokerSettings, PublishOptions
+from devices.client import BrokerSettings, MqttProtocol, PublishOptions
 from devices.contract import DEFAULT_TOPIC_PREFIX
 from devices.rest import SwapApiClient
 from simulators.backend import (
@@ -157,6 +157,12 @@ def simulate(
     topic_prefix: Annotated[
         str, typer.Option(envvar="SWAPFLEET_MQTT_TOPIC_PREFIX", help="MQTT topic prefix.")
     ] = DEFAULT_TOPIC_PREFIX,
+    mqtt_protocol: Annotated[
+        MqttProtocol,
+        typer.Option(
+            envvar="SWAPFLEET_MQTT_PROTOCOL", help="MQTT version: 3.1.1 for brokers without 5."
+        ),
+    ] = "5",
     device_connections: Annotated[
         bool,
         typer.Option(
@@ -222,7 +228,7 @@ def simulate(
         counter = InMemorySink(keep_records=False)
         mqtt_sink: MqttDeviceSink | SharedMqttSink | None = None
         if not offline and mqtt_url:
-            broker = BrokerSettings.from_url(mqtt_url)
+            broker = BrokerSettings.from_url(mqtt_url, protocol=mqtt_protocol)
             if device_connections:
                 mqtt_sink = MqttDeviceSink(
                     broker,

@@ -41,7 +41,11 @@ def run(
         from prometheus_client import start_http_server
 
         start_http_server(port)
-    service = IngestService(settings, client_id=client_id, share_group=share_group)
+    try:
+        service = IngestService(settings, client_id=client_id, share_group=share_group)
+    except ValueError as exc:  # a setting that cannot work (a share group over MQTT 3.1.1)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     stopping = threading.Event()
     threading.Thread(
         target=prune_periodically, args=(settings, stopping), name="prune", daemon=True

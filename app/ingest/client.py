@@ -59,9 +59,9 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
 # an object: it is built once per message on paho's network thread.
 Pending = tuple[str, bytes | bytearray, float, int, int, int]
 
-# Jobs handed to the writer process and not yet answered: one being written, one waiting, so
-# that the writer never idles while the next batch is collected.
-MAX_JOBS_IN_FLIGHT = 2
+# Jobs handed to the writer process and not yet answered: two being written (see WRITERS in
+# app/ingest/worker.py), one waiting, so that no writer idles while the next is collected.
+MAX_JOBS_IN_FLIGHT = 3
 # Every record of the contract has one "ts": counting them in the raw bytes sizes a job
 # before it is decoded (the writer still commits at most ingest_batch_max_records records
 # per transaction, splitting a job that holds more).
@@ -82,6 +82,12 @@ class IngestService:
         self.broker = parse_mqtt_url(settings.mqtt_url)
         self.client_id = client_id or settings.ingest_client_id
         self.share_group = share_group if share_group is not None else settings.ingest_share_group
+        self.mqtt5 = settings.mqtt_protocol == "5"
+        if self.share_group and not self.mqtt5:
+            raise ValueError(
+                "shared subscriptions ($share/...) need MQTT 5, but SWAPFLEET_MQTT_PROTOCOL is "
+                f"{settings.mqtt_protocol}: unset the share group or use an MQTT 5 broker"
+            )
         self.writer = WriterProcess(settings)
         # SimpleQueue: the cheapest hand-off from paho's thread, once per message.
         self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
@@ -102,12 +108,24 @@ class IngestService:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+        if self.mqtt5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            # MQTT 3.1.1 has no session expiry: clean_session=False keeps our session for as
+            # long as the broker keeps it. Nor has it Receive Maximum: the broker alone decides
+            # how many unacknowledged messages it sends us.
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         client.on_connect = self._on_connect
@@ -126,25 +144,29 @@ class IngestService:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.settings.ingest_session_expiry_s
-        properties.ReceiveMaximum = self.settings.ingest_receive_maximum
         self.writer.start()
         self._sender.start()
         self._receiver.start()
-        self.client.connect_async(
-            self.broker.host,
-            self.broker.port,
-            keepalive=30,
-            clean_start=False,
-            properties=properties,
-        )
+        if self.mqtt5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.settings.ingest_session_expiry_s
+            properties.ReceiveMaximum = self.settings.ingest_receive_maximum
+            self.client.connect_async(
+                self.broker.host,
+                self.broker.port,
+                keepalive=30,
+                clean_start=False,
+                properties=properties,
+            )
+        else:
+            self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self.client.loop_start()
         log.info(
-            "event=ingest_started client_id=%s broker=%s:%d subscriptions=%s",
+            "event=ingest_started client_id=%s broker=%s:%d mqtt=%s subscriptions=%s",
             self.client_id,
             self.broker.host,
             self.broker.port,
+            self.settings.mqtt_protocol,
             ",".join(self.subscriptions()),
         )
 
@@ -192,8 +214,11 @@ class IngestService:
         log.info("event=broker_connected session_present=%s", flags.session_present)
         # Subscribing on every connect, not once: a broker that lost our session would
         # otherwise leave us connected and deaf.
-        options = SubscribeOptions(qos=1)
-        client.subscribe([(topic, options) for topic in self.subscriptions()])
+        if self.mqtt5:
+            options = SubscribeOptions(qos=1)
+            client.subscribe([(topic, options) for topic in self.subscriptions()])
+        else:
+            client.subscribe([(topic, 1) for topic in self.subscriptions()])
 
     def _on_subscribe(
         self,
