@@ -5,7 +5,7 @@ against the registry happen in the writer, once per batch.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -87,8 +87,19 @@ class DecodedMessage:
 
 
 def record_ts(record: BaseModel) -> datetime | None:
-    ts = getattr(record, "ts", None)
-    return ts if isinstance(ts, datetime) else None
+    """The record's ts, moved to UTC in the record itself.
+
+    pydantic gives every parsed datetime a tzinfo object of its own, and comparing aware
+    datetimes whose tzinfo objects differ costs two utcoffset() calls: about 10 x a plain
+    comparison. The writer compares each ts a dozen times (sorting, custody spans, month
+    bounds), so one conversion here pays for itself many times over; the instant is the same.
+    """
+    fields = record.__dict__
+    ts = fields.get("ts")
+    if not isinstance(ts, datetime):
+        return None
+    ts = fields["ts"] = ts.astimezone(UTC)
+    return ts
 
 
 def _batch_model(kind: RecordKind) -> type[BaseModel]:
@@ -166,7 +177,7 @@ def decode_message(
     whole = _validate_whole(identity.kind, payload)
     if whole is not None and oldest is not None:
         records, batched = whole
-        if all(oldest <= r.ts <= future_limit for r in records):  # type: ignore[attr-defined]
+        if all(oldest <= record_ts(r) <= future_limit for r in records):  # type: ignore[operator]
             message.records = [
                 DecodedRecord(i if batched else None, None, r) for i, r in enumerate(records)
             ]

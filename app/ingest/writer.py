@@ -362,7 +362,11 @@ def load_moves(conn: Connection, registry: Registry, start: datetime, end: datet
         " ORDER BY b.serial, e.at, e.id",
         (sorted(registry.batteries), end, start),
     ):
-        registry.moves.setdefault(serial, []).append((at, (station_id, vehicle_id)))
+        # In datetime.UTC, as the records' ts are (see payloads.record_ts): comparing it with
+        # psycopg's ZoneInfo costs utcoffset() calls, and every record is compared with these.
+        registry.moves.setdefault(serial, []).append(
+            (at.astimezone(UTC), (station_id, vehicle_id))
+        )
     # For batteries with no move before the window, the records may predate their whole
     # history: keep where each was before its first move (that move's `from`, or for a
     # registration, which has none, the place it was registered in).
