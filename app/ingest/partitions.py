@@ -28,12 +28,17 @@ _PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})_(?P<month>\d
 
 
 def retention(settings: Settings, kind: RecordKind) -> timedelta:
-    days = {
-        RecordKind.charging: settings.retention_charging_days,
-        RecordKind.health: settings.retention_health_days,
-        RecordKind.capacity: settings.retention_capacity_days,
-        RecordKind.vehicle: settings.retention_vehicle_days,
-    }[kind]
+    # Called once per message: no dict built per call.
+    if kind is RecordKind.charging:
+        days = settings.retention_charging_days
+    elif kind is RecordKind.health:
+        days = settings.retention_health_days
+    elif kind is RecordKind.capacity:
+        days = settings.retention_capacity_days
+    elif kind is RecordKind.vehicle:
+        days = settings.retention_vehicle_days
+    else:
+        raise KeyError(kind)
     return timedelta(days=days)
 
 

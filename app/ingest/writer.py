@@ -364,9 +364,7 @@ def load_moves(conn: Connection, registry: Registry, start: datetime, end: datet
     ):
         # In datetime.UTC, as the records' ts are (see payloads.record_ts): comparing it with
         # psycopg's ZoneInfo costs utcoffset() calls, and every record is compared with these.
-        registry.moves.setdefault(serial, []).append(
-            (at.astimezone(UTC), (station_id, vehicle_id))
-        )
+        registry.moves.setdefault(serial, []).append((at.astimezone(UTC), (station_id, vehicle_id)))
     # For batteries with no move before the window, the records may predate their whole
     # history: keep where each was before its first move (that move's `from`, or for a
     # registration, which has none, the place it was registered in).
@@ -701,17 +699,21 @@ class BatchWriter:
         """Creates the months the batch needs in a transaction of their own, before the
         batch's: DDL on a partitioned table locks all of it, and held until the batch commits
         it would stall, or with another writer waiting for its turn deadlock, the others."""
-        needed: set[tuple[str, datetime]] = set()
+        stamps: dict[str, list[datetime]] = defaultdict(list)
         for message in messages:
             identity = message.identity
             if identity is None or identity.kind is RecordKind.status or not message.records:
                 continue
-            table = SPECS[identity.kind].table
-            stamps = [decoded.record.ts for decoded in message.records]  # type: ignore[attr-defined]
-            first, last = month_start(min(stamps)), month_start(max(stamps))
-            needed.add((table, first))
+            stamps[SPECS[identity.kind].table].extend(
+                decoded.record.ts  # type: ignore[attr-defined]
+                for decoded in message.records
+            )
+        needed: set[tuple[str, datetime]] = set()
+        for table, times in stamps.items():
+            first, last = month_start(min(times)), month_start(max(times))
+            needed.update({(table, first), (table, last)})
             if first != last:
-                needed.update((table, month_start(ts)) for ts in stamps)
+                needed.update((table, month_start(ts)) for ts in times)
         missing = needed - self._known_partitions
         if not missing:
             return
