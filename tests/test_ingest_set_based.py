@@ -17,7 +17,7 @@ from app.ingest.daily_charging import (
     NEW_CHARGING_TABLE,
     add_new_charging,
 )
-from app.ingest.derived import roll_up_new_charging, roll_up_sessions
+from app.ingest.derived import _RUNS, Run, roll_up_new_charging, roll_up_sessions, runs_of
 from app.ingest.partitions import create_partitions, month_start
 from app.models import OrgRole
 from devices.contract import RecordKind
@@ -157,3 +157,29 @@ def test_set_based_sessions_and_daily_aggregates_equal_the_per_row_roll_up(
     assert len(expected_sessions) > len(serials), "no session was split: nothing was tested"
     assert_rows_equal(sessions, expected_sessions)
     assert_rows_equal(daily, expected_daily)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_runs_from_the_writers_rows_equal_the_runs_in_sql(session: Session, seed: int) -> None:
+    """When every copied row was new the writer computes the runs from its own rows
+    (derived.runs_of) instead of in PostgreSQL (derived._RUNS); both must agree."""
+    operator = factories.make_org(session)
+    oem = factories.make_org(session, OrgRole.oem)
+    pack = factories.make_pack_type(session)
+    stations = [factories.make_station(session, operator).id for _ in range(2)]
+    serials = [factories.make_battery(session, pack, operator, oem=oem).serial for _ in range(4)]
+    conn = raw_connection(session)
+    conn.execute(NEW_CHARGING_DDL)
+    rng = random.Random(seed)
+    rows = sorted({(r[0], r[1]): r for r in wandering_samples(serials, stations, rng)}.values())
+    with conn.transaction(force_rollback=True):
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {NEW_CHARGING_TABLE} ({', '.join(NEW_CHARGING_COLUMNS)})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(r[0], r[1], r[2], r[3], r[4], r[6], r[10], r[8], r[9]) for r in rows],
+            )
+        in_sql = [Run(*row) for row in conn.execute(_RUNS, {"gap": timedelta(seconds=GAP_S)})]
+    from_rows = runs_of([list(r) for r in rows], GAP_S)
+    assert len(in_sql) > 2 * len(serials), "no run was split: nothing was tested"
+    assert from_rows == in_sql

@@ -70,6 +70,21 @@ UPDATE_SOC_FROM_NEW_CHARGING = (
 )
 
 
+def update_soc(conn: Connection, rows: list[list[Any]]) -> None:
+    """UPDATE_SOC_FROM_NEW_CHARGING from the writer's rows (sorted by serial and ts, every
+    one new): the last row of each battery."""
+    latest: dict[str, list[Any]] = {}
+    for row in rows:
+        latest[row[0]] = row
+    newest = list(latest.values())
+    conn.execute(
+        "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
+        " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
+        " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
+        ([r[0] for r in newest], [r[1] for r in newest], [r[4] for r in newest]),
+    )
+
+
 def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, datetime]]) -> None:
     latest: dict[int, tuple[datetime, bool]] = {}
     for station_id, status, received_at in statuses:
@@ -255,13 +270,59 @@ FROM (
 ORDER BY battery_serial, first_ts"""
 
 
-def roll_up_new_charging(conn: Connection, gap_s: float) -> None:
-    """roll_up_sessions for the batch's new charging samples (in NEW_CHARGING_TABLE), a run
-    at a time: a run joins the first session that accepts its first sample, or starts one,
-    exactly as its samples would one by one, unless an earlier session could take some of
-    them; then, rarely, that run's samples go one by one."""
+def runs_of(rows: list[list[Any]], gap_s: float) -> list[Run]:
+    """_RUNS computed from the writer's own rows, when every one of them was new: rows are
+    charging rows (writer.SPECS order: serial, ts, station_id, slot, soc_pct, ..., temp_c_max
+    at 9, energy_kwh at 10) sorted by serial and ts. A loop over rows already in memory costs
+    a fraction of the two window passes and the grouping in PostgreSQL."""
     gap = timedelta(seconds=gap_s)
-    runs = [Run(*row) for row in conn.execute(_RUNS, {"gap": gap}, prepare=True)]
+    runs: list[Run] = []
+    # Per (serial, station, slot): the open run's first row, last row, peak and count.
+    open_runs: dict[tuple[str, int, int], list[Any]] = {}
+
+    def close(state: list[Any]) -> None:
+        first, last = state[0], state[1]
+        runs.append(
+            Run(first[0], first[2], first[3], first[1], last[1], first[4], last[4],
+                first[10], last[10], state[2], state[3])
+        )  # fmt: skip
+
+    serial = None
+    for row in rows:
+        if row[0] != serial:
+            for ended in open_runs.values():
+                close(ended)
+            open_runs.clear()
+            serial = row[0]
+        key = (row[0], row[2], row[3])
+        current = open_runs.get(key)
+        if current is not None and row[1] - current[1][1] < gap:
+            current[1] = row
+            current[2] = max(current[2], row[9])
+            current[3] += 1
+            continue
+        if current is not None:
+            close(current)
+        open_runs[key] = [row, row, row[9], 1]
+    for ended in open_runs.values():
+        close(ended)
+    runs.sort(key=lambda r: (r.battery_serial, r.first_ts))
+    return runs
+
+
+def roll_up_new_charging(
+    conn: Connection, gap_s: float, rows: list[list[Any]] | None = None
+) -> None:
+    """roll_up_sessions for the batch's new charging samples (in NEW_CHARGING_TABLE; rows:
+    the same, when the writer has them, see runs_of), a run at a time: a run joins the first
+    session that accepts its first sample, or starts one, exactly as its samples would one by
+    one, unless an earlier session could take some of them; then, rarely, that run's samples
+    go one by one."""
+    gap = timedelta(seconds=gap_s)
+    if rows is not None:
+        runs = runs_of(rows, gap_s)
+    else:
+        runs = [Run(*row) for row in conn.execute(_RUNS, {"gap": gap}, prepare=True)]
     if not runs:
         return
     sessions = _load_sessions(
@@ -363,16 +424,21 @@ def apply_derived_state(
     *,
     session_gap_s: float,
     new_charging: int = 0,
+    all_new_charging: list[list[Any]] | None = None,
 ) -> None:
     """inserted: the new rows of each kind but charging, whose new rows (new_charging of
-    them) wait in NEW_CHARGING_TABLE; rows in `inserted` under charging are rolled up too."""
+    them) wait in NEW_CHARGING_TABLE; rows in `inserted` under charging are rolled up too.
+    all_new_charging: the charging rows the writer copied, sorted by serial and ts, when
+    every one of them was new (see runs_of)."""
     update_batteries(conn, inserted)
-    if new_charging:
+    if new_charging and all_new_charging is not None:
+        update_soc(conn, all_new_charging)
+    elif new_charging:
         conn.execute(UPDATE_SOC_FROM_NEW_CHARGING, prepare=True)
     update_stations(conn, statuses)
     roll_up_sessions(conn, inserted.get(RecordKind.charging, []), session_gap_s)
     if new_charging:
-        roll_up_new_charging(conn, session_gap_s)
+        roll_up_new_charging(conn, session_gap_s, all_new_charging)
     update_daily_aggregates(conn, inserted, session_gap_s=session_gap_s)
     if new_charging:
         add_new_charging(conn, session_gap_s)

@@ -686,12 +686,14 @@ class BatchWriter:
         lock_batteries(conn, staged.accepted)
         if result.dead_letters:
             self._store_dead_letters(conn, result.dead_letters)
+        charging = staged.accepted.rows.get(RecordKind.charging)
         apply_derived_state(
             conn,
             staged.inserted,
             staged.accepted.statuses,
             session_gap_s=self._settings.ingest_session_gap_s,
             new_charging=result.stored.get(RecordKind.charging, 0),
+            all_new_charging=charging if result.duplicates.get(RecordKind.charging) == 0 else None,
         )
         return result
 
