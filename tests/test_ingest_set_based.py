@@ -15,6 +15,7 @@ from app.ingest.daily_charging import (
     NEW_CHARGING_COLUMNS,
     NEW_CHARGING_DDL,
     NEW_CHARGING_TABLE,
+    add_appended_charging,
     add_new_charging,
 )
 from app.ingest.derived import _RUNS, Run, roll_up_new_charging, roll_up_sessions, runs_of
@@ -183,3 +184,47 @@ def test_runs_from_the_writers_rows_equal_the_runs_in_sql(session: Session, seed
     from_rows = runs_of([list(r) for r in rows], GAP_S)
     assert len(in_sql) > 2 * len(serials), "no run was split: nothing was tested"
     assert from_rows == in_sql
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_appended_batches_in_python_equal_the_sql_statement(session: Session, seed: int) -> None:
+    """Batches that only append (as a station sending in order does) take the Python path
+    (daily_charging.add_appended_charging); a late batch is refused by it and goes to SQL;
+    either way battery_daily ends as the per-row roll-up has it."""
+    operator = factories.make_org(session)
+    oem = factories.make_org(session, OrgRole.oem)
+    pack = factories.make_pack_type(session)
+    stations = [factories.make_station(session, operator).id for _ in range(2)]
+    serials = [factories.make_battery(session, pack, operator, oem=oem).serial for _ in range(3)]
+    conn = raw_connection(session)
+    conn.execute(NEW_CHARGING_DDL)
+    rng = random.Random(seed)
+    rows = sorted({(r[0], r[1]): r for r in wandering_samples(serials, stations, rng)}.values())
+    create_partitions(conn, "charging_samples", sorted({month_start(r[1]) for r in rows}))
+    # In time order across the fleet, as stations send; then one batch of rows held back.
+    in_order = sorted(rows, key=lambda r: r[1])
+    late = in_order[40:50]
+    on_time = in_order[:40] + in_order[50:]
+    batches = [on_time[i : i + 25] for i in range(0, len(on_time), 25)] + [late]
+    paths: list[bool] = []
+
+    def appended_or_sql(conn: Connection, batch: Sequence[Row]) -> None:
+        ordered = sorted(batch)
+        for row in ordered:
+            conn.execute(
+                f"WITH new AS ({INSERT} RETURNING {', '.join(NEW_CHARGING_COLUMNS)})"
+                f" INSERT INTO {NEW_CHARGING_TABLE} SELECT * FROM new",
+                row,
+            )
+        taken = add_appended_charging(conn, [list(r) for r in ordered], GAP_S)
+        paths.append(taken)
+        if not taken:
+            add_new_charging(conn, GAP_S)
+        conn.execute(f"DELETE FROM {NEW_CHARGING_TABLE}")
+
+    _, expected_daily = outcome(conn, serials, batches, per_row_python)
+    _, daily = outcome(conn, serials, batches, appended_or_sql)
+
+    assert paths[-1] is False, "the late batch was taken as an append"
+    assert sum(paths) >= len(batches) // 2, "the Python path was hardly taken: nothing tested"
+    assert_rows_equal(daily, expected_daily)

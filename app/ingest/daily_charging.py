@@ -10,7 +10,7 @@ merge into battery_daily are aggregates.py's (`upsert_statement`); a test keeps 
 agreement.
 """
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -148,3 +148,117 @@ def add_new_charging(conn: Connection, gap_s: float) -> int:
         _STATEMENT, {"gap": gap_s, "gap_interval": timedelta(seconds=gap_s)}, prepare=True
     )
     return cur.rowcount
+
+
+# Per battery of a batch whose every charging row was new: how many stored rows lie between
+# its first and last new row (all of them new, when the batch only appends), its predecessor
+# within a session gap, and whether a stored row follows within a gap.
+_NEIGHBOURS = """
+SELECT w.serial,
+    (SELECT count(*) FROM charging_samples c
+     WHERE c.battery_serial = w.serial AND c.ts >= w.first AND c.ts <= w.last) AS in_span,
+    p.ts, p.station_id, p.slot, p.energy_kwh,
+    EXISTS (SELECT 1 FROM charging_samples c
+            WHERE c.battery_serial = w.serial AND c.ts > w.last AND c.ts <= w.last + %(gap)s)
+FROM unnest(%(serials)s::text[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[])
+    AS w(serial, first, last)
+LEFT JOIN charging_samples p ON p.battery_serial = w.serial AND p.ts = (
+    SELECT max(ts) FROM charging_samples c
+    WHERE c.battery_serial = w.serial AND c.ts < w.first AND c.ts >= w.first - %(gap)s)
+"""
+
+_APPENDED_COLUMNS = (
+    *CHARGING_PAIR,
+    "charging_samples",
+    "temp_spread_sum_c",
+    "temp_max_c",
+    "last_seen_at",
+)
+_APPENDED_UPSERT = upsert_statement(
+    _APPENDED_COLUMNS,
+    "SELECT * FROM unnest(%s::text[], %s::date[], %s::float8[], %s::float8[], %s::float8[],"
+    " %s::float8[], %s::float8[], %s::int4[], %s::float8[], %s::float8[], %s::timestamptz[])",
+)
+
+
+def add_appended_charging(conn: Connection, rows: list[list[Any]], gap_s: float) -> bool:
+    """add_new_charging computed in Python from the writer's rows (writer.SPECS order,
+    sorted by serial and ts, every one new) when the batch only appends to each battery's
+    history: no stored row between a battery's first and last new row, none within a gap
+    after. Then each new row's term needs only the row before it, and no old row's term
+    changes. Returns False, having written nothing, for any other batch.
+
+    The same sums as the SQL statement (charging_terms, in the same order per battery-day),
+    from rows already in memory instead of read back, joined and windowed in PostgreSQL."""
+    if not rows:
+        return True
+    bounds: dict[str, list[Any]] = {}
+    for row in rows:
+        span = bounds.get(row[0])
+        if span is None:
+            bounds[row[0]] = [row[1], row[1], 1]
+        else:
+            span[1] = row[1]
+            span[2] += 1
+    serials = list(bounds)
+    gap = timedelta(seconds=gap_s)
+    previous: dict[str, tuple[Any, ...]] = {}
+    for serial, in_span, ts, station_id, slot, energy, followed in conn.execute(
+        _NEIGHBOURS,
+        {
+            "serials": serials,
+            "firsts": [bounds[s][0] for s in serials],
+            "lasts": [bounds[s][1] for s in serials],
+            "gap": gap,
+        },
+        prepare=True,
+    ):
+        if followed or in_span != bounds[serial][2]:
+            return False
+        if ts is not None:
+            previous[serial] = (ts.astimezone(UTC), station_id, slot, energy)
+    # (serial, day) -> sessions, energy, Ah, s above 45 °C, s below 0 °C, samples,
+    # temperature spread, hottest, last seen.
+    days: dict[tuple[str, date], list[Any]] = {}
+    serial = None
+    p_ts: datetime | None = None
+    p_station = p_slot = None
+    p_energy = 0.0
+    for row in rows:
+        s_serial, s_ts, s_station, s_slot = row[0], row[1], row[2], row[3]
+        current, t_min, t_max, energy = row[6], row[8], row[9], row[10]
+        if s_serial != serial:
+            serial = s_serial
+            before = previous.get(serial)
+            if before is None:
+                p_ts = None
+            else:
+                p_ts, p_station, p_slot, p_energy = before
+        key = (s_serial, s_ts.date())
+        acc = days.get(key)
+        if acc is None:
+            acc = days[key] = [0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, t_max, s_ts]
+        dt = (s_ts - p_ts).total_seconds() if p_ts is not None else 0.0
+        if p_ts is not None and p_station == s_station and p_slot == s_slot and dt < gap_s:
+            acc[1] += energy - p_energy if energy >= p_energy else energy
+            if current > 0:
+                acc[2] += current * dt / 3600.0
+            if t_max > HOT_C:
+                acc[3] += dt
+            if t_min < COLD_C:
+                acc[4] += dt
+        else:
+            acc[0] += 1.0
+            acc[1] += energy
+        acc[5] += 1
+        acc[6] += t_max - t_min
+        if t_max > acc[7]:
+            acc[7] = t_max
+        acc[8] = s_ts
+        p_ts, p_station, p_slot, p_energy = s_ts, s_station, s_slot, energy
+    keys = list(days)
+    columns = [[days[k][i] for k in keys] for i in range(9)]
+    conn.execute(
+        _APPENDED_UPSERT, ([k[0] for k in keys], [k[1] for k in keys], *columns), prepare=True
+    )
+    return True

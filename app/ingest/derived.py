@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from app.ingest.aggregates import update_daily_aggregates
-from app.ingest.daily_charging import NEW_CHARGING_TABLE, add_new_charging
+from app.ingest.daily_charging import NEW_CHARGING_TABLE, add_appended_charging, add_new_charging
 from devices.contract import RecordKind, StationStatus
 
 Connection = psycopg.Connection[Any]
@@ -441,4 +441,7 @@ def apply_derived_state(
         roll_up_new_charging(conn, session_gap_s, all_new_charging)
     update_daily_aggregates(conn, inserted, session_gap_s=session_gap_s)
     if new_charging:
-        add_new_charging(conn, session_gap_s)
+        if all_new_charging is None or not add_appended_charging(
+            conn, all_new_charging, session_gap_s
+        ):
+            add_new_charging(conn, session_gap_s)
