@@ -348,6 +348,12 @@ def test_up_without_mosquitto_carries_an_mqtt_311_record_to_the_rest_api() -> No
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
+        # The ingest's session exists only once it has subscribed: what is published before
+        # that, to a broker that has never seen it, has no one to be queued for.
+        while "event=subscribed" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
         output = log.read_text()
         match = re.search(
             r"MQTT broker: embedded Python broker \(amqtt, MQTT 3\.1\.1, demo only\) on "

@@ -14,7 +14,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from app.ingest.payloads import decode_message
-from app.ingest.worker import JobOutcome, serve
+from app.ingest.worker import READY, JobOutcome, serve
 from app.ingest.writer import BatchWriter, libpq_url
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
@@ -121,6 +121,8 @@ def test_two_writers_give_what_one_writer_gives_and_answer_in_order(engine: Engi
     stop = multiprocessing.Event()
     worker = threading.Thread(target=serve, args=(child, settings, stop), daemon=True)
     worker.start()
+    assert parent.poll(30)
+    assert parent.recv() == READY
     concurrent_jobs = shifted(jobs, one, two, prefix)
     for job in concurrent_jobs:
         parent.send(job)

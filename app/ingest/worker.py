@@ -118,6 +118,11 @@ def write_job(
     return outcome
 
 
+# The writer process's first message: imported, and connected to PostgreSQL if it is up.
+READY = "ready"
+# Starting a Python process and importing the app takes a second or two; more means broken.
+READY_TIMEOUT_S = 60.0
+
 # Batches written at once, each on its own connection: while one batch's derived state and
 # commit run in PostgreSQL, the next one is checked, copied and inserted, on the other core.
 WRITERS = 2
@@ -198,8 +203,15 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     ready: queue.Queue[tuple[int, DecodedJob] | None] = queue.Queue(maxsize=1)
     turnstile = Turnstile()
 
-    def write_jobs() -> None:
-        writer = BatchWriter(libpq_url(settings.sqlalchemy_url()), settings)
+    writers = [BatchWriter(libpq_url(settings.sqlalchemy_url()), settings) for _ in range(WRITERS)]
+    for writer in writers:
+        writer.connect_if_possible()
+    try:
+        pipe.send(READY)
+    except OSError:
+        return
+
+    def write_jobs(writer: BatchWriter) -> None:
         try:
             while not finished.is_set():
                 item = ready.get()
@@ -225,8 +237,8 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     threading.Thread(
         target=_read_and_decode, args=(pipe, settings, ready), name="decode", daemon=True
     ).start()
-    for i in range(WRITERS):
-        threading.Thread(target=write_jobs, name=f"write-{i}", daemon=True).start()
+    for i, writer in enumerate(writers):
+        threading.Thread(target=write_jobs, args=(writer,), name=f"write-{i}", daemon=True).start()
     # The first writer to finish ends the process: the other one is idle or its job's
     # answer could no longer be sent in order; its transaction rolls back unacknowledged.
     finished.wait()
@@ -256,6 +268,11 @@ class WriterProcess:
         # Only the child holds its end now, so the child sees EOF when the parent dies.
         child_end.close()
         self.pipe = parent_end
+        # Messages are taken from the broker only once there is someone to write them: a
+        # backlog waits in the broker, not in this process's memory, while the writer starts.
+        if not parent_end.poll(READY_TIMEOUT_S) or parent_end.recv() != READY:
+            self.process.terminate()
+            raise RuntimeError(f"the writer process did not start in {READY_TIMEOUT_S:g} s")
 
     def submit(self, job: Job) -> None:
         assert self.pipe is not None

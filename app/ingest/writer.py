@@ -601,6 +601,13 @@ class BatchWriter:
     def dead_letter_limit(self) -> int:
         return self._settings.ingest_dead_letter_payload_bytes
 
+    def connect_if_possible(self) -> None:
+        """Connects ahead of the first batch; a database that is down now is retried then."""
+        try:
+            self._connection()
+        except psycopg.OperationalError as exc:
+            log.warning("event=writer_connect_failed error=%s", exc)
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
