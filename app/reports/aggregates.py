@@ -216,6 +216,10 @@ class RebuildResult:
     oem_swap_days: int
 
 
+# Migration d5e9f3a2b8c4: they keep battery_monthly in step with battery_daily.
+MONTHLY_TRIGGERS = ("battery_daily_monthly_insert", "battery_daily_monthly_update")
+
+
 def _instant(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
@@ -235,6 +239,14 @@ def rebuild_aggregates(
         raise ValueError("day_from is after day_to")
     conn = session.connection()
     conn.exec_driver_sql("LOCK TABLE battery_daily, oem_swap_daily IN SHARE ROW EXCLUSIVE MODE")
+    # The monthly roll-up's triggers would only add the rebuilt days on top of what the deleted
+    # days had put there, for recompute_months to replace: wasted work over millions of rows.
+    # (Before migration e7a1c4d2f9b6 they also kept a plan made for their first, small firing,
+    # quadratic in the rows of a whole-fleet upsert: it never finished on 1.8 M rows.)
+    # Disabled inside this transaction only: nobody else ever sees them off, and the lock
+    # above is the one ALTER TABLE ... DISABLE TRIGGER takes.
+    for trigger in MONTHLY_TRIGGERS:
+        conn.exec_driver_sql(f"ALTER TABLE battery_daily DISABLE TRIGGER {trigger}")
     lo, hi = _instant(day_from), _instant(day_to + timedelta(days=1))
     params: dict[str, Any] = {
         "lo": lo,
@@ -275,9 +287,10 @@ def rebuild_aggregates(
         f"SELECT count(*) FROM battery_daily WHERE day BETWEEN %(day_from)s AND %(day_to)s {only}",
         params,
     ).scalar_one()
-    # The insert triggers already added the new days to battery_monthly, on top of what the
-    # deleted days had put there (deletes are not followed): recompute the touched months.
+    # The triggers are off (above): recompute the touched months of battery_monthly.
     recompute_months(conn, day_from, day_to, serials)
+    for trigger in MONTHLY_TRIGGERS:
+        conn.exec_driver_sql(f"ALTER TABLE battery_daily ENABLE TRIGGER {trigger}")
     oem_swap_days = 0
     if serials is None:
         conn.exec_driver_sql(
