@@ -97,8 +97,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
         log.warning("event=constraint_violation constraint=%s", constraint)
-        return problem(409, "ConstraintViolation", "Conflicts with stored data",
-                       f"the database refused the change (constraint {constraint})")
+        return problem(
+            409,
+            "ConstraintViolation",
+            "Conflicts with stored data",
+            f"the database refused the change (constraint {constraint})",
+        )
 
     @app.exception_handler(DataError)
     async def _data(_: Request, exc: DataError) -> JSONResponse:

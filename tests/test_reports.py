@@ -13,7 +13,13 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
-from app.reports.service import least_squares_slope, refresh_recommendations
+from app.reports import repository as report_repo
+from app.reports.service import (
+    find_anomalies,
+    iter_battery_rows,
+    least_squares_slope,
+    refresh_recommendations,
+)
 from devices.contract import RecordKind
 from tests import factories
 from tests.factories import assert_problem, auth, walk_pages
@@ -404,6 +410,31 @@ def test_summary_anomalies_follow_new_data_despite_the_snapshot(
     # Only telemetry changes: the snapshot's fingerprint no longer matches.
     history(session, world.station_id, late, FAST_FADE_AH, wobble=0.3)
     assert flagged() == {world.fast_fader, late}
+
+
+@pytest.mark.parametrize("days", [DAYS + 1, 5])
+def test_anomaly_inputs_equal_the_report_rows_bit_for_bit(
+    session: Session, world: ReportWorld, days: int
+) -> None:
+    """The summary's snapshot fits its cohorts from a narrower query than the batteries
+    report's; both must add the same values in the same order, or the figures would differ
+    in their last digits between the two."""
+    start = window_start().date()
+    end = start + timedelta(days=days)
+    full = list(iter_battery_rows(session, report_repo.BatteryQuery(start, end)))
+    slim = report_repo.anomaly_inputs(session, start, end)
+    assert [r["serial"] for r in slim] == [r["serial"] for r in full]
+    compared = 0
+    for a, b in zip(slim, full, strict=True):
+        for column, value in a.items():
+            # Exact equality, floats included.
+            assert value == b[column], (a["serial"], column, value, b[column])
+            compared += value is not None and value != 0
+    assert compared > 0
+    as_anomalies = [anomaly for _, anomaly in find_anomalies(slim)]
+    assert as_anomalies == [anomaly for _, anomaly in find_anomalies(full)]
+    if days > 5:
+        assert world.fast_fader in {a.serial for a in as_anomalies}
 
 
 def test_passport_reports_measured_attributes_and_nulls_the_rest(

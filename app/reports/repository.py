@@ -28,22 +28,31 @@ _DAILY_AS_MONTHLY = {
     "imbalance_sxx": f"CASE WHEN d.cell_imbalance_max_mv IS NULL THEN 0 ELSE {_IMB_X}^2 END",
     "imbalance_sxy": f"COALESCE(d.cell_imbalance_max_mv * {_IMB_X}, 0)",
 }
-_MONTHLY_COLS = ", ".join(f"m.{c}" for c in _SUMMED) + ", m.temp_max_c, m.last_seen_at, m.first_day"
-_DAILY_COLS = (
-    ", ".join(_DAILY_AS_MONTHLY.get(c, f"d.{c}") for c in _SUMMED)
-    + ", d.temp_max_c, d.last_seen_at, d.day"
-)
-# Edge days are two separate ranges (no OR) so that each is one range of the primary key.
-_PARTS = f"""
-    SELECT {_MONTHLY_COLS} FROM battery_monthly m
+
+
+def _window_parts(summed: Sequence[str], extra: bool) -> str:
+    """The rows a window sums for battery b: its whole months from battery_monthly, then the
+    edge days of partial months from battery_daily. Edge days are two separate ranges (no OR)
+    so that each is one range of the primary key. The order of the parts is that in which
+    sum() adds them, so two queries built from this add the same values in the same order."""
+    monthly = ", ".join(f"m.{c}" for c in summed)
+    daily = ", ".join(_DAILY_AS_MONTHLY.get(c, f"d.{c}") for c in summed)
+    if extra:
+        monthly += ", m.temp_max_c, m.last_seen_at, m.first_day"
+        daily += ", d.temp_max_c, d.last_seen_at, d.day"
+    return f"""
+    SELECT {monthly} FROM battery_monthly m
     WHERE m.battery_serial = b.serial AND m.month >= :full_from AND m.month < :full_to
     UNION ALL
-    SELECT {_DAILY_COLS} FROM battery_daily d
+    SELECT {daily} FROM battery_daily d
     WHERE d.battery_serial = b.serial AND d.day >= :day_from AND d.day < :full_from
     UNION ALL
-    SELECT {_DAILY_COLS} FROM battery_daily d
+    SELECT {daily} FROM battery_daily d
     WHERE d.battery_serial = b.serial AND d.day >= :full_to AND d.day <= :day_to
 """
+
+
+_PARTS = _window_parts(_SUMMED, extra=True)
 _SUMS = ",\n    ".join(
     f"COALESCE(sum(p.{c}), 0) AS {c}" for c in _SUMMED if c not in ("charged_ah", "discharged_ah")
 )
@@ -179,10 +188,79 @@ def battery_rows(
         "min_soh": query.min_soh_pct,
         "limit": limit,
     }
-    # psycopg prepares a statement run five times, and PostgreSQL then tries a generic plan,
-    # which cannot drop the unused filters nor see the keyset bound: measured 3-4 x slower.
-    session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    set_report_plan_settings(session)
     return session.execute(text(BATTERY_ROWS), params).mappings().all()
+
+
+def set_report_plan_settings(session: Session) -> None:
+    """For this transaction. psycopg prepares a statement run five times, and PostgreSQL then
+    tries a generic plan, which cannot drop the unused filters nor see the keyset bound:
+    measured 3-4 x slower. JIT compiles any plan whose estimated cost passes jit_above_cost,
+    which a batch of 1,000 batteries reaches once the tables are analyzed, for executors that
+    spend microseconds per battery: measured 55 ms of compiling on a 94 ms batch of the
+    batteries report, and 300-460 ms before the 240-300 ms of ANOMALY_INPUTS."""
+    session.execute(
+        text(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+            " set_config('jit', 'off', true)"
+        )
+    )
+
+
+# What the anomaly cohorts and the fleet's energy need of each battery, and nothing else:
+# the same parts, sums and health probes as BATTERY_ROWS (so the same values, added in the
+# same order), without the report-only columns, probes and filters. Every battery, in serial
+# order, in one statement.
+_ANOMALY_SUMMED = (
+    "energy_charged_kwh", "charging_samples", "temp_spread_sum_c", "seconds_above_45c",
+    "capacity_records", "capacity_sum_ah", "fit_days_sx", "fit_days_sxx", "fit_days_sxy",
+    "imbalance_n", "imbalance_sx", "imbalance_sy", "imbalance_sxx", "imbalance_sxy",
+)  # fmt: skip
+ANOMALY_INPUTS = f"""
+SELECT b.id, b.serial, b.oem_id, pt.code AS pack_type_code, pt.nominal_capacity_ah, w.*
+FROM batteries b
+JOIN pack_types pt ON pt.id = b.pack_type_id
+CROSS JOIN LATERAL (
+    SELECT s.*, hf.*, hl.*
+    FROM (
+        SELECT
+        COALESCE(sum(p.energy_charged_kwh), 0) AS energy_charged_kwh,
+        COALESCE(sum(p.charging_samples), 0) AS charging_samples,
+        COALESCE(sum(p.temp_spread_sum_c), 0) AS temp_spread_sum_c,
+        COALESCE(sum(p.seconds_above_45c), 0) AS seconds_above_45c,
+        COALESCE(sum(p.capacity_records), 0) AS fit_days_n,
+        COALESCE(sum(p.fit_days_sx), 0) AS fit_days_sx,
+        COALESCE(sum(p.capacity_sum_ah), 0) AS fit_days_sy,
+        COALESCE(sum(p.fit_days_sxx), 0) AS fit_days_sxx,
+        COALESCE(sum(p.fit_days_sxy), 0) AS fit_days_sxy,
+        COALESCE(sum(p.imbalance_n), 0) AS imbalance_days,
+        {_IMBALANCE_SLOPE} AS imbalance_mv_per_day
+        FROM ({_window_parts(_ANOMALY_SUMMED, extra=False)}) p ({", ".join(_ANOMALY_SUMMED)})
+    ) s
+    LEFT JOIN LATERAL (
+        SELECT d.cycles_last AS cycles_start, d.health_last_ts AS cycles_start_ts
+        FROM battery_daily d
+        WHERE d.battery_serial = b.serial AND d.day BETWEEN :day_from AND :day_to
+          AND d.health_last_ts IS NOT NULL
+        ORDER BY d.day LIMIT 1
+    ) hf ON true
+    LEFT JOIN LATERAL (
+        SELECT d.cycles_last AS cycles_end, d.health_last_ts AS cycles_end_ts
+        FROM battery_daily d
+        WHERE d.battery_serial = b.serial AND d.day BETWEEN :day_from AND :day_to
+          AND d.health_last_ts IS NOT NULL
+        ORDER BY d.day DESC LIMIT 1
+    ) hl ON true
+) w
+ORDER BY b.serial
+"""
+
+
+def anomaly_inputs(session: Session, day_from: date, day_to: date) -> Sequence[RowMapping]:
+    full_from, full_to = month_split(day_from, day_to)
+    params = {"day_from": day_from, "day_to": day_to, "full_from": full_from, "full_to": full_to}
+    set_report_plan_settings(session)
+    return session.execute(text(ANOMALY_INPUTS), params).mappings().all()
 
 
 def organization_by_code(session: Session, code: str) -> RowMapping | None:
@@ -355,7 +433,7 @@ def soh_points(
     session: Session, oem_id: int | None, day_from: date, day_to: date
 ) -> Sequence[RowMapping]:
     params = {"day_from": day_from, "day_to": day_to, "oem_id": oem_id}
-    session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    set_report_plan_settings(session)
     return session.execute(text(SOH_POINTS), params).mappings().all()
 
 

@@ -120,20 +120,27 @@ def least_squares_slope(n: float, sx: float, sy: float, sxx: float, sxy: float) 
     return (n * sxy - sx * sy) / spread
 
 
-def fade_rates(row: RowMapping) -> tuple[float | None, float | None]:
-    """(% of nominal capacity lost per 1,000 cycles, per year); positive means fading."""
-    nominal = float(row["nominal_capacity_ah"])
-    per_cycle = least_squares_slope(
-        row["fit_cycles_n"], row["fit_cycles_sx"], row["fit_cycles_sy"],
-        row["fit_cycles_sxx"], row["fit_cycles_sxy"],
-    )  # fmt: skip
+def fade_per_year(row: RowMapping) -> float | None:
+    """% of nominal capacity lost per year; positive means fading."""
     per_day = least_squares_slope(
         row["fit_days_n"], row["fit_days_sx"], row["fit_days_sy"],
         row["fit_days_sxx"], row["fit_days_sxy"],
     )  # fmt: skip
+    if per_day is None:
+        return None
+    return -per_day / float(row["nominal_capacity_ah"]) * 100.0 * DAYS_PER_YEAR
+
+
+def fade_rates(row: RowMapping) -> tuple[float | None, float | None]:
+    """(% of nominal capacity lost per 1,000 cycles, per year); positive means fading."""
+    per_cycle = least_squares_slope(
+        row["fit_cycles_n"], row["fit_cycles_sx"], row["fit_cycles_sy"],
+        row["fit_cycles_sxx"], row["fit_cycles_sxy"],
+    )  # fmt: skip
+    nominal = float(row["nominal_capacity_ah"])
     return (
         None if per_cycle is None else -per_cycle / nominal * 100.0 * 1000.0,
-        None if per_day is None else -per_day / nominal * 100.0 * DAYS_PER_YEAR,
+        fade_per_year(row),
     )
 
 
@@ -237,10 +244,8 @@ def binned_percentiles(points: Sequence[tuple[float, float]], width: float) -> l
 
 
 @dataclass(frozen=True)
-class Metric:
+class Check:
     kind: str
-    # Higher is worse; None when the battery has no such figure.
-    value: float | None
     # A MAD below this is treated as this: a cohort that agrees closely must not turn a
     # small difference into a large z.
     mad_floor: float
@@ -251,6 +256,30 @@ class Metric:
     # batteries), a battery is flagged only if it also reaches this engineering limit (None:
     # such a cohort gives no verdict).
     limit: float | None = None
+
+
+# In the order of battery_values' figures. Each figure: higher is worse; None when the
+# battery has no such figure.
+CHECKS = (
+    Check(
+        "fast_fade", 0.1, 1.5, "capacity fades {value:.1f} x the cohort's rate at the same usage"
+    ),
+    Check("running_hot", 0.25, 1.0, "{value:.1f} h above 45 °C", limit=10.0),
+    Check(
+        "hot_cell",
+        0.2,
+        1.0,
+        "hottest cell {value:.1f} °C above the coldest while charging, on average",
+        limit=5.0,
+    ),
+    Check(
+        "cell_imbalance",
+        0.5,
+        2.0,
+        "cell voltage spread grows {value:.1f} mV per 30 days",
+        limit=10.0,
+    ),
+)
 
 
 def usage_cycles_per_day(row: RowMapping) -> float | None:
@@ -302,8 +331,10 @@ def expected_fade_per_year(points: dict[str, tuple[float, float]]) -> dict[str, 
     return out
 
 
-def battery_metrics(row: RowMapping, expected_fade: float | None = None) -> list[Metric]:
-    _, per_year = fade_rates(row)
+def battery_values(
+    row: RowMapping, per_year: float | None, expected_fade: float | None
+) -> tuple[float | None, ...]:
+    """The battery's figure for each of CHECKS."""
     samples = row["charging_samples"]
     spread = row["temp_spread_sum_c"] / samples if samples else None
     slope = row["imbalance_mv_per_day"] if row["imbalance_days"] >= 3 else None
@@ -312,51 +343,30 @@ def battery_metrics(row: RowMapping, expected_fade: float | None = None) -> list
         if per_year is not None and expected_fade is not None and expected_fade > 0
         else None
     )
-    return [
-        Metric(
-            "fast_fade",
-            ratio,
-            0.1,
-            1.5,
-            "capacity fades {value:.1f} x the cohort's rate at the same usage"
-            + (f" ({per_year:.2f} % per year)" if per_year is not None else ""),
-        ),
-        Metric(
-            "running_hot",
-            row["seconds_above_45c"] / 3600.0,
-            0.25,
-            1.0,
-            "{value:.1f} h above 45 °C",
-            limit=10.0,
-        ),
-        Metric(
-            "hot_cell",
-            spread,
-            0.2,
-            1.0,
-            "hottest cell {value:.1f} °C above the coldest while charging, on average",
-            limit=5.0,
-        ),
-        Metric(
-            "cell_imbalance",
-            slope * 30.0 if slope is not None else None,
-            0.5,
-            2.0,
-            "cell voltage spread grows {value:.1f} mV per 30 days",
-            limit=10.0,
-        ),
-    ]
+    return (
+        ratio,
+        row["seconds_above_45c"] / 3600.0,
+        spread,
+        slope * 30.0 if slope is not None else None,
+    )
 
 
-def cohort_metrics(members: Sequence[RowMapping]) -> list[list[Metric]]:
+def cohort_values(
+    members: Sequence[RowMapping],
+) -> tuple[list[float | None], list[tuple[float | None, ...]]]:
+    """Each member's fade a year and, per check of CHECKS, every member's figure."""
+    per_year = [fade_per_year(row) for row in members]
     usage: dict[str, tuple[float, float]] = {}
-    for row in members:
-        _, per_year = fade_rates(row)
+    for row, fade in zip(members, per_year, strict=True):
         cycles_a_day = usage_cycles_per_day(row)
-        if per_year is not None and per_year > 0 and cycles_a_day is not None:
-            usage[row["serial"]] = (cycles_a_day, per_year)
+        if fade is not None and fade > 0 and cycles_a_day is not None:
+            usage[row["serial"]] = (cycles_a_day, fade)
     expected = expected_fade_per_year(usage)
-    return [battery_metrics(r, expected.get(r["serial"])) for r in members]
+    per_member = [
+        battery_values(row, fade, expected.get(row["serial"]))
+        for row, fade in zip(members, per_year, strict=True)
+    ]
+    return per_year, list(zip(*per_member, strict=True))
 
 
 def find_anomalies(rows: Sequence[RowMapping]) -> list[tuple[RowMapping, Anomaly]]:
@@ -366,37 +376,38 @@ def find_anomalies(rows: Sequence[RowMapping]) -> list[tuple[RowMapping, Anomaly
         cohorts[(row["oem_id"], row["pack_type_code"])].append(row)
     found: list[tuple[RowMapping, Anomaly]] = []
     for members in cohorts.values():
-        per_member = cohort_metrics(members)
-        for k, template in enumerate(per_member[0] if per_member else []):
-            values = [(r, m[k]) for r, m in zip(members, per_member, strict=True)]
-            known = [m.value for _, m in values if m.value is not None]
+        per_year, by_check = cohort_values(members)
+        for check, values in zip(CHECKS, by_check, strict=True):
+            known = [v for v in values if v is not None]
             if not known:
                 continue
             small = len(known) < settings.report_anomaly_min_cohort
             # Fewer than three batteries are no cohort at all.
-            if small and (template.limit is None or len(known) < 3):
+            if small and (check.limit is None or len(known) < 3):
                 continue
             median = statistics.median(known)
             mad = statistics.median(abs(v - median) for v in known)
-            scale = max(mad, template.mad_floor)
-            for row, metric in values:
-                if metric.value is None or metric.value < metric.minimum:
+            scale = max(mad, check.mad_floor)
+            for row, fade, value in zip(members, per_year, values, strict=True):
+                if value is None or value < check.minimum:
                     continue
-                z = 0.6745 * (metric.value - median) / scale
+                z = 0.6745 * (value - median) / scale
                 if z <= settings.report_anomaly_z:
                     continue
-                if small and metric.value < (metric.limit or math.inf):
+                if small and value < (check.limit or math.inf):
                     continue
-                reason = metric.reason.format(value=metric.value)
+                reason = check.reason.format(value=value)
+                if check.kind == "fast_fade" and fade is not None:
+                    reason += f" ({fade:.2f} % per year)"
                 found.append(
                     (
                         row,
                         Anomaly(
                             serial=row["serial"],
                             pack_type_code=row["pack_type_code"],
-                            kind=metric.kind,
+                            kind=check.kind,
                             reason=f"{reason}; cohort median {median:.2f}",
-                            value=metric.value,
+                            value=value,
                             cohort_median=median,
                             robust_z=z,
                             cohort_size=len(known),
@@ -418,17 +429,17 @@ class WindowSnapshot:
 
 def window_snapshot(session: Session, scope: Scope, start: date, end: date) -> WindowSnapshot:
     """The anomalies and energy charged of the window within the scope. Both need every
-    battery's window figures (cohort fits: about a second for 5,000 batteries), so the
-    fleet-wide result is kept as a snapshot with a fingerprint of the data it came from
-    (repository.ANOMALY_FINGERPRINT) and recomputed only when the fingerprint changes:
-    never stale, only sometimes slow. Cohorts are per OEM and pack type, so filtering the
-    fleet's list by OEM gives the OEM's own."""
+    battery's window figures (repository.ANOMALY_INPUTS and the cohort fits: 0.3-0.4 s for
+    5,000 batteries with a year each), so the fleet-wide result is kept as a snapshot with a
+    fingerprint of the data it came from (repository.ANOMALY_FINGERPRINT) and recomputed
+    only when the fingerprint changes: never stale, only sometimes slow. Cohorts are per OEM
+    and pack type, so filtering the fleet's list by OEM gives the OEM's own."""
     fingerprint = repo.anomaly_fingerprint(session, start, end)
     saved = repo.anomaly_snapshot(session, start, end, fingerprint)
     if saved is not None:
         entries, energy = list(saved["anomalies"]), dict(saved["energy_by_oem"])
     else:
-        rows = list(iter_battery_rows(session, repo.BatteryQuery(start, end)))
+        rows = repo.anomaly_inputs(session, start, end)
         entries = [
             {"oem_id": row["oem_id"], **anomaly.model_dump(mode="json")}
             for row, anomaly in find_anomalies(rows)
@@ -714,8 +725,7 @@ def refresh_recommendations(session: Session, *, day_from: date, day_to: date) -
     """Detects anomalies over the whole fleet and records each as an open quarantine
     recommendation (updating an open one of the same kind). Nothing is quarantined: an
     operator decides. Returns the number of anomalies recorded."""
-    rows = list(iter_battery_rows(session, repo.BatteryQuery(day_from, day_to)))
-    found = find_anomalies(rows)
+    found = find_anomalies(repo.anomaly_inputs(session, day_from, day_to))
     for row, anomaly in found:
         repo.upsert_recommendation(
             session,
