@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     report_anomaly_z: float = Field(default=3.5, gt=0)
     # Smaller cohorts (same OEM and pack type) have no meaningful median: no anomalies.
     report_anomaly_min_cohort: int = Field(default=5, ge=3)
+    # A fleet summary serves a window's anomalies and energy charged from a snapshot this
+    # young without checking for newer data (0: check every time). Under live ingest the
+    # current month changes with every batch: without it every summary would recompute.
+    report_snapshot_max_age_s: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _require_database_outside_development(self) -> "Settings":

@@ -3,6 +3,7 @@
 import csv
 import io
 import statistics
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from app.reports import repository as report_repo
 from app.reports.service import (
@@ -387,9 +389,24 @@ def test_anomalies_list_the_planted_fast_fader_and_recommend_without_quarantinin
     assert [r["kind"] for r in passport["quarantine_recommendations"]] == ["fast_fade"]
 
 
+SetMaxAge = Callable[[float], None]
+
+
+@pytest.fixture
+def snapshot_max_age(monkeypatch: pytest.MonkeyPatch) -> Iterator[SetMaxAge]:
+    def set_max_age(seconds: float) -> None:
+        monkeypatch.setenv("SWAPFLEET_REPORT_SNAPSHOT_MAX_AGE_S", str(seconds))
+        get_settings.cache_clear()
+
+    yield set_max_age
+    # Before monkeypatch restores the environment: the next test reads it afresh.
+    get_settings.cache_clear()
+
+
 def test_summary_anomalies_follow_new_data_despite_the_snapshot(
-    client: TestClient, world: ReportWorld, session: Session
+    client: TestClient, world: ReportWorld, session: Session, snapshot_max_age: SetMaxAge
 ) -> None:
+    snapshot_max_age(0)
     late = factories.make_battery(
         session, world.pack, factories.make_org(session), oem=world.oem
     ).serial
@@ -493,3 +510,29 @@ def test_passport_lists_quarantines_as_negative_events(
     ).json()
     assert [q["serial"] for q in summary["quarantined"]] == [serial]
     assert summary["counts"]["quarantined"] == 1
+
+
+def test_a_young_snapshot_is_served_without_checking_for_new_data(
+    client: TestClient, world: ReportWorld, session: Session, snapshot_max_age: SetMaxAge
+) -> None:
+    """The freshness bound (SWAPFLEET_REPORT_SNAPSHOT_MAX_AGE_S): within it, a summary
+    serves the snapshot as it is; once it has passed, the new data shows."""
+    snapshot_max_age(3600)
+    late = factories.make_battery(
+        session, world.pack, factories.make_org(session), oem=world.oem
+    ).serial
+
+    def flagged() -> set[str]:
+        response = client.get(
+            "/v1/reports/fleet-summary", headers=auth(world.oem_key), params=window()
+        )
+        assert response.status_code == 200, response.text
+        return {a["serial"] for a in response.json()["anomalies"]}
+
+    assert flagged() == {world.fast_fader}
+    history(session, world.station_id, late, FAST_FADE_AH, wobble=0.3)
+    assert flagged() == {world.fast_fader}, "within the bound the snapshot is served as is"
+    session.execute(
+        text("UPDATE report_anomaly_snapshots SET computed_at = now() - INTERVAL '2 hours'")
+    )
+    assert flagged() == {world.fast_fader, late}

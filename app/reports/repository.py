@@ -459,6 +459,23 @@ def anomaly_snapshot(
     )
 
 
+def recent_anomaly_snapshot(
+    session: Session, day_from: date, day_to: date, max_age_s: float
+) -> RowMapping | None:
+    return (
+        session.execute(
+            text(
+                "SELECT anomalies, energy_by_oem FROM report_anomaly_snapshots"
+                " WHERE window_from = :day_from AND window_to = :day_to"
+                " AND computed_at > now() - make_interval(secs => :max_age_s)"
+            ),
+            {"day_from": day_from, "day_to": day_to, "max_age_s": max_age_s},
+        )
+        .mappings()
+        .one_or_none()
+    )
+
+
 def save_anomaly_snapshot(
     session: Session,
     day_from: date,

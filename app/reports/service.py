@@ -432,10 +432,16 @@ def window_snapshot(session: Session, scope: Scope, start: date, end: date) -> W
     battery's window figures (repository.ANOMALY_INPUTS and the cohort fits: 0.3-0.4 s for
     5,000 batteries with a year each), so the fleet-wide result is kept as a snapshot with a
     fingerprint of the data it came from (repository.ANOMALY_FINGERPRINT) and recomputed
-    only when the fingerprint changes: never stale, only sometimes slow. Cohorts are per OEM
-    and pack type, so filtering the fleet's list by OEM gives the OEM's own."""
-    fingerprint = repo.anomaly_fingerprint(session, start, end)
-    saved = repo.anomaly_snapshot(session, start, end, fingerprint)
+    only when the fingerprint changes. A snapshot younger than report_snapshot_max_age_s is
+    served without the check: at most that stale, and under live ingest (which changes the
+    current month with every batch) one recompute per window per that period, not one per
+    summary. Cohorts are per OEM and pack type, so filtering the fleet's list by OEM gives
+    the OEM's own."""
+    max_age_s = get_settings().report_snapshot_max_age_s
+    saved = repo.recent_anomaly_snapshot(session, start, end, max_age_s) if max_age_s else None
+    if saved is None:
+        fingerprint = repo.anomaly_fingerprint(session, start, end)
+        saved = repo.anomaly_snapshot(session, start, end, fingerprint)
     if saved is not None:
         entries, energy = list(saved["anomalies"]), dict(saved["energy_by_oem"])
     else:
