@@ -15,6 +15,7 @@ import gc
 import logging
 import multiprocessing
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -123,9 +124,12 @@ READY = "ready"
 # Starting a Python process and importing the app takes a second or two; more means broken.
 READY_TIMEOUT_S = 60.0
 
+SWITCH_INTERVAL_S = 0.0005
+
 # Batches written at once, each on its own connection: while one batch's derived state and
-# commit run in PostgreSQL, the next one is checked, copied and inserted, on the other core.
-WRITERS = 2
+# commit run in PostgreSQL, the next ones are checked, copied and inserted. Three kept both
+# cores busy in bench/bench_ingest.py (b) where two left gaps (docs/benchmarks.md).
+WRITERS = 3
 # How long a batch that has inserted its rows waits for its turn before rolling back (see
 # writer.Turn): long enough for any healthy batch ahead of it.
 TURN_PATIENCE_S = 10.0
@@ -194,6 +198,10 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     # often, over an ever older heap, that it cost as much as the validation itself.
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    # The decode thread runs for long stretches in pydantic while the writers' threads wait on
+    # PostgreSQL; each answer then waited up to the default 5 ms for the interpreter lock, a
+    # dozen times per batch per writer. Handing it over sooner keeps PostgreSQL busy.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     finished = threading.Event()
 
     def stopping() -> bool:
