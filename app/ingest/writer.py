@@ -628,9 +628,9 @@ class BatchWriter:
         return self._conn
 
     def write(self, messages: Sequence[DecodedMessage], turn: "Turn | None" = None) -> WriteResult:
-        """Writes the batch in one transaction. turn: waited for after the rows are inserted
-        and held through the commit, so that another writer's derived state and commit go
-        first (see app/ingest/worker.py)."""
+        """Writes the batch in one transaction. turn: waited for once the rows are checked and
+        copied into the staging tables, and held through insert, derived state and commit,
+        so that batches ahead go first (see app/ingest/worker.py)."""
         conn = self._connection()
         try:
             self._ensure_partitions(conn, messages)
@@ -638,6 +638,7 @@ class BatchWriter:
                 staged = self._stage(conn, messages)
                 if turn is not None:
                     turn.wait()
+                self._insert(conn, staged)
                 result = self._finish(conn, staged)
         except psycopg.Error:
             if conn.broken:
@@ -646,15 +647,14 @@ class BatchWriter:
         return result
 
     def _stage(self, conn: Connection, messages: Sequence[DecodedMessage]) -> "Staged":
-        """What runs alongside another writer: identity checks, COPY and insert. It locks
-        nothing that another batch's derived state needs (new keys only)."""
+        """What runs alongside other writers: identity checks, and COPY into this
+        connection's own staging tables. It takes no lock another batch could wait for."""
         limit = self._settings.ingest_dead_letter_payload_bytes
         registry = load_registry(
             conn, messages, timedelta(seconds=self._settings.ingest_custody_grace_s)
         )
         accepted = sort_out(messages, registry, limit)
         staged = Staged(accepted, WriteResult(dead_letters=accepted.dead_letters))
-        result = staged.result
         for kind, rows in accepted.rows.items():
             if not rows:
                 continue
@@ -662,15 +662,30 @@ class BatchWriter:
             # In primary-key order: every sort of the new rows downstream finds them
             # presorted (PostgreSQL's quicksort checks for that first).
             rows.sort(key=_natural_key)
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    f"COPY stage_{spec.table} ({', '.join(spec.columns)}) FROM STDIN"
+                    " (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(list(spec.types))
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+        return staged
+
+    def _insert(self, conn: Connection, staged: "Staged") -> None:
+        """Staging tables into the record tables, duplicates skipped. In turn: a batch that
+        inserted a key waits for nothing another batch holds while that one waits for it
+        (an insert of a key another open transaction inserted waits for its commit)."""
+        result = staged.result
+        for kind, rows in staged.accepted.rows.items():
+            if not rows:
+                continue
+            spec = SPECS[kind]
+            columns = ", ".join(spec.columns)
             with conn.cursor() as cur:
-                columns = ", ".join(spec.columns)
-                with cur.copy(
-                    f"COPY stage_{spec.table} ({columns}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(list(spec.types))
-                    write_row = copy.write_row
-                    for row in rows:
-                        write_row(row)
                 if kind is RecordKind.charging:
                     cur.execute(CAPTURE_CHARGING, prepare=True)
                     stored = cur.rowcount
@@ -685,7 +700,6 @@ class BatchWriter:
             result.stored[kind] = stored
             result.duplicates[kind] = len(rows) - stored
             result.newest_ts[kind] = max(row[1] for row in rows)
-        return staged
 
     def _finish(self, conn: Connection, staged: "Staged") -> WriteResult:
         """Derived state and dead letters: one batch at a time per battery."""
