@@ -6,6 +6,11 @@ few thousand messages a second. So the MQTT side (app/ingest/client.py) only que
 payloads and acknowledges, and this process, on the other core, does the rest: it answers
 each job with the outcome of its commits, and only then are its messages acknowledged.
 
+Inside, a decode thread validates the next job while WRITERS threads write earlier ones, each
+on its own connection: the identity checks and the COPY into its staging tables run side by
+side; insert, derived state and commit run one job at a time in arrival order (Turnstile),
+and the answers go back in that order.
+
 A job is a list of (topic, payload, received_at as epoch seconds). The process ends when its
 parent closes the pipe, sends None, or dies; a job it could not write because it was asked to
 stop with the database down is answered with `result=None`, and nothing of it is acknowledged.
