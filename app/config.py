@@ -5,6 +5,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from devices.contract import MqttProtocol
+
 
 class Settings(BaseSettings):
     """Every setting of the API, the ingest and the CLI; read from SWAPFLEET_* variables."""
@@ -18,7 +20,7 @@ class Settings(BaseSettings):
     # The MQTT version the ingest and the simulator speak. "3.1.1" is for brokers without
     # MQTT 5, such as the embedded demo broker of `swapfleet up`: no shared subscriptions, no
     # session expiry, and the broker, not ingest_receive_maximum, bounds what is in flight.
-    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_protocol: MqttProtocol = "5"
     mqtt_topic_prefix: str = "swapfleet/v1"
     # Where `swapfleet devices provision` writes Mosquitto's credentials and ACL.
     mqtt_passwd_file: Path = Path("deploy/mosquitto/passwd")

@@ -12,9 +12,9 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from app.supervisor import ChildSpec
+from devices.contract import MqttProtocol
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 DEFAULT_MQTT_PORT = 1883
@@ -30,7 +30,7 @@ class LocalBroker:
     url: str
     port: int
     # What the ingest and the simulator must speak to it (SWAPFLEET_MQTT_PROTOCOL).
-    protocol: Literal["5", "3.1.1"]
+    protocol: MqttProtocol
     # One line for the person who ran `up`: which broker, where.
     description: str
 

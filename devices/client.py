@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -39,6 +39,7 @@ from devices.contract import (
     DEFAULT_TOPIC_PREFIX,
     IDENTIFIER_PATTERN,
     MAX_RECORDS_PER_MESSAGE,
+    MqttProtocol,
     RecordKind,
     StationStatus,
     station_topic,
@@ -52,9 +53,6 @@ Record = BaseModel | Mapping[str, Any]
 
 # The Last Will has no ts: it is composed at connect time, when any ts would be stale.
 OFFLINE_WILL = b'{"online":false}'
-
-# "3.1.1" for brokers without MQTT 5 (the embedded demo broker of `swapfleet up`).
-MqttProtocol = Literal["5", "3.1.1"]
 
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN.removeprefix("^").removesuffix("$"))
 

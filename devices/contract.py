@@ -21,6 +21,9 @@ from pydantic import (
 CONTRACT_VERSION = 1
 DEFAULT_TOPIC_PREFIX = "swapfleet/v1"
 MAX_RECORDS_PER_MESSAGE = 1000
+# MQTT versions a device or the ingest may speak: "3.1.1" for brokers without MQTT 5 (the
+# embedded demo broker of `swapfleet up`).
+MqttProtocol = Literal["5", "3.1.1"]
 
 # The physical limits of the equipment; a reading outside them is a broken sensor or a bug.
 SOC_MIN, SOC_MAX = 0.0, 100.0

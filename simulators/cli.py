@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from devices.client import BrokerSettings, MqttProtocol, PublishOptions
-from devices.contract import DEFAULT_TOPIC_PREFIX
+from devices.client import BrokerSettings, PublishOptions
+from devices.contract import DEFAULT_TOPIC_PREFIX, MqttProtocol
 from devices.rest import SwapApiClient
 from simulators.backend import (
     MqttDeviceSink,

@@ -110,24 +110,16 @@ class IngestService:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        if self.mqtt5:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv5,
-                manual_ack=True,
-            )
-        else:
-            # MQTT 3.1.1 has no session expiry: clean_session=False keeps our session for as
-            # long as the broker keeps it. Nor has it Receive Maximum: the broker alone decides
-            # how many unacknowledged messages it sends us.
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=False,
-                manual_ack=True,
-            )
+        # MQTT 3.1.1 has no session expiry: clean_session=False keeps our session for as long
+        # as the broker keeps it (MQTT 5 says so at connect, with clean_start). Nor has it
+        # Receive Maximum: the broker alone decides how many unacknowledged messages it sends.
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311,
+            clean_session=None if self.mqtt5 else False,
+            manual_ack=True,
+        )
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         client.on_connect = self._on_connect

@@ -4,6 +4,7 @@ Only newly inserted rows feed it, so a redelivered record cannot count twice.
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,9 +18,9 @@ from devices.contract import RecordKind, StationStatus
 Connection = psycopg.Connection[Any]
 
 
-def _latest(rows: list[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+def _latest(rows: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
     """The newest row per battery serial (rows start with serial, ts)."""
-    latest: dict[str, tuple[Any, ...]] = {}
+    latest: dict[str, Sequence[Any]] = {}
     for row in rows:
         current = latest.get(row[0])
         if current is None or row[1] > current[1]:
@@ -48,15 +49,19 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
         )
     soc_rows = [(r[0], r[1], r[4]) for r in inserted.get(RecordKind.charging, [])]
     soc_rows += [(r[0], r[1], r[2]) for r in inserted.get(RecordKind.vehicle, [])]
-    soc = _latest(soc_rows)
-    if soc:
-        rows = list(soc.values())
-        conn.execute(
-            "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
-            " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
-            " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
-            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
-        )
+    _set_soc(conn, list(_latest(soc_rows).values()))
+
+
+def _set_soc(conn: Connection, readings: Sequence[Sequence[Any]]) -> None:
+    """readings: (serial, ts, soc), one per battery."""
+    if not readings:
+        return
+    conn.execute(
+        "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
+        " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
+        " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
+        ([r[0] for r in readings], [r[1] for r in readings], [r[2] for r in readings]),
+    )
 
 
 # After update_batteries: a charging sample and a vehicle reading of one battery at the same
@@ -71,18 +76,8 @@ UPDATE_SOC_FROM_NEW_CHARGING = (
 
 
 def update_soc(conn: Connection, rows: list[list[Any]]) -> None:
-    """UPDATE_SOC_FROM_NEW_CHARGING from the writer's rows (sorted by serial and ts, every
-    one new): the last row of each battery."""
-    latest: dict[str, list[Any]] = {}
-    for row in rows:
-        latest[row[0]] = row
-    newest = list(latest.values())
-    conn.execute(
-        "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
-        " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
-        " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
-        ([r[0] for r in newest], [r[1] for r in newest], [r[4] for r in newest]),
-    )
+    """UPDATE_SOC_FROM_NEW_CHARGING from the writer's charging rows (every one new)."""
+    _set_soc(conn, [(r[0], r[1], r[4]) for r in _latest(rows).values()])
 
 
 def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, datetime]]) -> None:

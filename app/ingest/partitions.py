@@ -27,19 +27,12 @@ TABLES: dict[RecordKind, str] = {
 _PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
 
 
+_RETENTION_SETTINGS = {kind: f"retention_{kind.name}_days" for kind in TABLES}
+
+
 def retention(settings: Settings, kind: RecordKind) -> timedelta:
-    # Called once per message: no dict built per call.
-    if kind is RecordKind.charging:
-        days = settings.retention_charging_days
-    elif kind is RecordKind.health:
-        days = settings.retention_health_days
-    elif kind is RecordKind.capacity:
-        days = settings.retention_capacity_days
-    elif kind is RecordKind.vehicle:
-        days = settings.retention_vehicle_days
-    else:
-        raise KeyError(kind)
-    return timedelta(days=days)
+    # Called once per message: no dict of settings built per call.
+    return timedelta(days=getattr(settings, _RETENTION_SETTINGS[kind]))
 
 
 def month_start(ts: datetime) -> datetime:

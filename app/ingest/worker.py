@@ -131,19 +131,19 @@ READY_TIMEOUT_S = 60.0
 
 SWITCH_INTERVAL_S = 0.0005
 
-# Batches written at once, each on its own connection: while one batch's derived state and
-# commit run in PostgreSQL, the next ones are checked, copied and inserted. Three kept both
+# Batches written at once, each on its own connection: while one batch is inserted, its
+# derived state updated and committed, the next ones are checked and copied. Three kept both
 # cores busy in bench/bench_ingest.py (b) where two left gaps (docs/benchmarks.md).
 WRITERS = 3
-# How long a batch that has inserted its rows waits for its turn before rolling back (see
+# How long a staged batch waits for its turn before rolling back and trying again (see
 # writer.Turn): long enough for any healthy batch ahead of it.
 TURN_PATIENCE_S = 10.0
 
 
 class Turnstile:
-    """Gives jobs the derive-and-commit phase, and the answer to the parent, in the order
-    they were received: the parent acknowledges answers in that order, and derived state is
-    then computed one batch at a time, as with one writer."""
+    """Gives jobs the insert, derived-state and commit phase, and the answer to the parent,
+    in the order they were received: the parent acknowledges answers in that order, and
+    derived state is computed one batch at a time, as with one writer."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -229,7 +229,7 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
             while not finished.is_set():
                 item = ready.get()
                 if item is None:
-                    ready.put(None)  # for the other writer
+                    ready.put(None)  # for the other writers
                     return
                 number, decoded = item
                 turn = turnstile.turn(number)
@@ -252,8 +252,8 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     ).start()
     for i, writer in enumerate(writers):
         threading.Thread(target=write_jobs, args=(writer,), name=f"write-{i}", daemon=True).start()
-    # The first writer to finish ends the process: the other one is idle or its job's
-    # answer could no longer be sent in order; its transaction rolls back unacknowledged.
+    # The first writer to finish ends the process: the others are idle or their jobs'
+    # answers could no longer be sent in order; their transactions roll back unacknowledged.
     finished.wait()
 
 

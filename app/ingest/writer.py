@@ -533,8 +533,8 @@ class Staged:
 
 class Turn(Protocol):
     def wait(self) -> None:
-        """Returns when it is this batch's turn; raises TurnTimeout after a while, so that a
-        batch holding locks that an earlier batch waits for rolls back and lets it pass."""
+        """Returns when it is this batch's turn; raises TurnTimeout after a while (the batch
+        rolls back and is tried again), so no lock cycle missed here can hang the writers."""
 
 
 class TurnTimeout(Exception):
