@@ -1,6 +1,7 @@
-"""The writer process's two writers: while one batch's derived state and commit run, the next
-batch is inserted on another connection. The outcome must be what one writer gives, and the
-answers must come back in the order the jobs were sent (the parent acknowledges in order)."""
+"""The writer process's writers: while one batch's derived state and commit run, the next
+batch is inserted on another connection, and the one after that checked and copied. The
+outcome must be what one writer gives, and the answers must come back in the order the jobs
+were sent (the parent acknowledges in order)."""
 
 import multiprocessing
 import random
@@ -132,8 +133,8 @@ def test_two_writers_give_what_one_writer_gives_and_answer_in_order(engine: Engi
     assert not worker.is_alive()
 
     # A batch never waited out its turn (writer.TurnTimeout, counted as a retry): with the
-    # same records in batches written at once, an insert order other than the turn order let
-    # a batch wait in PostgreSQL for a later one that waited for it.
+    # same records in batches written at once, inserts out of job order let a batch wait in
+    # PostgreSQL for a later one that waited for its commit.
     assert [o.retries for o in outcomes] == [0] * len(outcomes)
     expected_records = [sum(len(orjson.loads(p)["records"]) for _, p, _ in job) for job in jobs]
     assert [o.result.records if o.result else None for o in outcomes] == expected_records

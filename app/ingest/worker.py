@@ -8,8 +8,9 @@ each job with the outcome of its commits, and only then are its messages acknowl
 
 Inside, a decode thread validates the next job while WRITERS threads write earlier ones, each
 on its own connection: the identity checks and the COPY into its staging tables run side by
-side; insert, derived state and commit run one job at a time in arrival order (Turnstile),
-and the answers go back in that order.
+side; the insert runs one job at a time in arrival order, and so, overlapping with the next
+job's insert, do derived state and commit (two Turnstiles). The answers go back in that
+order.
 
 A job is a list of (topic, payload, received_at as epoch seconds). The process ends when its
 parent closes the pipe, sends None, or dies; a job it could not write because it was asked to
@@ -35,7 +36,6 @@ from app.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import (
     BatchWriter,
-    Turn,
     TurnTimeout,
     WriteResult,
     libpq_url,
@@ -96,7 +96,7 @@ def write_job(
     settings: Settings,
     job: DecodedJob,
     stopping: Callable[[], bool],
-    turn: Turn | None = None,
+    turn: "JobTurn | None" = None,
 ) -> JobOutcome:
     started = time.perf_counter()
     outcome = JobOutcome(None, job.kinds)
@@ -105,7 +105,12 @@ def write_job(
         outcome.retries += 1
 
     merged = WriteResult()
-    for chunk in chunks(job.messages, settings.ingest_batch_max_records):
+    parts = chunks(job.messages, settings.ingest_batch_max_records)
+    for i, chunk in enumerate(parts):
+        if turn is not None:
+            # The next job may insert once this one's last chunk has: an earlier chunk's
+            # insert then never waits for keys a later job inserted (see JobTurn).
+            turn.last_chunk = i == len(parts) - 1
         result = write_with_retry(
             writer,
             chunk,
@@ -141,35 +146,51 @@ TURN_PATIENCE_S = 10.0
 
 
 class Turnstile:
-    """Gives jobs the insert, derived-state and commit phase, and the answer to the parent,
-    in the order they were received: the parent acknowledges answers in that order, and
-    derived state is computed one batch at a time, as with one writer."""
+    """Lets jobs through a phase one at a time, in the order they were received."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._serving = 0
 
-    def turn(self, number: int) -> "JobTurn":
-        return JobTurn(self, number)
-
     def wait(self, number: int, patience_s: float | None) -> bool:
+        # At or past: a job tried again after its insert has had its turn at that.
         with self._changed:
-            return self._changed.wait_for(lambda: self._serving == number, patience_s)
+            return self._changed.wait_for(lambda: self._serving >= number, patience_s)
 
     def done(self, number: int) -> None:
         with self._changed:
-            self._serving = number + 1
+            self._serving = max(self._serving, number + 1)
             self._changed.notify_all()
 
 
 @dataclass
 class JobTurn:
-    turnstile: Turnstile
+    """A job's turns: to insert, then to update derived state, commit and answer.
+
+    In arrival order, so derived state is computed one batch at a time, as with one writer,
+    and the parent gets the answers in the order it acknowledges them. Inserts go in that
+    order too: an insert of a key another open transaction inserted waits for that one to
+    end, so a job that inserted ahead of an earlier one could hold a key the earlier one
+    then waits for, while it waits for the earlier one's commit."""
+
+    inserts: Turnstile
+    commits: Turnstile
     number: int
+    last_chunk: bool = True
+
+    def wait_to_insert(self) -> None:
+        self._wait(self.inserts, "insert")
+
+    def inserted(self) -> None:
+        if self.last_chunk:
+            self.inserts.done(self.number)
 
     def wait(self) -> None:
-        if not self.turnstile.wait(self.number, TURN_PATIENCE_S):
-            raise TurnTimeout(f"job {self.number} waited {TURN_PATIENCE_S:g} s for its turn")
+        self._wait(self.commits, "commit")
+
+    def _wait(self, turnstile: Turnstile, phase: str) -> None:
+        if not turnstile.wait(self.number, TURN_PATIENCE_S):
+            raise TurnTimeout(f"job {self.number} waited {TURN_PATIENCE_S:g} s to {phase}")
 
 
 def _read_and_decode(
@@ -214,7 +235,7 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
         return stop.is_set() or finished.is_set() or (parent is not None and not parent.is_alive())
 
     ready: queue.Queue[tuple[int, DecodedJob] | None] = queue.Queue(maxsize=1)
-    turnstile = Turnstile()
+    inserts, commits = Turnstile(), Turnstile()
 
     writers = [BatchWriter(libpq_url(settings.sqlalchemy_url()), settings) for _ in range(WRITERS)]
     for writer in writers:
@@ -232,15 +253,17 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
                     ready.put(None)  # for the other writers
                     return
                 number, decoded = item
-                turn = turnstile.turn(number)
+                turn = JobTurn(inserts, commits, number)
                 outcome = write_job(writer, settings, decoded, stopping, turn)
-                turnstile.wait(number, None)
+                # A job that gave up before inserting must not hold up the ones after it.
+                inserts.done(number)
+                commits.wait(number, None)
                 try:
                     pipe.send(outcome)
                 except OSError:
                     return  # the ingest is gone: its messages stay unacknowledged
                 finally:
-                    turnstile.done(number)
+                    commits.done(number)
                 if outcome.result is None:
                     return
         finally:

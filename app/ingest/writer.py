@@ -532,9 +532,18 @@ class Staged:
 
 
 class Turn(Protocol):
+    """A batch's place in line among batches written at once (see app/ingest/worker.py).
+    The waits raise TurnTimeout after a while (the batch rolls back and is tried again), so
+    no lock cycle missed there can hang the writers."""
+
+    def wait_to_insert(self) -> None:
+        """Returns when the batches ahead have inserted their rows."""
+
+    def inserted(self) -> None:
+        """Lets the next batch insert."""
+
     def wait(self) -> None:
-        """Returns when it is this batch's turn; raises TurnTimeout after a while (the batch
-        rolls back and is tried again), so no lock cycle missed here can hang the writers."""
+        """Returns when the batches ahead have committed."""
 
 
 class TurnTimeout(Exception):
@@ -628,17 +637,20 @@ class BatchWriter:
         return self._conn
 
     def write(self, messages: Sequence[DecodedMessage], turn: "Turn | None" = None) -> WriteResult:
-        """Writes the batch in one transaction. turn: waited for once the rows are checked and
-        copied into the staging tables, and held through insert, derived state and commit,
-        so that batches ahead go first (see app/ingest/worker.py)."""
+        """Writes the batch in one transaction. turn: once the rows are checked and copied
+        into the staging tables, the batches ahead insert first, then update derived state
+        and commit first (see app/ingest/worker.py)."""
         conn = self._connection()
         try:
             self._ensure_partitions(conn, messages)
             with conn.transaction():
                 staged = self._stage(conn, messages)
                 if turn is not None:
-                    turn.wait()
+                    turn.wait_to_insert()
                 self._insert(conn, staged)
+                if turn is not None:
+                    turn.inserted()
+                    turn.wait()
                 result = self._finish(conn, staged)
         except psycopg.Error:
             if conn.broken:
@@ -676,9 +688,7 @@ class BatchWriter:
         return staged
 
     def _insert(self, conn: Connection, staged: "Staged") -> None:
-        """Staging tables into the record tables, duplicates skipped. In turn: a batch that
-        inserted a key waits for nothing another batch holds while that one waits for it
-        (an insert of a key another open transaction inserted waits for its commit)."""
+        """Staging tables into the record tables, duplicates skipped."""
         result = staged.result
         for kind, rows in staged.accepted.rows.items():
             if not rows:
