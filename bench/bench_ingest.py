@@ -262,11 +262,21 @@ def seed(database_url: str, n_stations: int, batteries: int) -> list[SeededStati
 
 
 def reset_telemetry(database_url: str) -> None:
+    """Every timed phase starts from the same state: no telemetry or derived state, and no
+    dirty pages of the phase before (a checkpoint), whose writing would otherwise fall on
+    this phase's clock. Checkpoints this phase's own writes cause stay on it."""
     with psycopg.connect(database_url) as conn:
-        conn.execute("TRUNCATE charging_samples, charging_sessions, dead_letters")
+        conn.execute(
+            "TRUNCATE charging_samples, charging_sessions, dead_letters, battery_daily,"
+            " battery_monthly"
+        )
         conn.execute("UPDATE batteries SET soc_pct = NULL, readings_at = NULL")
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE charging_samples")
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            out("note: no CHECKPOINT (needs superuser or pg_checkpoint); phases may overlap")
 
 
 # ---- baselines -------------------------------------------------------------------------------
