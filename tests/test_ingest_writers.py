@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 from sqlalchemy import Engine
 
 from app.ingest.payloads import decode_message
@@ -20,6 +21,7 @@ from app.ingest.writer import BatchWriter, libpq_url
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
 from tests.ingest_harness import Fleet, charging, ingest_settings, seed_fleet, unique_prefix
+from tests.test_ingest_set_based import per_row_python
 
 DB = libpq_url(TEST_DATABASE_URL)
 Job = list[tuple[str, bytes, float]]
@@ -144,5 +146,83 @@ def test_two_writers_give_what_one_writer_gives_and_answer_in_order(engine: Engi
     expected_sessions, expected_daily = derived_state(one)
     assert sum(s[-1] for s in sessions) == stored
     assert len(expected_sessions) > len(one.serials), "no session was split"
+    assert sessions == expected_sessions
+    assert daily == expected_daily
+
+
+def test_the_writers_derived_state_equals_the_per_row_roll_up(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through each of the writer's ways with charging rows: all new and appended (derived
+    state from its own rows), all new but late (the same, with the SQL daily roll-up), new
+    and duplicate mixed (new rows captured in PostgreSQL), all duplicates."""
+    prefix = unique_prefix()
+    settings = ingest_settings(TEST_DATABASE_URL, "mqtt://127.0.0.1:1", prefix)
+    reference, written = seed_fleet(engine, batteries=3), seed_fleet(engine, batteries=3)
+    rng = random.Random(11)
+    records = []
+    for slot, serial in enumerate(written.serials, start=1):
+        offset, energy = -150_000.0, 0.0
+        for _ in range(80):
+            offset += rng.choice([30, 60, 60, 700, 5])
+            energy = 0.0 if rng.random() < 0.05 else energy + rng.uniform(0.0, 0.8)
+            records.append(
+                charging(serial, offset, slot=slot, soc_pct=rng.uniform(5, 99),
+                         energy_kwh=round(energy, 3), temp_c_max=rng.choice([31, 47]))
+            )  # fmt: skip
+    records.sort(key=lambda r: r["ts"])
+    late, on_time = records[100:130], records[:100] + records[130:]
+    batches = [on_time[i : i + 30] for i in range(0, len(on_time), 30)]
+    batches.insert(5, late)
+    batches.insert(3, batches[1])
+    batches.insert(7, batches[6][:10] + on_time[-5:])
+    batches.append(late[:3] + batches[-1])
+
+    fills = 0
+    fill = BatchWriter._fill_new_charging
+
+    def counted_fill(self: BatchWriter, conn: psycopg.Connection[Any]) -> None:
+        nonlocal fills
+        fills += 1
+        fill(self, conn)
+
+    monkeypatch.setattr(BatchWriter, "_fill_new_charging", counted_fill)
+    topic = station_topic(written.station_code, RecordKind.charging, prefix)
+    writer = BatchWriter(DB, settings)
+    ways = set()
+    try:
+        for batch in batches:
+            payload = orjson.dumps({"records": batch})
+            result = writer.write(
+                [decode_message(topic, payload, settings=settings, received_at=datetime.now(UTC))]
+            )
+            stored = result.stored.get(RecordKind.charging, 0)
+            ways.add("new" if stored == len(batch) else "old" if stored == 0 else "mixed")
+    finally:
+        writer.close()
+
+    mapping = dict(zip(written.serials, reference.serials, strict=True))
+    with psycopg.connect(DB) as conn:
+        (station_id,) = conn.execute(
+            "SELECT id FROM stations WHERE code = %s", (reference.station_code,)
+        ).fetchone() or (None,)
+        for batch in batches:
+            per_row_python(
+                conn,
+                [
+                    (mapping[r["battery_serial"]], datetime.fromisoformat(r["ts"]), station_id,
+                     r["slot"], r["soc_pct"], r["voltage_v"], r["current_a"], r["power_kw"],
+                     r["temp_c_min"], r["temp_c_max"], r["energy_kwh"])
+                    for r in batch
+                ],
+            )  # fmt: skip
+            conn.commit()
+
+    assert ways == {"new", "old", "mixed"}
+    assert fills > 0, "no late batch took the SQL roll-up: nothing was tested"
+    sessions, daily = derived_state(written)
+    expected_sessions, expected_daily = derived_state(reference)
+    assert sum(s[-1] for s in sessions) == len(records)
+    assert len(expected_sessions) > len(reference.serials), "no session was split"
     assert sessions == expected_sessions
     assert daily == expected_daily

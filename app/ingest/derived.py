@@ -4,7 +4,7 @@ Only newly inserted rows feed it, so a redelivered record cannot count twice.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -334,13 +334,7 @@ def roll_up_new_charging(
         )
         before = group if target is None else group[: group.index(target)]
         if any(s.may_accept(run, gap) for s in before):
-            samples = conn.execute(
-                "SELECT ts, station_id, slot, soc_pct, energy_kwh, temp_c_max"
-                f" FROM {NEW_CHARGING_TABLE} WHERE battery_serial = %s AND station_id = %s"
-                " AND slot = %s AND ts >= %s AND ts <= %s ORDER BY ts",
-                (run.battery_serial, run.station_id, run.slot, run.first_ts, run.last_ts),
-            ).fetchall()
-            for sample in samples:
+            for sample in _run_samples(conn, run, rows):
                 _add_sample(group, run.battery_serial, sample, gap)
         elif target is None:
             group.append(
@@ -363,6 +357,25 @@ def roll_up_new_charging(
         else:
             target.add_run(run)
     _save_sessions(conn, sessions)
+
+
+def _run_samples(conn: Connection, run: Run, rows: list[list[Any]] | None) -> list[tuple[Any, ...]]:
+    """(ts, station_id, slot, soc_pct, energy_kwh, temp_c_max) of the run's samples."""
+    if rows is not None:
+        return [
+            (r[1], r[2], r[3], r[4], r[10], r[9])
+            for r in rows
+            if r[0] == run.battery_serial
+            and r[2] == run.station_id
+            and r[3] == run.slot
+            and run.first_ts <= r[1] <= run.last_ts
+        ]
+    return conn.execute(
+        "SELECT ts, station_id, slot, soc_pct, energy_kwh, temp_c_max"
+        f" FROM {NEW_CHARGING_TABLE} WHERE battery_serial = %s AND station_id = %s"
+        " AND slot = %s AND ts >= %s AND ts <= %s ORDER BY ts",
+        (run.battery_serial, run.station_id, run.slot, run.first_ts, run.last_ts),
+    ).fetchall()
 
 
 def _save_sessions(conn: Connection, sessions: dict[str, list[Session]]) -> None:
@@ -420,11 +433,13 @@ def apply_derived_state(
     session_gap_s: float,
     new_charging: int = 0,
     all_new_charging: list[list[Any]] | None = None,
+    fill_new_charging: Callable[[], None] | None = None,
 ) -> None:
     """inserted: the new rows of each kind but charging, whose new rows (new_charging of
     them) wait in NEW_CHARGING_TABLE; rows in `inserted` under charging are rolled up too.
     all_new_charging: the charging rows the writer copied, sorted by serial and ts, when
-    every one of them was new (see runs_of)."""
+    every one of them was new (see runs_of); then, if fill_new_charging is given, it puts
+    them into NEW_CHARGING_TABLE, which only a batch that does not only append needs."""
     update_batteries(conn, inserted)
     if new_charging and all_new_charging is not None:
         update_soc(conn, all_new_charging)
@@ -439,4 +454,6 @@ def apply_derived_state(
         if all_new_charging is None or not add_appended_charging(
             conn, all_new_charging, session_gap_s
         ):
+            if all_new_charging is not None and fill_new_charging is not None:
+                fill_new_charging()
             add_new_charging(conn, session_gap_s)
