@@ -167,6 +167,8 @@ LEFT JOIN charging_samples p ON p.battery_serial = w.serial AND p.ts = (
     WHERE c.battery_serial = w.serial AND c.ts < w.first AND c.ts >= w.first - %(gap)s)
 """
 
+ONE_DAY = timedelta(days=1)
+
 _APPENDED_COLUMNS = (
     *CHARGING_PAIR,
     "charging_samples",
@@ -193,13 +195,13 @@ def add_appended_charging(conn: Connection, rows: list[list[Any]], gap_s: float)
     if not rows:
         return True
     bounds: dict[str, list[Any]] = {}
+    serial = None
     for row in rows:
-        span = bounds.get(row[0])
-        if span is None:
-            bounds[row[0]] = [row[1], row[1], 1]
-        else:
-            span[1] = row[1]
-            span[2] += 1
+        if row[0] != serial:
+            serial = row[0]
+            span = bounds[serial] = [row[1], row[1], 0]
+        span[1] = row[1]
+        span[2] += 1
     serials = list(bounds)
     gap = timedelta(seconds=gap_s)
     previous: dict[str, tuple[Any, ...]] = {}
@@ -224,20 +226,25 @@ def add_appended_charging(conn: Connection, rows: list[list[Any]], gap_s: float)
     p_ts: datetime | None = None
     p_station = p_slot = None
     p_energy = 0.0
+    # The rows of a battery come in time order: a day's accumulator is looked up when the
+    # battery or the day changes, not per row.
+    day_end: datetime | None = None
+    acc: list[Any] = []
     for row in rows:
         s_serial, s_ts, s_station, s_slot = row[0], row[1], row[2], row[3]
         current, t_min, t_max, energy = row[6], row[8], row[9], row[10]
         if s_serial != serial:
             serial = s_serial
+            day_end = None
             before = previous.get(serial)
             if before is None:
                 p_ts = None
             else:
                 p_ts, p_station, p_slot, p_energy = before
-        key = (s_serial, s_ts.date())
-        acc = days.get(key)
-        if acc is None:
-            acc = days[key] = [0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, t_max, s_ts]
+        if day_end is None or s_ts >= day_end:
+            day = s_ts.astimezone(UTC).date()
+            acc = days.setdefault((s_serial, day), [0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, t_max, s_ts])
+            day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + ONE_DAY
         dt = (s_ts - p_ts).total_seconds() if p_ts is not None else 0.0
         if p_ts is not None and p_station == s_station and p_slot == s_slot and dt < gap_s:
             acc[1] += energy - p_energy if energy >= p_energy else energy

@@ -272,8 +272,9 @@ def runs_of(rows: list[list[Any]], gap_s: float) -> list[Run]:
     a fraction of the two window passes and the grouping in PostgreSQL."""
     gap = timedelta(seconds=gap_s)
     runs: list[Run] = []
-    # Per (serial, station, slot): the open run's first row, last row, peak and count.
-    open_runs: dict[tuple[str, int, int], list[Any]] = {}
+    # Per (station, slot) of the current battery: the open run's first row, last row, peak
+    # and count.
+    open_runs: dict[tuple[int, int], list[Any]] = {}
 
     def close(state: list[Any]) -> None:
         first, last = state[0], state[1]
@@ -283,22 +284,28 @@ def runs_of(rows: list[list[Any]], gap_s: float) -> list[Run]:
         )  # fmt: skip
 
     serial = None
+    current: list[Any] | None = None
+    place = (0, 0)
     for row in rows:
         if row[0] != serial:
             for ended in open_runs.values():
                 close(ended)
             open_runs.clear()
             serial = row[0]
-        key = (row[0], row[2], row[3])
-        current = open_runs.get(key)
+            current = None
+        # A battery mostly stays in one slot: its run is looked up when it moves.
+        if current is None or row[2] != place[0] or row[3] != place[1]:
+            place = (row[2], row[3])
+            current = open_runs.get(place)
         if current is not None and row[1] - current[1][1] < gap:
             current[1] = row
-            current[2] = max(current[2], row[9])
+            if row[9] > current[2]:
+                current[2] = row[9]
             current[3] += 1
             continue
         if current is not None:
             close(current)
-        open_runs[key] = [row, row, row[9], 1]
+        current = open_runs[place] = [row, row, row[9], 1]
     for ended in open_runs.values():
         close(ended)
     runs.sort(key=lambda r: (r.battery_serial, r.first_ts))

@@ -180,7 +180,7 @@ SPECS: dict[RecordKind, TableSpec] = {
 def _row(
     kind: RecordKind, record: BaseModel, owner_id: int | str, received_at: datetime
 ) -> list[Any]:
-    extra = record.model_extra or None
+    extra = record.__pydantic_extra__ or None
     if isinstance(record, ChargingSample):
         return [
             record.battery_serial,
@@ -410,7 +410,7 @@ def _mismatch(
     judged: per battery serial, a time span over which the battery made no move (within
     the grace period) and the verdict on its place there, shared by the message's records."""
     record = decoded.record
-    extra = record.model_extra
+    extra = record.__pydantic_extra__
     if extra:
         if identity.vin is not None and extra.get("vin", identity.vin) != identity.vin:
             return "identity_mismatch", "the record's vin differs from the topic's"
