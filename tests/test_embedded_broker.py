@@ -386,9 +386,11 @@ def test_up_without_mosquitto_carries_an_mqtt_311_record_to_the_rest_api() -> No
 
         assert wait_for(arrived, timeout=30, interval=0.5), log.read_text()[-3000:]
     finally:
-        process.send_signal(signal.SIGTERM)
+        # Ctrl-C in a terminal: SIGINT to every process of the group.
+        os.killpg(process.pid, signal.SIGINT)
         try:
             assert process.wait(timeout=60) == 0, log.read_text()
+            assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)

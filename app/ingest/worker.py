@@ -21,6 +21,7 @@ import gc
 import logging
 import multiprocessing
 import queue
+import signal
 import sys
 import threading
 import time
@@ -280,6 +281,13 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     finished.wait()
 
 
+def _serve_as_child(pipe: Pipe, settings: Settings, stop: Event) -> None:
+    # Ctrl-C reaches every process of the terminal's group; the parent answers it by
+    # stopping this one after its queued jobs, which a KeyboardInterrupt here would cut off.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(pipe, settings, stop)
+
+
 @dataclass
 class WriterProcess:
     """The parent's handle on the writer process."""
@@ -295,7 +303,7 @@ class WriterProcess:
         parent_end, child_end = context.Pipe(duplex=True)
         self.stop_event = context.Event()
         self.process = context.Process(
-            target=serve,
+            target=_serve_as_child,
             args=(child_end, self.settings, self.stop_event),
             name="ingest-writer",
             daemon=True,
