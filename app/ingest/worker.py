@@ -137,9 +137,10 @@ READY_TIMEOUT_S = 60.0
 
 SWITCH_INTERVAL_S = 0.0005
 
-# Batches written at once, each on its own connection: while one batch is inserted, its
-# derived state updated and committed, the next ones are checked and copied. Three kept both
-# cores busy in bench/bench_ingest.py (b) where two left gaps (docs/benchmarks.md).
+# Batches written at once, each on its own connection: while one batch's derived state is
+# updated and committed, the next is inserted and the one after it checked and copied. Three
+# kept both cores busy in bench/bench_ingest.py (b) where two left gaps, and four did no
+# better (docs/benchmarks.md).
 WRITERS = 3
 # How long a staged batch waits for its turn before rolling back and trying again (see
 # writer.Turn): long enough for any healthy batch ahead of it.
