@@ -60,8 +60,9 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
 Pending = tuple[str, bytes | bytearray, float, int, int, int]
 
 # Jobs handed to the writer process and not yet answered: one per writer (see WRITERS in
-# app/ingest/worker.py), one waiting, so that no writer idles while the next is collected.
-MAX_JOBS_IN_FLIGHT = 4
+# app/ingest/worker.py) and two decoded ahead (DECODED_AHEAD there), so that no writer idles
+# while the next job is collected and decoded.
+MAX_JOBS_IN_FLIGHT = 5
 # Every record of the contract has one "ts": counting them in the raw bytes sizes a job
 # before it is decoded (the writer still commits at most ingest_batch_max_records records
 # per transaction, splitting a job that holds more).

@@ -142,6 +142,12 @@ SWITCH_INTERVAL_S = 0.0005
 # kept both cores busy in bench/bench_ingest.py (b) where two left gaps, and four did no
 # better (docs/benchmarks.md).
 WRITERS = 3
+# Jobs decoded and waiting for a writer. The decode thread holds the interpreter lock in
+# long stretches; with two ready, a writer that finishes finds work even when decoding the
+# next job has not ended (bench/bench_ingest.py (b): 0.57-0.63 -> 0.66-0.67 x raw COPY with
+# one ready, in alternating runs).
+DECODED_AHEAD = 2
+
 # How long a staged batch waits for its turn before rolling back and trying again (see
 # writer.Turn): long enough for any healthy batch ahead of it.
 TURN_PATIENCE_S = 10.0
@@ -236,7 +242,7 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
         # An orphan (the ingest was killed) must not retry a dead database forever.
         return stop.is_set() or finished.is_set() or (parent is not None and not parent.is_alive())
 
-    ready: queue.Queue[tuple[int, DecodedJob] | None] = queue.Queue(maxsize=1)
+    ready: queue.Queue[tuple[int, DecodedJob] | None] = queue.Queue(maxsize=DECODED_AHEAD)
     inserts, commits = Turnstile(), Turnstile()
 
     writers = [BatchWriter(libpq_url(settings.sqlalchemy_url()), settings) for _ in range(WRITERS)]
