@@ -161,7 +161,7 @@ class Turnstile:
         self._serving = 0
 
     def wait(self, number: int, patience_s: float | None) -> bool:
-        # At or past: a job tried again after its insert has had its turn at that.
+        # At or past: a job tried again after it inserted finds its insert turn passed.
         with self._changed:
             return self._changed.wait_for(lambda: self._serving >= number, patience_s)
 
