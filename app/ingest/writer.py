@@ -598,8 +598,8 @@ INSERT_CHARGING = (
 # duplicates, the new ones are kept in the database (a temporary table) for the derived
 # state, instead of travelling back through Python.
 CAPTURE_CHARGING = (
-    f"WITH new AS (INSERT INTO charging_samples ({', '.join(SPECS[RecordKind.charging].columns)})"
-    f" SELECT {', '.join(SPECS[RecordKind.charging].columns)} FROM stage_charging_samples"
+    f"WITH new AS (INSERT INTO charging_samples ({_CHARGING_COLUMNS})"
+    f" SELECT {_CHARGING_COLUMNS} FROM stage_charging_samples"
     f" ON CONFLICT DO NOTHING RETURNING {', '.join(NEW_CHARGING_COLUMNS)})"
     f" INSERT INTO {NEW_CHARGING_TABLE} SELECT * FROM new"
 )
