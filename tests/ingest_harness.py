@@ -19,7 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -141,11 +141,16 @@ def running_ingest(settings: Settings, **kwargs: Any) -> Iterator[IngestService]
 class Publisher:
     """A device: QoS 1 publishes, each confirmed by the broker before `publish` returns."""
 
-    def __init__(self, port: int = 1883, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 1883,
+        client_id: str | None = None,
+        protocol: MQTTProtocolVersion = mqtt.MQTTv5,
+    ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
+            protocol=protocol,
         )
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
@@ -174,6 +179,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, interval: flo
             return True
         time.sleep(interval)
     return condition()
+
+
+def dead_letter_reasons(database_url: str, prefix: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id", (prefix + "/%",)
+        ).fetchall()
+    return [r[0] for r in rows]
 
 
 def count(database_url: str, query: str, params: tuple[Any, ...] = ()) -> int:

@@ -36,8 +36,10 @@ from simulators.backend import SharedMqttSink
 from simulators.fleet import Fleet, FleetConfig
 from tests.conftest import ADMIN_URL, TEST_DATABASE_URL, TEST_DB, recreate_database
 from tests.ingest_harness import (
+    Publisher,
     charging,
     count,
+    dead_letter_reasons,
     ingest_settings,
     running_ingest,
     seed_fleet,
@@ -86,29 +88,6 @@ def broker_port() -> Iterator[int]:
     stop_broker(process)
 
 
-class Publisher311:
-    """A device speaking MQTT 3.1.1: each QoS 1 publish confirmed by the broker."""
-
-    def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"pub311-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv311,
-        )
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(30)
-            assert info.is_published()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 class Subscriber311:
     """Collects every message on a filter, over MQTT 3.1.1."""
 
@@ -146,14 +125,6 @@ class Subscriber311:
         self.client.loop_stop()
 
 
-def dead_letter_reasons(prefix: str) -> list[str]:
-    with psycopg.connect(DB) as conn:
-        rows = conn.execute(
-            "SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id", (prefix + "/%",)
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
 # --- the ingest over MQTT 3.1.1 ---------------------------------------------------------------
 
 
@@ -168,7 +139,7 @@ def test_ingest_over_mqtt_311_stores_each_record_once_and_dead_letters_garbage(
     topic = station_topic(fleet.station_code, RecordKind.charging, prefix)
     serial = fleet.serials[0]
     batch = orjson.dumps({"records": [charging(serial, i * 10) for i in range(20)]})
-    publisher = Publisher311(broker_port)
+    publisher = Publisher(broker_port, protocol=mqtt.MQTTv311)
     try:
         with running_ingest(settings) as ingest:
             assert ingest.client.protocol == mqtt.MQTTv311
@@ -177,7 +148,7 @@ def test_ingest_over_mqtt_311_stores_each_record_once_and_dead_letters_garbage(
             assert wait_for(lambda: ingest.messages_received == 3)
             q = "SELECT count(*) FROM charging_samples WHERE battery_serial = %s"
             assert wait_for(lambda: count(DB, q, (serial,)) == 20)
-            assert wait_for(lambda: dead_letter_reasons(prefix) == ["not_json"])
+            assert wait_for(lambda: dead_letter_reasons(DB, prefix) == ["not_json"])
             time.sleep(0.5)
             assert count(DB, q, (serial,)) == 20
     finally:
@@ -195,7 +166,7 @@ def test_ingest_over_mqtt_311_keeps_its_session_and_drains_what_came_while_it_wa
     topic = station_topic(fleet.station_code, RecordKind.charging, prefix)
     first, second = fleet.serials
     q = "SELECT count(*) FROM charging_samples WHERE battery_serial = %s"
-    publisher = Publisher311(broker_port)
+    publisher = Publisher(broker_port, protocol=mqtt.MQTTv311)
     try:
         with running_ingest(settings):
             publisher.publish_many(
@@ -212,7 +183,7 @@ def test_ingest_over_mqtt_311_keeps_its_session_and_drains_what_came_while_it_wa
             # From the broker's queue, not a republish: exactly what was missed.
             assert ingest.messages_received == 50
         assert count(DB, q, (first,)) == 10
-        assert dead_letter_reasons(prefix) == []
+        assert dead_letter_reasons(DB, prefix) == []
     finally:
         publisher.close()
 
@@ -283,7 +254,7 @@ def test_without_mosquitto_up_prepares_the_embedded_broker_and_it_serves_mqtt_31
     process = start_broker(list(broker.spec.argv), broker.spec.env, broker.port)
     try:
         subscriber = Subscriber311(broker.port, "roundtrip/#")
-        publisher = Publisher311(broker.port)
+        publisher = Publisher(broker.port, protocol=mqtt.MQTTv311)
         try:
             publisher.publish_many([("roundtrip/a", b'{"n":1}'), ("roundtrip/b", b'{"n":2}')])
             assert wait_for(lambda: sorted(r["n"] for r in subscriber.records()) == [1, 2])
@@ -369,7 +340,7 @@ def test_up_without_mosquitto_carries_an_mqtt_311_record_to_the_rest_api() -> No
             "soc_pct": 61.0, "odometer_km": 1234.5, "pack_voltage_v": 540.0,
             "pack_current_a": -80.0, "temp_c_max": 33.0, "lat": 39.9, "lon": 116.4,
         }  # fmt: skip
-        publisher = Publisher311(int(match.group(1)))
+        publisher = Publisher(int(match.group(1)), protocol=mqtt.MQTTv311)
         try:
             publisher.publish_many([(vehicle_topic(vin), orjson.dumps(record))])
         finally:

@@ -17,6 +17,7 @@ from tests.ingest_harness import (
     Publisher,
     charging,
     count,
+    dead_letter_reasons,
     ingest_settings,
     running_ingest,
     seed_fleet,
@@ -62,14 +63,6 @@ def mosquitto_pub(topic: str, payload: dict[str, object] | bytes) -> None:
     )
 
 
-def dead_letter_reasons(prefix: str) -> list[str]:
-    with psycopg.connect(DB) as conn:
-        rows = conn.execute(
-            "SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id", (prefix + "/%",)
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
 def test_records_published_with_mosquitto_pub_are_stored_once_each(
     ingest: IngestService, fleet: Fleet, prefix: str
 ) -> None:
@@ -106,7 +99,7 @@ def test_records_published_with_mosquitto_pub_are_stored_once_each(
             "SELECT extra FROM charging_samples WHERE battery_serial = %s", (serial,)
         ).fetchone()
     assert extra == ({"firmware": "2.4.1"},)
-    assert dead_letter_reasons(prefix) == []
+    assert dead_letter_reasons(DB, prefix) == []
 
 
 def test_batch_with_bad_records_stores_the_valid_ones_and_dead_letters_the_rest(
@@ -122,7 +115,7 @@ def test_batch_with_bad_records_stores_the_valid_ones_and_dead_letters_the_rest(
     )
     q = "SELECT count(*) FROM charging_samples WHERE battery_serial = %s"
     assert wait_for(lambda: count(DB, q, (serial,)) == 3)
-    assert wait_for(lambda: len(dead_letter_reasons(prefix)) == 2)
+    assert wait_for(lambda: len(dead_letter_reasons(DB, prefix)) == 2)
     with psycopg.connect(DB) as conn:
         rows = conn.execute(
             "SELECT reason, record_index, payload FROM dead_letters WHERE topic LIKE %s"
@@ -180,8 +173,8 @@ def test_garbage_is_dead_lettered_by_reason_and_the_ingest_keeps_going(
     publisher.publish_many(garbage)
     q = "SELECT count(*) FROM charging_samples WHERE battery_serial = %s"
     assert wait_for(lambda: count(DB, q, (serial,)) == 1)
-    assert wait_for(lambda: len(dead_letter_reasons(prefix)) == len(garbage) - 1)
-    reasons = dead_letter_reasons(prefix)
+    assert wait_for(lambda: len(dead_letter_reasons(DB, prefix)) == len(garbage) - 1)
+    reasons = dead_letter_reasons(DB, prefix)
     assert sorted(reasons) == sorted([
         "not_json", "schema", "schema", "impossible_value", "impossible_value",
         "impossible_value", "ts_in_future", "schema", "unknown_station", "schema",
@@ -201,8 +194,8 @@ def test_unknown_vehicle_is_dead_lettered(
     }  # fmt: skip
     publisher.publish(vehicle_topic("NOSUCHVIN0000000", prefix), orjson.dumps(record))
     publisher.publish(vehicle_topic(fleet.other_vin, prefix), orjson.dumps(record))
-    assert wait_for(lambda: len(dead_letter_reasons(prefix)) == 2)
-    assert sorted(dead_letter_reasons(prefix)) == ["identity_mismatch", "unknown_vehicle"]
+    assert wait_for(lambda: len(dead_letter_reasons(DB, prefix)) == 2)
+    assert sorted(dead_letter_reasons(DB, prefix)) == ["identity_mismatch", "unknown_vehicle"]
 
 
 def test_batteries_take_the_newest_soc_soh_and_cycles_only(

@@ -38,6 +38,23 @@ INSERT = (
 )
 
 
+def fleet_and_connection(
+    session: Session, batteries: int
+) -> tuple[list[str], list[int], Connection]:
+    """Batteries of one OEM, two stations, and the session's connection with the writer's
+    table of new charging rows."""
+    operator = factories.make_org(session)
+    oem = factories.make_org(session, OrgRole.oem)
+    pack = factories.make_pack_type(session)
+    stations = [factories.make_station(session, operator).id for _ in range(2)]
+    serials = [
+        factories.make_battery(session, pack, operator, oem=oem).serial for _ in range(batteries)
+    ]
+    conn = raw_connection(session)
+    conn.execute(NEW_CHARGING_DDL)
+    return serials, stations, conn
+
+
 def wandering_samples(serials: list[str], stations: list[int], rng: random.Random) -> list[Row]:
     """Samples that test the edges: gaps just under, at and over the session gap, moves
     between slots and stations within a gap, energy counters that restart, hot and cold
@@ -139,13 +156,7 @@ def assert_rows_equal(a: list[Row], b: list[Row]) -> None:
 def test_set_based_sessions_and_daily_aggregates_equal_the_per_row_roll_up(
     session: Session, seed: int
 ) -> None:
-    operator = factories.make_org(session)
-    oem = factories.make_org(session, OrgRole.oem)
-    pack = factories.make_pack_type(session)
-    stations = [factories.make_station(session, operator).id for _ in range(2)]
-    serials = [factories.make_battery(session, pack, operator, oem=oem).serial for _ in range(3)]
-    conn = raw_connection(session)
-    conn.execute(NEW_CHARGING_DDL)
+    serials, stations, conn = fleet_and_connection(session, batteries=3)
     rng = random.Random(seed)
     rows = wandering_samples(serials, stations, rng)
     create_partitions(conn, "charging_samples", sorted({month_start(r[1]) for r in rows}))
@@ -164,13 +175,7 @@ def test_set_based_sessions_and_daily_aggregates_equal_the_per_row_roll_up(
 def test_runs_from_the_writers_rows_equal_the_runs_in_sql(session: Session, seed: int) -> None:
     """When every copied row was new the writer computes the runs from its own rows
     (derived.runs_of) instead of in PostgreSQL (derived._RUNS); both must agree."""
-    operator = factories.make_org(session)
-    oem = factories.make_org(session, OrgRole.oem)
-    pack = factories.make_pack_type(session)
-    stations = [factories.make_station(session, operator).id for _ in range(2)]
-    serials = [factories.make_battery(session, pack, operator, oem=oem).serial for _ in range(4)]
-    conn = raw_connection(session)
-    conn.execute(NEW_CHARGING_DDL)
+    serials, stations, conn = fleet_and_connection(session, batteries=4)
     rng = random.Random(seed)
     rows = sorted({(r[0], r[1]): r for r in wandering_samples(serials, stations, rng)}.values())
     with conn.transaction(force_rollback=True):
@@ -191,13 +196,7 @@ def test_appended_batches_in_python_equal_the_sql_statement(session: Session, se
     """Batches that only append (as a station sending in order does) take the Python path
     (daily_charging.add_appended_charging); a late batch is refused by it and goes to SQL;
     either way battery_daily ends as the per-row roll-up has it."""
-    operator = factories.make_org(session)
-    oem = factories.make_org(session, OrgRole.oem)
-    pack = factories.make_pack_type(session)
-    stations = [factories.make_station(session, operator).id for _ in range(2)]
-    serials = [factories.make_battery(session, pack, operator, oem=oem).serial for _ in range(3)]
-    conn = raw_connection(session)
-    conn.execute(NEW_CHARGING_DDL)
+    serials, stations, conn = fleet_and_connection(session, batteries=3)
     rng = random.Random(seed)
     rows = sorted({(r[0], r[1]): r for r in wandering_samples(serials, stations, rng)}.values())
     create_partitions(conn, "charging_samples", sorted({month_start(r[1]) for r in rows}))

@@ -27,21 +27,30 @@ DB = libpq_url(TEST_DATABASE_URL)
 Job = list[tuple[str, bytes, float]]
 
 
-def jobs_for(fleet: Fleet, prefix: str, seed: int) -> list[Job]:
-    """Samples of every battery, some late, some twice, with gaps that split sessions, in
-    jobs of distinct sizes (job k holds k + 1 messages), so answers out of order would show."""
-    rng = random.Random(seed)
+def charging_histories(
+    serials: list[str], rng: random.Random, start_s: float, samples: int
+) -> list[dict[str, Any]]:
+    """Charging records of each battery in its own slot, from start_s seconds from now (over
+    a day ago, so they span midnight and none is in the future): gaps that split sessions,
+    energy counters that restart, hot and normal cells."""
     records = []
-    for slot, serial in enumerate(fleet.serials, start=1):
-        # Over a day ago, so the samples span midnight and none is in the future.
-        offset, energy = -120_000.0, 0.0
-        for _ in range(150):
+    for slot, serial in enumerate(serials, start=1):
+        offset, energy = start_s, 0.0
+        for _ in range(samples):
             offset += rng.choice([30, 60, 60, 700, 5])
             energy = 0.0 if rng.random() < 0.05 else energy + rng.uniform(0.0, 0.8)
             records.append(
                 charging(serial, offset, slot=slot, soc_pct=rng.uniform(5, 99),
                          energy_kwh=round(energy, 3), temp_c_max=rng.choice([31, 47]))
             )  # fmt: skip
+    return records
+
+
+def jobs_for(fleet: Fleet, prefix: str, seed: int) -> list[Job]:
+    """Samples of every battery, some late, some twice, with gaps that split sessions, in
+    jobs of distinct sizes (job k holds k + 1 messages), so answers out of order would show."""
+    rng = random.Random(seed)
+    records = charging_histories(fleet.serials, rng, start_s=-120_000.0, samples=150)
     records += rng.sample(records, len(records) // 5)
     # Mostly in order, as stations send, with a share of late arrivals.
     records.sort(key=lambda r: r["ts"])
@@ -159,17 +168,7 @@ def test_the_writers_derived_state_equals_the_per_row_roll_up(
     prefix = unique_prefix()
     settings = ingest_settings(TEST_DATABASE_URL, "mqtt://127.0.0.1:1", prefix)
     reference, written = seed_fleet(engine, batteries=3), seed_fleet(engine, batteries=3)
-    rng = random.Random(11)
-    records = []
-    for slot, serial in enumerate(written.serials, start=1):
-        offset, energy = -150_000.0, 0.0
-        for _ in range(80):
-            offset += rng.choice([30, 60, 60, 700, 5])
-            energy = 0.0 if rng.random() < 0.05 else energy + rng.uniform(0.0, 0.8)
-            records.append(
-                charging(serial, offset, slot=slot, soc_pct=rng.uniform(5, 99),
-                         energy_kwh=round(energy, 3), temp_c_max=rng.choice([31, 47]))
-            )  # fmt: skip
+    records = charging_histories(written.serials, random.Random(11), -150_000.0, samples=80)
     records.sort(key=lambda r: r["ts"])
     late, on_time = records[100:130], records[:100] + records[130:]
     batches = [on_time[i : i + 30] for i in range(0, len(on_time), 30)]

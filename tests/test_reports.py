@@ -403,6 +403,13 @@ def snapshot_max_age(monkeypatch: pytest.MonkeyPatch) -> Iterator[SetMaxAge]:
     get_settings.cache_clear()
 
 
+def flagged(client: TestClient, world: ReportWorld) -> set[str]:
+    """Serials the OEM's fleet summary flags as anomalies."""
+    response = client.get("/v1/reports/fleet-summary", headers=auth(world.oem_key), params=window())
+    assert response.status_code == 200, response.text
+    return {a["serial"] for a in response.json()["anomalies"]}
+
+
 def test_summary_anomalies_follow_new_data_despite_the_snapshot(
     client: TestClient, world: ReportWorld, session: Session, snapshot_max_age: SetMaxAge
 ) -> None:
@@ -411,22 +418,15 @@ def test_summary_anomalies_follow_new_data_despite_the_snapshot(
         session, world.pack, factories.make_org(session), oem=world.oem
     ).serial
 
-    def flagged() -> set[str]:
-        response = client.get(
-            "/v1/reports/fleet-summary", headers=auth(world.oem_key), params=window()
-        )
-        assert response.status_code == 200, response.text
-        return {a["serial"] for a in response.json()["anomalies"]}
-
-    assert flagged() == {world.fast_fader}
+    assert flagged(client, world) == {world.fast_fader}
     snapshots = session.execute(text("SELECT count(*) FROM report_anomaly_snapshots")).scalar()
     assert snapshots == 1
     # The second call is served from the snapshot and must agree with the first.
-    assert flagged() == {world.fast_fader}
+    assert flagged(client, world) == {world.fast_fader}
 
     # Only telemetry changes: the snapshot's fingerprint no longer matches.
     history(session, world.station_id, late, FAST_FADE_AH, wobble=0.3)
-    assert flagged() == {world.fast_fader, late}
+    assert flagged(client, world) == {world.fast_fader, late}
 
 
 @pytest.mark.parametrize("days", [DAYS + 1, 5])
@@ -522,17 +522,12 @@ def test_a_young_snapshot_is_served_without_checking_for_new_data(
         session, world.pack, factories.make_org(session), oem=world.oem
     ).serial
 
-    def flagged() -> set[str]:
-        response = client.get(
-            "/v1/reports/fleet-summary", headers=auth(world.oem_key), params=window()
-        )
-        assert response.status_code == 200, response.text
-        return {a["serial"] for a in response.json()["anomalies"]}
-
-    assert flagged() == {world.fast_fader}
+    assert flagged(client, world) == {world.fast_fader}
     history(session, world.station_id, late, FAST_FADE_AH, wobble=0.3)
-    assert flagged() == {world.fast_fader}, "within the bound the snapshot is served as is"
+    assert flagged(client, world) == {world.fast_fader}, (
+        "within the bound the snapshot is served as is"
+    )
     session.execute(
         text("UPDATE report_anomaly_snapshots SET computed_at = now() - INTERVAL '2 hours'")
     )
-    assert flagged() == {world.fast_fader, late}
+    assert flagged(client, world) == {world.fast_fader, late}

@@ -442,37 +442,39 @@ def anomaly_fingerprint(session: Session, day_from: date, day_to: date) -> str:
     return str(session.execute(text(ANOMALY_FINGERPRINT), params).scalar_one())
 
 
-def anomaly_snapshot(
-    session: Session, day_from: date, day_to: date, fingerprint: str
+def _snapshot(
+    session: Session, day_from: date, day_to: date, condition: str, params: dict[str, Any]
 ) -> RowMapping | None:
     return (
         session.execute(
             text(
                 "SELECT anomalies, energy_by_oem FROM report_anomaly_snapshots"
-                " WHERE window_from = :day_from AND window_to = :day_to"
-                " AND fingerprint = :fingerprint"
+                f" WHERE window_from = :day_from AND window_to = :day_to AND {condition}"
             ),
-            {"day_from": day_from, "day_to": day_to, "fingerprint": fingerprint},
+            {"day_from": day_from, "day_to": day_to, **params},
         )
         .mappings()
         .one_or_none()
     )
 
 
+def anomaly_snapshot(
+    session: Session, day_from: date, day_to: date, fingerprint: str
+) -> RowMapping | None:
+    return _snapshot(
+        session, day_from, day_to, "fingerprint = :fingerprint", {"fingerprint": fingerprint}
+    )
+
+
 def recent_anomaly_snapshot(
     session: Session, day_from: date, day_to: date, max_age_s: float
 ) -> RowMapping | None:
-    return (
-        session.execute(
-            text(
-                "SELECT anomalies, energy_by_oem FROM report_anomaly_snapshots"
-                " WHERE window_from = :day_from AND window_to = :day_to"
-                " AND computed_at > now() - make_interval(secs => :max_age_s)"
-            ),
-            {"day_from": day_from, "day_to": day_to, "max_age_s": max_age_s},
-        )
-        .mappings()
-        .one_or_none()
+    return _snapshot(
+        session,
+        day_from,
+        day_to,
+        "computed_at > now() - make_interval(secs => :max_age_s)",
+        {"max_age_s": max_age_s},
     )
 
 
