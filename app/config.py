@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     ingest_custody_grace_s: float = Field(default=600.0, ge=0)
     ingest_metrics_port: int | None = 9101
     ingest_retry_max_s: float = Field(default=5.0, gt=0)
+    # Fault injection for the tests of the ingest's recovery from a writer process that dies
+    # on a message (app/ingest/client.py): the writer aborts on a payload containing this.
+    # Nothing else can make it die on purpose; refused outside the test environment.
+    ingest_test_abort_marker: str | None = None
     # Retention per record kind; whole monthly partitions older than this are dropped.
     retention_charging_days: int = Field(default=400, ge=1)
     retention_health_days: int = Field(default=3650, ge=1)
@@ -84,6 +88,8 @@ class Settings(BaseSettings):
     def _require_database_outside_development(self) -> "Settings":
         if self.environment == "production" and not self.database_url:
             raise ValueError("SWAPFLEET_DATABASE_URL must be set in production")
+        if self.ingest_test_abort_marker and self.environment != "test":
+            raise ValueError("SWAPFLEET_INGEST_TEST_ABORT_MARKER is for the test environment only")
         return self
 
     def sqlalchemy_url(self) -> str:

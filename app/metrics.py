@@ -57,3 +57,7 @@ INGEST_WRITE_RETRIES = Counter(
     "swapfleet_ingest_write_retries_total",
     "Batch writes retried because the database was unreachable",
 )
+INGEST_WRITER_RESTARTS = Counter(
+    "swapfleet_ingest_writer_restarts_total",
+    "Writer processes restarted after dying with messages in flight",
+)

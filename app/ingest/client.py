@@ -27,7 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app import metrics
 from app.config import Settings
-from app.ingest.worker import JobOutcome, WriterProcess
+from app.ingest.worker import Job, JobOutcome, Quarantine, WriterProcess
 from app.ingest.writer import WriteResult
 from app.ingest.writer import libpq_url as libpq_url
 from devices.contract import subscription_filters
@@ -71,6 +71,10 @@ TS_KEY = b'"ts"'
 COLLECT_NAP_S = 0.005
 
 
+def _job(batch: list[Pending]) -> Job:
+    return [(p[0], p[1], p[2]) for p in batch]
+
+
 class IngestService:
     def __init__(
         self,
@@ -95,6 +99,8 @@ class IngestService:
         # SimpleQueue: the cheapest hand-off from paho's thread, once per message.
         self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._in_flight: deque[list[Pending]] = deque()
+        # Held to hand a job to the writer process, and while a dead one's jobs are recovered.
+        self._writer_lock = threading.Lock()
         self._job_slots = threading.Semaphore(MAX_JOBS_IN_FLIGHT)
         self._writer_gone = threading.Event()
         self._stop = threading.Event()
@@ -292,12 +298,16 @@ class IngestService:
                 while not self._job_slots.acquire(timeout=0.2):
                     if self._writer_gone.is_set():
                         return
-                self._in_flight.append(batch)
-                self.writer.submit([(p[0], p[1], p[2]) for p in batch])
-        except OSError:
-            log.error("event=writer_process_unreachable")
+                with self._writer_lock:
+                    self._in_flight.append(batch)
+                    try:
+                        self.writer.submit(_job(batch))
+                    except OSError:
+                        # The writer died: the receiver recovers this batch with its others.
+                        log.warning("event=writer_process_unreachable")
         finally:
-            self.writer.finish()
+            with self._writer_lock:
+                self.writer.finish()
 
     def _run_receiver(self) -> None:
         try:
@@ -305,11 +315,13 @@ class IngestService:
                 try:
                     outcome = self.writer.receive()
                 except (EOFError, OSError):
-                    if not self._stop.is_set():
+                    if self._stop.is_set():
                         # Its batches stay unacknowledged; a restarted ingest gets them again.
-                        log.error("event=writer_process_died")
+                        return
+                    if not self._recover():
                         self._stop.set()
-                    return
+                        return
+                    continue
                 batch = self._in_flight.popleft()
                 self._job_slots.release()
                 self._count_messages(outcome)
@@ -319,6 +331,85 @@ class IngestService:
                 self._acknowledge(batch)
         finally:
             self._writer_gone.set()
+
+    # ---- a writer process that died ------------------------------------------------------
+    #
+    # Whatever a message makes the writer raise is dead-lettered there; what ends the process
+    # itself (a crash in C code, the OOM killer) cannot be caught in it. Restarting the
+    # ingest would not help: the broker hands it the same unacknowledged messages again, and
+    # the writer dies again. So the parent, which still holds every message it handed over,
+    # starts a new writer and tries them again in halves; a message that ends a writer on
+    # its own is dead-lettered as `writer_crash` and acknowledged. Should this process die
+    # too, the next one does the same with the redelivered messages.
+
+    def _recover(self) -> bool:
+        """False if no writer could be started again."""
+        with self._writer_lock:
+            suspects = [message for batch in self._in_flight for message in batch]
+            jobs = len(self._in_flight)
+            self._in_flight.clear()
+            log.error("event=writer_process_died messages_in_flight=%d", len(suspects))
+            try:
+                self._restart_writer()
+                self._isolate(suspects, killed_alone=False)
+            except RuntimeError as exc:
+                log.error("event=writer_restart_failed error=%s", exc)
+                return False
+            finally:
+                for _ in range(jobs):
+                    self._job_slots.release()
+        return True
+
+    def _restart_writer(self) -> None:
+        self.writer.join(5)
+        metrics.INGEST_WRITER_RESTARTS.inc()
+        self.writer = WriterProcess(self.settings)
+        self.writer.start()
+
+    def _isolate(self, messages: list[Pending], *, killed_alone: bool) -> None:
+        """Writes the messages, bisecting around those that end the writer."""
+        if self._stop.is_set() or not messages:
+            return  # unacknowledged: the broker redelivers them to the next run
+        if not killed_alone and self._replay(messages):
+            return
+        if len(messages) == 1:
+            self._quarantine(messages[0])
+            return
+        middle = len(messages) // 2
+        self._isolate(messages[:middle], killed_alone=False)
+        self._isolate(messages[middle:], killed_alone=False)
+
+    def _replay(self, messages: list[Pending]) -> bool:
+        """One job, waited for; False if the writer died on it (and was started again)."""
+        try:
+            self.writer.submit(_job(messages))
+            outcome = self.writer.receive()
+        except (EOFError, OSError):
+            self._restart_writer()
+            return False
+        self._count_messages(outcome)
+        if outcome.result is not None:
+            self._observe(outcome.result, outcome.seconds)
+            self._acknowledge(messages)
+        return True
+
+    def _quarantine(self, message: Pending) -> None:
+        topic, payload = message[0], message[1]
+        log.error("event=message_quarantined topic=%s bytes=%d", topic, len(payload))
+        job = Quarantine(_job([message]), "writer_crash", "the ingest's writer process died on it")
+        try:
+            self.writer.submit(job)
+            outcome = self.writer.receive()
+        except (EOFError, OSError):
+            # Not even its dead letter could be written: dropping it is the only way on.
+            log.error("event=message_dropped topic=%s payload=%r", topic, bytes(payload[:200]))
+            self._restart_writer()
+            self._acknowledge([message])
+            return
+        self._count_messages(outcome)
+        if outcome.result is not None:
+            self._observe(outcome.result, outcome.seconds)
+            self._acknowledge([message])
 
     def _acknowledge(self, batch: list[Pending]) -> None:
         current = self._generation

@@ -4,6 +4,7 @@ This runs in paho's network thread, so it only decodes and validates; identity c
 against the registry happen in the writer, once per batch.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,8 @@ from devices.contract import (
     split_records,
     validate_record,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,16 +73,25 @@ class DecodedMessage:
         self, reason: str, detail: str, *, limit: int, index: int | None = None, raw: Any = None
     ) -> DeadLetterRow:
         # A refused record of a batch keeps only its own JSON; the rest of the batch is stored.
-        if index is not None and raw is None:
-            raw = split_records(self.payload)[0][index]
-        body = orjson.dumps(raw) if index is not None else self.payload
+        body = self.payload
+        if index is not None:
+            try:
+                if raw is None:
+                    raw = split_records(self.payload)[0][index]
+                body = orjson.dumps(raw)
+            except (PayloadError, TypeError):
+                # orjson encodes less than it decodes (nesting beyond 255 levels, integers
+                # beyond 64 bits): keep the whole message rather than lose the refusal.
+                pass
         return DeadLetterRow(
             topic=self.topic,
             payload=body[:limit],
             payload_bytes=len(body),
             record_index=index,
             reason=reason,
-            detail=detail,
+            # Texts of exceptions and of pydantic's locations quote the payload's keys, and
+            # PostgreSQL text cannot hold NUL.
+            detail=detail.replace("\x00", "\\u0000")[:1000],
             station_code=self.identity.station_code if self.identity else None,
             vin=self.identity.vin if self.identity else None,
             received_at=self.received_at,
@@ -98,8 +110,19 @@ def record_ts(record: BaseModel) -> datetime | None:
     ts = fields.get("ts")
     if not isinstance(ts, datetime):
         return None
-    ts = fields["ts"] = ts.astimezone(UTC)
+    ts = fields["ts"] = in_utc(ts)
     return ts
+
+
+def in_utc(ts: datetime) -> datetime:
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError as exc:
+        # "9999-12-31T23:59:59-14:00" and "0001-01-01T00:00:00+14:00" are valid RFC 3339 but
+        # fall outside the years datetime can hold once moved to UTC.
+        raise PayloadError(
+            "impossible_value", f"ts {ts.isoformat()}: not representable in UTC"
+        ) from exc
 
 
 def _batch_model(kind: RecordKind) -> type[BaseModel]:
@@ -155,6 +178,24 @@ def topic_identity(topic: str, prefix: str) -> TopicIdentity | None:
 def decode_message(
     topic: str, payload: bytes, *, settings: Settings, received_at: datetime
 ) -> DecodedMessage:
+    """Never raises: whatever a payload makes the decoder raise is that message's fault, and
+    the message is dead-lettered as `unprocessable` (a raise here would end the writer)."""
+    try:
+        return _decode_message(topic, payload, settings=settings, received_at=received_at)
+    except Exception as exc:
+        log.exception("event=message_unprocessable topic=%s bytes=%d", topic, len(payload))
+        message = DecodedMessage(topic, None, payload, received_at)
+        message.dead_letter(
+            "unprocessable",
+            f"{type(exc).__name__}: {exc}",
+            limit=settings.ingest_dead_letter_payload_bytes,
+        )
+        return message
+
+
+def _decode_message(
+    topic: str, payload: bytes, *, settings: Settings, received_at: datetime
+) -> DecodedMessage:
     identity = topic_identity(topic, settings.mqtt_topic_prefix)
     message = DecodedMessage(topic, identity, payload, received_at)
     limit = settings.ingest_dead_letter_payload_bytes
@@ -181,7 +222,10 @@ def decode_message(
             # record_ts, inlined on the path every valid record takes; every record kind
             # validated whole has a ts.
             fields = record.__dict__
-            ts = fields["ts"] = fields["ts"].astimezone(UTC)
+            try:
+                ts = fields["ts"] = fields["ts"].astimezone(UTC)
+            except OverflowError:
+                break  # refused with its reason on the record-by-record way
             if not oldest <= ts <= future_limit:
                 break
         else:
@@ -203,7 +247,11 @@ def decode_message(
             message.dead_letter(exc.reason, exc.detail, limit=limit, index=index, raw=raw)
             continue
         decoded = DecodedRecord(index, raw, record)
-        ts = record_ts(record)
+        try:
+            ts = record_ts(record)
+        except PayloadError as exc:
+            message.dead_letter(exc.reason, exc.detail, limit=limit, index=index, raw=raw)
+            continue
         if ts is not None and ts > future_limit:
             message.dead_letter(
                 "ts_in_future",

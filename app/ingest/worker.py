@@ -20,6 +20,7 @@ stop with the database down is answered with `result=None`, and nothing of it is
 import gc
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import sys
@@ -80,8 +81,38 @@ class DecodedJob:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """Messages to store as dead letters without decoding them: the parent found that each
+    ended a writer process (see app/ingest/client.py)."""
+
+    messages: Job
+    reason: str
+    detail: str
+
+
+def quarantine_job(settings: Settings, job: Quarantine) -> DecodedJob:
+    started = time.perf_counter()
+    decoded = []
+    for topic, payload, at in job.messages:
+        message = DecodedMessage(topic, None, bytes(payload), datetime.fromtimestamp(at, UTC))
+        message.dead_letter(job.reason, job.detail, limit=settings.ingest_dead_letter_payload_bytes)
+        decoded.append(message)
+    return DecodedJob(decoded, {"quarantined": len(decoded)}, time.perf_counter() - started)
+
+
+def _abort_on_marker(marker: str, job: Job) -> None:
+    # Fault injection (Settings.ingest_test_abort_marker): dies at once, as on a crash in C
+    # code or the kernel's OOM killer (SIGKILL: no core file, no cleanup).
+    needle = marker.encode()
+    if any(needle in payload for _, payload, _ in job):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def decode_job(settings: Settings, job: Job) -> DecodedJob:
     started = time.perf_counter()
+    if settings.ingest_test_abort_marker:
+        _abort_on_marker(settings.ingest_test_abort_marker, job)
     decoded = [
         decode_message(
             topic, bytes(payload), settings=settings, received_at=datetime.fromtimestamp(at, UTC)
@@ -215,7 +246,10 @@ def _read_and_decode(
                 return
             if job is None:
                 return
-            ready.put((number, decode_job(settings, job)))
+            if isinstance(job, Quarantine):
+                ready.put((number, quarantine_job(settings, job)))
+            else:
+                ready.put((number, decode_job(settings, job)))
             number += 1
     finally:
         ready.put(None)
@@ -325,7 +359,7 @@ class WriterProcess:
             self.process.terminate()
             raise RuntimeError(f"the writer process did not start in {READY_TIMEOUT_S:g} s")
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job | Quarantine) -> None:
         assert self.pipe is not None
         self.pipe.send(job)
 

@@ -826,6 +826,7 @@ def write_with_retry(
     split so one poisonous message cannot block the stream; that message is dead-lettered.
     Returns None only if asked to stop before the batch was written."""
     delay = 0.1
+    refusals = 0
     while True:
         try:
             return writer.write(messages, turn)
@@ -837,9 +838,18 @@ def write_with_retry(
             log.warning("event=write_retry error=%s delay_s=%.1f", type(exc).__name__, delay)
             time.sleep(delay)
             delay = min(delay * 2, retry_max_s)
-        except psycopg.Error as exc:
+        except Exception as exc:
+            # Anything else is taken as the fault of a message in the batch: a refusal by the
+            # database (a value out of a column's range) or an error in Python on the way
+            # there (OverflowError in binary COPY, a recursion limit in a JSON encoder). Left
+            # to propagate, it would end the writer, and the broker would hand the same
+            # message back forever.
             if len(messages) == 1:
-                return _dead_letter_unwritable(writer, messages[0], exc, turn)
+                if refusals == 2:
+                    raise
+                refusals += 1
+                messages = [_unwritable(messages[0], exc, writer.dead_letter_limit)]
+                continue
             log.error("event=batch_refused error=%s; writing message by message", exc)
             merged = WriteResult()
             for message in messages:
@@ -857,15 +867,23 @@ def write_with_retry(
             return merged
 
 
-def _dead_letter_unwritable(
-    writer: BatchWriter, message: DecodedMessage, exc: psycopg.Error, turn: Turn | None
-) -> WriteResult:
-    log.error("event=message_unwritable topic=%s error=%s", message.topic, exc)
-    refused = DecodedMessage(message.topic, message.identity, message.payload, message.received_at)
-    refused.dead_letter(
-        "store_error", f"{type(exc).__name__}: {exc}"[:1000], limit=writer.dead_letter_limit
+def _unwritable(message: DecodedMessage, exc: Exception, limit: int) -> DecodedMessage:
+    """The message's dead letter in its place; if even that was refused, a bare one."""
+    log.error(
+        "event=message_unwritable topic=%s error=%s: %s",
+        message.topic,
+        type(exc).__name__,
+        str(exc)[:200],
     )
-    return writer.write([refused], turn)
+    refused = DecodedMessage(message.topic, message.identity, message.payload, message.received_at)
+    if message.records or not message.dead_letters:
+        refused.dead_letter("store_error", f"{type(exc).__name__}: {exc}", limit=limit)
+    else:
+        # Its dead letter was what could not be written: keep the fact and the topic, which
+        # the broker accepted, without the payload or the text of the error.
+        refused.payload = b""
+        refused.dead_letter("store_error", type(exc).__name__, limit=0)
+    return refused
 
 
 def utcnow() -> datetime:
