@@ -25,9 +25,34 @@ MAX_RECORDS_PER_MESSAGE = 1000
 # embedded demo broker of `swapfleet up`).
 MqttProtocol = Literal["5", "3.1.1"]
 
-# The physical limits of the equipment; a reading outside them is a broken sensor or a bug.
+# The physical limits of the equipment; a reading outside them is a broken sensor or a bug,
+# and is dead-lettered as `impossible_value`. Every number has both bounds: one absurd value
+# (1e308 kWh) otherwise overflows the sums the reports build over the whole fleet. The
+# bounds admit the largest heavy-truck equipment with room to spare, and nothing beyond it.
 SOC_MIN, SOC_MAX = 0.0, 100.0
 TEMP_MIN_C, TEMP_MAX_C = -50.0, 150.0
+# Swap-station racks hold tens of batteries; the bound keeps a slot number in int4.
+SLOT_MAX = 1000
+# Heavy-truck packs are 600-900 V nominal, about 1,000 V charged; 1,500 V is the top of the
+# low-voltage DC range (IEC 60038) and above MCS's 1,250 V.
+PACK_VOLTAGE_MAX_V = 1500.0
+# The Megawatt Charging System allows 3,000 A; either sign (charge, discharge).
+PACK_CURRENT_MAX_A = 3000.0
+# MCS's 3.75 MW per connector, either sign.
+POWER_MAX_KW = 4000.0
+# The largest truck packs hold about 1,000 kWh (600 kWh is common); twice that covers one
+# charge's delivered energy with losses, and any measured capacity.
+ENERGY_MAX_KWH = 2000.0
+# 2,000 kWh at a 200 V pack.
+CAPACITY_MAX_AH = 10_000.0
+# A healthy pack is 1-500 mOhm; a failing contact reads higher. 100 Ohm is a broken circuit.
+RESISTANCE_MAX_MOHM = 100_000.0
+# Lithium cells stay within 0-5 V; 10 V leaves room for other chemistries' sensors.
+CELL_VOLTAGE_MAX_V = 10.0
+# LFP lasts 3,000-10,000 full cycles; ten times that is no real pack. Fits int4.
+CYCLE_COUNT_MAX = 100_000
+# A heavy truck drives 1.5-2 million km in its life.
+ODOMETER_MAX_KM = 10_000_000.0
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
@@ -62,24 +87,26 @@ TempC = Field(ge=TEMP_MIN_C, le=TEMP_MAX_C)
 
 class ChargingSample(_Record):
     battery_serial: str = Serial
-    slot: int = Field(ge=1)
+    slot: int = Field(ge=1, le=SLOT_MAX)
     soc_pct: float = SocPct
-    voltage_v: float = Field(ge=0, le=2000)
-    current_a: float = Field(ge=-2000, le=2000)
-    power_kw: float = Field(ge=-1000, le=1000)
+    voltage_v: float = Field(ge=0, le=PACK_VOLTAGE_MAX_V)
+    current_a: float = Field(ge=-PACK_CURRENT_MAX_A, le=PACK_CURRENT_MAX_A)
+    power_kw: float = Field(ge=-POWER_MAX_KW, le=POWER_MAX_KW)
     temp_c_min: float = TempC
     temp_c_max: float = TempC
-    energy_kwh: float = Field(ge=0, description="Delivered since this charge began")
+    energy_kwh: float = Field(
+        ge=0, le=ENERGY_MAX_KWH, description="Delivered since this charge began"
+    )
 
 
 class HealthRecord(_Record):
     battery_serial: str = Serial
     soh_pct: float = Field(ge=0, le=100)
-    internal_resistance_mohm: float = Field(ge=0)
-    cell_voltage_min_v: float = Field(ge=0, le=10)
-    cell_voltage_max_v: float = Field(ge=0, le=10)
+    internal_resistance_mohm: float = Field(ge=0, le=RESISTANCE_MAX_MOHM)
+    cell_voltage_min_v: float = Field(ge=0, le=CELL_VOLTAGE_MAX_V)
+    cell_voltage_max_v: float = Field(ge=0, le=CELL_VOLTAGE_MAX_V)
     temp_c_max: float = TempC
-    cycle_count: int = Field(ge=0)
+    cycle_count: int = Field(ge=0, le=CYCLE_COUNT_MAX)
 
 
 class CapacityMethod(StrEnum):
@@ -90,8 +117,8 @@ class CapacityMethod(StrEnum):
 
 class CapacityRecord(_Record):
     battery_serial: str = Serial
-    capacity_kwh: float = Field(ge=0)
-    capacity_ah: float = Field(ge=0)
+    capacity_kwh: float = Field(ge=0, le=ENERGY_MAX_KWH)
+    capacity_ah: float = Field(ge=0, le=CAPACITY_MAX_AH)
     method: CapacityMethod
     temp_c: float = TempC
 
@@ -99,7 +126,7 @@ class CapacityRecord(_Record):
 class SlotState(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    slot: int = Field(ge=1)
+    slot: int = Field(ge=1, le=SLOT_MAX)
     state: Literal["empty", "charging", "ready", "fault", "disabled"]
     battery_serial: str | None = Field(default=None, min_length=1, max_length=64)
 
@@ -122,9 +149,9 @@ class StationStatus(BaseModel):
 class VehicleTelemetry(_Record):
     battery_serial: str = Serial
     soc_pct: float = SocPct
-    odometer_km: float = Field(ge=0)
-    pack_voltage_v: float = Field(ge=0, le=2000)
-    pack_current_a: float = Field(ge=-2000, le=2000)
+    odometer_km: float = Field(ge=0, le=ODOMETER_MAX_KM)
+    pack_voltage_v: float = Field(ge=0, le=PACK_VOLTAGE_MAX_V)
+    pack_current_a: float = Field(ge=-PACK_CURRENT_MAX_A, le=PACK_CURRENT_MAX_A)
     temp_c_max: float = TempC
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
@@ -195,7 +222,15 @@ class PayloadError(ValueError):
 
 
 # Pydantic error types that mean "well-formed, but physically impossible".
-_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+# int_parsing_size: an integer beyond what pydantic parses (10**30 cycles) is out of range too.
+_RANGE_ERRORS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "int_parsing_size",
+    "finite_number",
+}
 
 
 def classify_validation_error(exc: ValidationError) -> PayloadError:

@@ -146,3 +146,90 @@ def test_non_json_and_non_object_payloads_are_refused() -> None:
         with pytest.raises(PayloadError) as exc:
             split_records(payload)
         assert exc.value.reason == reason
+
+
+def _numeric_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: prop
+        for name, prop in schema["properties"].items()
+        if prop.get("type") in ("number", "integer")
+    }
+
+
+@pytest.mark.parametrize("channel", sorted(CHANNEL_KINDS))
+def test_every_number_of_the_contract_is_bounded_on_both_sides(channel: str) -> None:
+    """An unbounded number let one record overflow every OEM's fleet summary (issue 11)."""
+    kind = CHANNEL_KINDS[channel]
+    (message,) = DOC["channels"][channel]["messages"].values()
+    payload = _resolve(message, DOC)["payload"]
+    single = payload["oneOf"][0] if "oneOf" in payload else payload
+    raw_model_schema = RECORD_MODELS[kind].model_json_schema()
+    model_schema = _resolve(raw_model_schema, raw_model_schema)
+    schemas = [single, model_schema]
+    if kind is RecordKind.status:
+        schemas += [s["properties"]["slots"]["items"] for s in (single, model_schema)]
+    for schema in schemas:
+        numbers = _numeric_fields(schema)
+        assert numbers or kind is RecordKind.status
+        for name, prop in numbers.items():
+            assert "minimum" in prop, f"{channel}.{name} has no minimum"
+            assert "maximum" in prop, f"{channel}.{name} has no maximum"
+            assert prop["maximum"] < 1e12, f"{channel}.{name}: {prop['maximum']} is not physical"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("energy_kwh", 1e308),
+        ("energy_kwh", 2000.5),
+        ("voltage_v", 1500.5),
+        ("current_a", -3000.5),
+        ("power_kw", 4000.5),
+        ("slot", 10**30),
+    ],
+)
+def test_absurd_charging_values_are_impossible_values(field: str, value: float) -> None:
+    record = {
+        "battery_serial": "B1", "slot": 1, "ts": "2026-05-01T10:00:00+02:00", "soc_pct": 40,
+        "voltage_v": 1000, "current_a": 3000, "power_kw": 3750, "temp_c_min": 20,
+        "temp_c_max": 30, "energy_kwh": 600,
+    }  # fmt: skip
+    validate_record(RecordKind.charging, record)  # a megawatt-charged heavy-truck pack is fine
+    with pytest.raises(PayloadError) as exc:
+        validate_record(RecordKind.charging, {**record, field: value})
+    assert exc.value.reason == "impossible_value"
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        (RecordKind.health, "cycle_count", 10**30),
+        (RecordKind.health, "internal_resistance_mohm", 1e308),
+        (RecordKind.capacity, "capacity_ah", 1e308),
+        (RecordKind.capacity, "capacity_kwh", 1e308),
+        (RecordKind.vehicle, "odometer_km", 1e12),
+    ],
+)
+def test_absurd_health_capacity_and_vehicle_values_are_impossible_values(
+    kind: RecordKind, field: str, value: float
+) -> None:
+    records: dict[RecordKind, dict[str, Any]] = {
+        RecordKind.health: {
+            "battery_serial": "B1", "ts": "2026-05-01T10:00:00Z", "soh_pct": 90,
+            "internal_resistance_mohm": 300, "cell_voltage_min_v": 3.2,
+            "cell_voltage_max_v": 3.3, "temp_c_max": 30, "cycle_count": 9000,
+        },
+        RecordKind.capacity: {
+            "battery_serial": "B1", "ts": "2026-05-01T10:00:00Z", "capacity_kwh": 600,
+            "capacity_ah": 1200, "method": "full_charge", "temp_c": 25,
+        },
+        RecordKind.vehicle: {
+            "battery_serial": "B1", "ts": "2026-05-01T10:00:00Z", "soc_pct": 50,
+            "odometer_km": 1_800_000, "pack_voltage_v": 900, "pack_current_a": -1500,
+            "temp_c_max": 40,
+        },
+    }  # fmt: skip
+    validate_record(kind, records[kind])
+    with pytest.raises(PayloadError) as exc:
+        validate_record(kind, {**records[kind], field: value})
+    assert exc.value.reason == "impossible_value"
