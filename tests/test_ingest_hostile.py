@@ -3,14 +3,18 @@ dead-lettered, the messages around it are stored once, and a message that does k
 writer is recognised and dead-lettered instead of killing it again and again."""
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from app.ingest.client import IngestService, libpq_url
-from devices.contract import RecordKind, station_topic
+from devices.contract import RECORD_MODELS, RecordKind, station_topic, vehicle_topic
 from tests.conftest import TEST_DATABASE_URL
 from tests.ingest_harness import (
     Fleet,
@@ -167,3 +171,152 @@ def test_a_message_that_kills_the_writer_process_is_dead_lettered_and_the_rest_s
     assert stored_charging(valid) == 401
     assert sessions_samples(valid) == 401
     assert stored_charging([fleet.serials[2]]) == 0
+
+
+# ---- property-based: hostile payloads generated from the contract's schema ----------------
+#
+# Every field of every record kind gets either a valid value or a hostile one, as raw JSON
+# text (orjson, like devices, cannot write some of them): timestamps at the ends of the
+# calendar with offsets that push them past it, numbers beyond float and int64, deep nesting,
+# odd unicode. Each hostile message goes between two valid records, which must be stored
+# exactly once while the ingest keeps running.
+
+HOSTILE_TS = [
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59.999999+00:00",
+    "0001-01-01T00:00:00Z",
+    "1970-01-01T00:00:00+00:00",
+    "2026-02-30T00:00:00Z",
+    "2026-01-01T00:00:00+24:00",
+    "",
+]
+HOSTILE_NUMBERS = [
+    "1e308", "-1e308", "1.7976931348623157e308", "1e400", "-1e400", "5e-324", "-0.0",
+    str(10**30), str(-(10**30)), str(2**63), str(-(2**63) - 1), str(2**64), str(2**31),
+    "1" + "0" * 400, "NaN", "Infinity", "-Infinity",
+]  # fmt: skip
+ODD_TEXT = ["\u0000", "\u202e\u001b[2J", "\U0001d518\U0001d52b\U0001d526", "\ufeff", "é" * 70]
+NESTING = [10, 254, 255, 256, 1000, 1023, 1024, 1100]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def hostile_value() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(HOSTILE_NUMBERS),
+        st.sampled_from(HOSTILE_TS).map(_json),
+        st.sampled_from(ODD_TEXT).map(_json),
+        st.text(st.characters(exclude_categories=("Cs",)), max_size=40).map(_json),
+        st.sampled_from(NESTING).map(lambda depth: nested(depth).decode()),
+        st.sampled_from(["null", "true", "[]", "{}", '[{"records": []}]']),
+    )
+
+
+def valid_value(name: str, schema: dict[str, Any], serials: list[str]) -> st.SearchStrategy[str]:
+    if name == "ts":
+        minutes = st.integers(-14 * 60, 14 * 60)
+        return st.tuples(st.integers(0, 3000), minutes).map(lambda p: _json(offset_ts(*p)))
+    if name == "battery_serial":
+        return st.sampled_from(serials).map(_json)
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"]).map(_json)
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if schema.get("type") == "integer":
+        return st.integers(low, high).map(str)
+    if schema.get("type") == "number":
+        return st.floats(low, high, allow_nan=False).map(_json)
+    if schema.get("type") == "boolean":
+        return st.booleans().map(_json)
+    return st.just("null")
+
+
+def offset_ts(seconds: int, offset_minutes: int) -> str:
+    instant = datetime.fromisoformat(ts(seconds))
+    return instant.astimezone(timezone(timedelta(minutes=offset_minutes))).isoformat()
+
+
+@st.composite
+def hostile_record(draw: st.DrawFn, kind: RecordKind, serials: list[str]) -> str:
+    schema = RECORD_MODELS[kind].model_json_schema()
+    fields: dict[str, str] = {}
+    for name, prop in schema["properties"].items():
+        if kind is RecordKind.status and name == "slots":
+            continue
+        if draw(st.integers(0, 9)) == 0 and name in schema.get("required", []):
+            continue  # missing
+        hostile = draw(st.integers(0, 3)) == 0
+        fields[name] = draw(hostile_value() if hostile else valid_value(name, prop, serials))
+    if draw(st.booleans()):
+        fields[draw(st.sampled_from(["extra", "\u202e", "deep", "records"]))] = draw(
+            hostile_value()
+        )
+    return "{" + ",".join(f"{_json(k)}:{v}" for k, v in fields.items()) + "}"
+
+
+@st.composite
+def hostile_message(draw: st.DrawFn, fleet: Fleet, prefix: str) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(list(RecordKind)))
+    if kind is RecordKind.vehicle:
+        topic, serials = vehicle_topic(fleet.vin, prefix), [fleet.vehicle_serial]
+    else:
+        topic, serials = station_topic(fleet.station_code, kind, prefix), fleet.serials[2:]
+    records = draw(st.lists(hostile_record(kind, serials), min_size=1, max_size=3))
+    if len(records) == 1 and draw(st.booleans()):
+        return topic, records[0].encode()
+    return topic, ('{"records":[' + ",".join(records) + "]}").encode()
+
+
+@pytest.mark.property
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_property_hostile_payloads_never_stop_the_ingest_and_valid_neighbours_are_stored_once(
+    data: st.DataObject, hostile_world: "HostileWorld"
+) -> None:
+    world = hostile_world
+    topic, payload = data.draw(hostile_message(world.fleet, world.prefix))
+    valid = world.fleet.serials[:2]
+    charging_topic = station_topic(world.fleet.station_code, RecordKind.charging, world.prefix)
+    before = world.published
+    world.publisher.publish_many(
+        [
+            (charging_topic, orjson.dumps(charging(valid[0], before, slot=1))),
+            (topic, payload),
+            (charging_topic, orjson.dumps(charging(valid[1], before, slot=2))),
+        ]
+    )
+    world.published += 1
+    expected = 2 * world.published
+    assert wait_for(lambda: stored_charging(valid) >= expected, 30), (
+        payload[:300],
+        stored_charging(valid),
+    )
+    assert stored_charging(valid) == expected, payload[:300]
+    assert_alive(world.ingest)
+
+
+@dataclass
+class HostileWorld:
+    fleet: Fleet
+    prefix: str
+    ingest: IngestService
+    publisher: Publisher
+    published: int = 0
+
+
+@pytest.fixture
+def hostile_world(fleet: Fleet, prefix: str, publisher: Publisher) -> Iterator[HostileWorld]:
+    with running_ingest(ingest_settings(TEST_DATABASE_URL, BROKER, prefix)) as ingest:
+        world = HostileWorld(fleet, prefix, ingest, publisher)
+        yield world
+        # Whatever was refused, every message was answered and acknowledged...
+        assert wait_for(lambda: not ingest._in_flight)
+        assert_alive(ingest)
+    # ...and derived state counts every valid record once.
+    assert sessions_samples(fleet.serials[:2]) == 2 * world.published
