@@ -146,12 +146,16 @@ class Publisher:
         port: int = 1883,
         client_id: str | None = None,
         protocol: MQTTProtocolVersion = mqtt.MQTTv5,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
             protocol=protocol,
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect("127.0.0.1", port)

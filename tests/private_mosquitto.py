@@ -12,6 +12,7 @@ from pathlib import Path
 from app.local_broker import free_port
 
 MOSQUITTO = os.environ.get("SWAPFLEET_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
 
 
 class PrivateMosquitto:
@@ -46,6 +47,28 @@ class PrivateMosquitto:
             # file, which the test wrote as root into a private directory.
             lines.append("user root")
         self.conf.write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def with_shipped_config(
+        cls, workdir: Path, passwd_file: Path, acl_file: Path
+    ) -> PrivateMosquitto:
+        """deploy/mosquitto/mosquitto.conf as shipped, but for its port, paths and log."""
+        broker = cls(workdir)
+        replaced = {
+            "listener": f"listener {broker.port} 127.0.0.1",
+            "password_file": f"password_file {passwd_file}",
+            "acl_file": f"acl_file {acl_file}",
+            "persistence_location": f"persistence_location {workdir}/",
+            "log_dest": "log_dest stdout",
+        }
+        lines = []
+        for line in SHIPPED_CONFIG.read_text().splitlines():
+            key = line.split(" ", 1)[0]
+            lines.append(replaced.get(key, line))
+        if os.geteuid() == 0:
+            lines.append("user root")
+        broker.conf.write_text("\n".join(lines) + "\n")
+        return broker
 
     def start(self) -> None:
         assert self._process is None, "already running"

@@ -87,7 +87,14 @@ class IngestService:
             raise ValueError("SWAPFLEET_MQTT_URL is not set")
         self.settings = settings
         self.broker = parse_mqtt_url(settings.mqtt_url)
-        self.client_id = client_id or settings.ingest_client_id
+        # The shipped broker uses the username as the client id (use_username_as_clientid):
+        # unless one is set, ours is the username too, so the logs name the real session.
+        explicit = "ingest_client_id" in settings.model_fields_set
+        self.client_id = client_id or (
+            self.broker.username
+            if self.broker.username and not explicit
+            else settings.ingest_client_id
+        )
         self.share_group = share_group if share_group is not None else settings.ingest_share_group
         self.mqtt5 = settings.mqtt_protocol == "5"
         if self.share_group and not self.mqtt5:
