@@ -450,13 +450,15 @@ def _place_verdict(
     identity: TopicIdentity, serial: str, ts: datetime, owner_id: int, registry: Registry
 ) -> tuple[str, str] | None:
     places = registry.places_near(serial, ts)
-    # A battery in the warehouse or in transit is accepted anywhere (custody may lag a
-    # move); one that was somewhere else all the time around ts is refused.
+    # Only where the battery was, give or take the grace period that covers custody lagging
+    # a move: a battery in the warehouse or in transit has no station or vehicle that could
+    # measure it, and a record "for" it from anywhere would feed its OEM's reports with
+    # another device's readings (issue 11, finding 9).
     if identity.kind is RecordKind.vehicle:
-        if not any(station is None and vehicle in (owner_id, None) for station, vehicle in places):
+        if not any(station is None and vehicle == owner_id for station, vehicle in places):
             return "identity_mismatch", f"battery {serial} was not in this vehicle at {ts}"
         return None
-    if not any(vehicle is None and station in (owner_id, None) for station, vehicle in places):
+    if not any(vehicle is None and station == owner_id for station, vehicle in places):
         return "identity_mismatch", f"battery {serial} was not at this station at {ts}"
     return None
 
