@@ -4,6 +4,7 @@ This runs in paho's network thread, so it only decodes and validates; identity c
 against the registry happen in the writer, once per batch.
 """
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,29 @@ def in_utc(ts: datetime) -> datetime:
         ) from exc
 
 
+def unstorable_extra(record: BaseModel) -> str | None:
+    """Why the record's extra fields cannot be stored as jsonb, or None.
+
+    Refused here, record by record, rather than by the database: a refusal there rolls back
+    the whole batch, which is then written again message by message."""
+    extra = record.__pydantic_extra__
+    if not extra:
+        return None
+    try:
+        encoded = orjson.dumps(extra)
+    except TypeError:
+        return "extra fields: nested deeper than 255 levels or an integer beyond 64 bits"
+    if b"\\u0000" in encoded:
+        return "extra fields: text cannot hold U+0000"
+    try:
+        # pydantic's JSON parser reads NaN and Infinity, which orjson writes as null and
+        # jsonb refuses; the stdlib encoder is the one psycopg stores jsonb with.
+        json.dumps(extra, allow_nan=False)
+    except ValueError:
+        return "extra fields: numbers must be finite"
+    return None
+
+
 def _batch_model(kind: RecordKind) -> type[BaseModel]:
     class Batch(BaseModel):
         # split_records ignores anything beside "records" too.
@@ -228,6 +252,8 @@ def _decode_message(
                 break  # refused with its reason on the record-by-record way
             if not oldest <= ts <= future_limit:
                 break
+            if record.__pydantic_extra__ and unstorable_extra(record) is not None:
+                break
         else:
             message.records = [
                 DecodedRecord(i if batched else None, None, r) for i, r in enumerate(records)
@@ -251,6 +277,10 @@ def _decode_message(
             ts = record_ts(record)
         except PayloadError as exc:
             message.dead_letter(exc.reason, exc.detail, limit=limit, index=index, raw=raw)
+            continue
+        unstorable = unstorable_extra(record)
+        if unstorable is not None:
+            message.dead_letter("schema", unstorable, limit=limit, index=index, raw=raw)
             continue
         if ts is not None and ts > future_limit:
             message.dead_letter(
