@@ -358,7 +358,7 @@ class IngestService:
             log.error("event=writer_process_died messages_in_flight=%d", len(suspects))
             try:
                 self._restart_writer()
-                self._isolate(suspects, killed_alone=False)
+                self._isolate(suspects)
             except RuntimeError as exc:
                 log.error("event=writer_restart_failed error=%s", exc)
                 return False
@@ -373,18 +373,20 @@ class IngestService:
         self.writer = WriterProcess(self.settings)
         self.writer.start()
 
-    def _isolate(self, messages: list[Pending], *, killed_alone: bool) -> None:
-        """Writes the messages, bisecting around those that end the writer."""
+    def _isolate(self, messages: list[Pending]) -> None:
+        """Writes the messages, bisecting around those that end the writer. All of them are
+        tried together first: a writer can die of something else (the OOM killer taking
+        the largest process), and a message is condemned only for dying alone."""
         if self._stop.is_set() or not messages:
             return  # unacknowledged: the broker redelivers them to the next run
-        if not killed_alone and self._replay(messages):
+        if self._replay(messages):
             return
         if len(messages) == 1:
             self._quarantine(messages[0])
             return
         middle = len(messages) // 2
-        self._isolate(messages[:middle], killed_alone=False)
-        self._isolate(messages[middle:], killed_alone=False)
+        self._isolate(messages[:middle])
+        self._isolate(messages[middle:])
 
     def _replay(self, messages: list[Pending]) -> bool:
         """One job, waited for; False if the writer died on it (and was started again)."""
