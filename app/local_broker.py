@@ -71,6 +71,9 @@ def broker_config(port: int, persistence_dir: Path) -> str:
             # Stay the user who ran `up` (as root Mosquitto would switch to a `mosquitto` user
             # that cannot write our data folder).
             f"user {getpass.getuser()}",
+            # Anonymous on loopback, for one machine's demo: without usernames there is no
+            # use_username_as_clientid (deploy/mosquitto/mosquitto.conf), which refuses
+            # clients without one. A deployment runs the shipped configuration.
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {persistence_dir}/",
