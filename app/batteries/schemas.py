@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models import BatteryState, CustodyCause, LocationKind
+from app.stations.schemas import MAX_SLOT_NUMBER
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 # Serials travel in URL paths, so they keep to the same safe alphabet as codes.
@@ -21,7 +22,7 @@ class _Strict(BaseModel):
 class SlotPlace(_Strict):
     kind: Literal["slot"]
     station_code: Code
-    slot_number: int = Field(ge=1)
+    slot_number: int = Field(ge=1, le=MAX_SLOT_NUMBER)
     note: Note = None
 
 

@@ -10,6 +10,8 @@ from app.organizations.schemas import Code, Name, PatchModel
 
 # A station cabinet holds tens of slots; the cap keeps one request from creating millions.
 MAX_SLOTS = 500
+# Slots are numbered in an integer column; a larger number can name no slot.
+MAX_SLOT_NUMBER = 2**31 - 1
 
 
 @lru_cache(maxsize=1)

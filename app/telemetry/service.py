@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,7 +21,7 @@ from app.models import (
     Vehicle,
     VehicleTelemetry,
 )
-from app.pagination import InvalidCursor, decode_cursor, encode_cursor
+from app.pagination import CursorInt, CursorTime, decode_cursor, encode_cursor
 from app.telemetry.schemas import BatteryTelemetryKind
 
 
@@ -60,14 +61,13 @@ def visible_vehicle(session: Session, principal: Principal, vin: str) -> Vehicle
     return vehicle
 
 
+_TIME_CURSOR = TypeAdapter(tuple[CursorTime])
+_ID_CURSOR = TypeAdapter(tuple[CursorInt])
+
+
 def _cursor_time(cursor: str | None) -> datetime | None:
-    values = decode_cursor(cursor, 1)
-    if values is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(values[0]))
-    except ValueError as exc:
-        raise InvalidCursor("cursor is not one this API issued") from exc
+    values = decode_cursor(cursor, _TIME_CURSOR)
+    return None if values is None else values[0]
 
 
 def _page(
@@ -196,10 +196,8 @@ def dead_letters(
     if reason is not None:
         query = query.where(DeadLetter.reason == reason)
     query = _in_range(query, DeadLetter.received_at, start, end)
-    values = decode_cursor(cursor, 1)
+    values = decode_cursor(cursor, _ID_CURSOR)
     if values is not None:
-        if not isinstance(values[0], int):
-            raise InvalidCursor("cursor is not one this API issued")
         query = query.where(DeadLetter.id > values[0])
     rows = list(session.scalars(query.order_by(DeadLetter.id).limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
