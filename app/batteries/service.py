@@ -141,7 +141,9 @@ def battery_history(
     battery_id = repo.battery_id_for(session, serial, oem_id=_oem_scope(principal))
     if battery_id is None:
         raise BatteryNotFound(f"battery {serial!r} not found")
-    rows = repo.custody_history(session, battery_id, after=after, limit=limit + 1)
+    rows = repo.custody_history(
+        session, battery_id, after=after, limit=limit + 1, viewer_oem_id=_oem_scope(principal)
+    )
     items = [
         CustodyEventRead(
             at=row["at"],

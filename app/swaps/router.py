@@ -79,7 +79,8 @@ def create_swap(
             return _render(stored, replayed=True)
 
     swap = service.record_swap(session, principal, request)
-    swap_row = repository.get_swap_row(session, swap.id)
+    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
+    swap_row = repository.get_swap_row(session, swap.id, viewer_oem_id=viewer_oem_id)
     assert swap_row is not None
     swap_read = service.to_read(swap_row)
     response = _response_for(swap_read)

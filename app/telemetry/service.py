@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.batteries import repository as battery_repo
 from app.errors import AppError, NotFound
 from app.models import (
     Battery,
@@ -139,14 +140,24 @@ def vehicle_telemetry(
     end: datetime | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[VehicleTelemetry], str | None]:
+) -> tuple[list[dict[str, Any]], str | None]:
     check_range(start, end)
     visible_vehicle(session, principal, vin)
+    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
+    serial = battery_repo.readable_serial(VehicleTelemetry.battery_serial, viewer_oem_id)
     query = _in_range(
-        select(VehicleTelemetry).where(VehicleTelemetry.vin == vin), VehicleTelemetry.ts, start, end
+        select(VehicleTelemetry, serial).where(VehicleTelemetry.vin == vin),
+        VehicleTelemetry.ts,
+        start,
+        end,
     )
     rows, next_cursor = _page(session, query, VehicleTelemetry.ts, limit, cursor)
-    return [r[0] for r in rows], next_cursor
+    items = []
+    for record, readable in rows:
+        values = {c.key: getattr(record, c.key) for c in record.__table__.columns}
+        values["battery_serial"] = readable
+        items.append(values)
+    return items, next_cursor
 
 
 def charging_sessions(
