@@ -88,7 +88,11 @@ class LocationRead(BaseModel):
     kind: LocationKind
     station_code: str | None = None
     slot_number: int | None = None
-    vin: str | None = None
+    vin: str | None = Field(
+        default=None,
+        description="Null unless kind is vehicle, and for OEM keys when the vehicle is "
+        "another OEM's (kind stays vehicle)",
+    )
     note: str | None = None
 
 

@@ -57,6 +57,8 @@ class SwapCreate(RequestModel):
 
 
 class SwapRead(BaseModel):
+    # For OEM keys, a battery of another OEM's program reads as a null serial, and its SoC
+    # and SoH as null with it.
     id: uuid.UUID
     station_code: str
     vin: str

@@ -23,6 +23,7 @@ from app.models import (
     VehicleTelemetry,
 )
 from app.pagination import CursorInt, CursorTime, decode_cursor, encode_cursor
+from app.telemetry import repository
 from app.telemetry.schemas import BatteryTelemetryKind
 
 
@@ -43,11 +44,7 @@ def check_range(start: datetime | None, end: datetime | None) -> None:
 def visible_battery(session: Session, principal: Principal, serial: str) -> Battery:
     battery = session.scalar(select(Battery).where(Battery.serial == serial))
     # Out of scope looks exactly like absent, so that serials do not leak across companies.
-    if battery is None or not (
-        principal.is_admin
-        or (principal.role is KeyRole.oem and battery.oem_id == principal.organization_id)
-        or (principal.role is KeyRole.operator and battery.owner_id == principal.organization_id)
-    ):
+    if battery is None or not repository.may_read_battery(session, principal, battery):
         raise NotFound(f"battery {serial!r} not found")
     return battery
 
@@ -112,13 +109,14 @@ def battery_telemetry(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     check_range(start, end)
-    visible_battery(session, principal, serial)
+    battery = visible_battery(session, principal, serial)
     model = _BATTERY_MODELS[kind]
     query = (
         select(model, Station.code)
         .outerjoin(Station, Station.id == model.station_id)
         .where(model.battery_serial == serial)
     )
+    query = repository.readable_records(query, model.station_id, principal, battery)
     rows, next_cursor = _page(
         session, _in_range(query, model.ts, start, end), model.ts, limit, cursor
     )
@@ -171,12 +169,13 @@ def charging_sessions(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     check_range(start, end)
-    visible_battery(session, principal, serial)
+    battery = visible_battery(session, principal, serial)
     query = (
         select(ChargingSession, Station.code)
         .outerjoin(Station, Station.id == ChargingSession.station_id)
         .where(ChargingSession.battery_serial == serial)
     )
+    query = repository.readable_records(query, ChargingSession.station_id, principal, battery)
     query = _in_range(query, ChargingSession.started_at, start, end)
     rows, next_cursor = _page(session, query, ChargingSession.started_at, limit, cursor)
     items = []

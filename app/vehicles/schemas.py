@@ -54,7 +54,7 @@ class VehicleRead(BaseModel):
     vin: str
     oem_code: str
     model_code: str
-    # Null when the vehicle carries no battery.
+    # Null when the vehicle carries no battery, and for OEM keys when it is another OEM's.
     installed_battery_serial: str | None
     created_at: datetime
     updated_at: datetime
