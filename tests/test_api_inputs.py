@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi import FastAPI
@@ -368,3 +369,82 @@ def test_swap_vin_and_station_code_follow_their_resources_patterns(
     response = client.post("/v1/swaps", json=body, headers=headers)
     assert response.status_code == 422, response.text
     assert any(error["loc"][-1] == field for error in response.json()["errors"]), response.text
+
+
+HOSTILE_PARAMETER_TEXTS = ["a\x00b", "\u001b[2J", "\u202e", "%", "'", "\\", "x" * 10_000]
+
+
+def test_no_text_parameter_gives_a_500(client: TestClient, session: Session) -> None:
+    values = _path_values(session)
+    headers = auth(factories.make_key(session, KeyRole.admin))
+    walked = 0
+    for path, operation in _get_routes(client.app):  # type: ignore[arg-type]
+        params = _query_params(operation)
+        required = _required_enums(client.app, operation)  # type: ignore[arg-type]
+        texts = [n for n, s in params.items() if not _numeric(s) and n not in required]
+        path_params = [p for p in path.split("/") if p.startswith("{")]
+        for hostile in HOSTILE_PARAMETER_TEXTS:
+            for name in texts:
+                walked += 1
+                url = _fill(path, values)
+                response = client.get(url, params={**required, name: hostile}, headers=headers)
+                assert response.status_code < 500, (path, name, hostile, response.text)
+            for name in path_params:
+                walked += 1
+                url = _fill(path, {**values, _segment_before(path, name): quote(hostile, safe="")})
+                response = client.get(url, params=required, headers=headers)
+                assert response.status_code < 500, (path, name, hostile, response.text)
+    assert walked > 50
+
+
+def _segment_before(path: str, param: str) -> str:
+    parts = path.split("/")
+    return parts[parts.index(param) - 1]
+
+
+EXTREME_TIMES = [
+    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01", "9999-12-31",
+    "2026-01-01T00:00:00", "2026-01-01T00:00:00+23:59",
+]  # fmt: skip
+
+
+def _time_typed(schema: dict[str, Any]) -> bool:
+    formats = {schema.get("format")} | {s.get("format") for s in schema.get("anyOf", [])}
+    return bool(formats & {"date", "date-time"})
+
+
+def test_no_time_parameter_gives_a_500(client: TestClient, session: Session) -> None:
+    values = _path_values(session)
+    _health_reading(session, values)
+    headers = auth(factories.make_key(session, KeyRole.admin))
+    walked = 0
+    for path, operation in _get_routes(client.app):  # type: ignore[arg-type]
+        params = _query_params(operation)
+        required = _required_enums(client.app, operation)  # type: ignore[arg-type]
+        for name, schema in params.items():
+            if not _time_typed(schema):
+                continue
+            walked += 1
+            for at in EXTREME_TIMES:
+                response = client.get(
+                    _fill(path, values), params={**required, name: at}, headers=headers
+                )
+                assert response.status_code < 500, (path, name, at, response.text)
+    assert walked >= 10
+
+
+def test_swap_times_at_the_ends_of_the_calendar_give_no_500(
+    client: TestClient, session: Session
+) -> None:
+    operator = factories.make_org(session)
+    headers = auth(factories.make_key(session, KeyRole.operator, operator))
+    station = factories.make_station(session, operator)
+    for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        body = {
+            "station_code": station.code,
+            "vin": factories.unique_vin(),
+            "removed_battery_serial": "BAT00001",
+            "started_at": at,
+        }
+        response = client.post("/v1/swaps", json=body, headers=headers)
+        assert response.status_code < 500, (at, response.text)
