@@ -5,13 +5,14 @@ fleet's vehicle or at another station is refused as identity_mismatch."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.batteries.custody import relocate
 from app.ingest.client import IngestService, libpq_url
 from app.models import CustodyCause, CustodyEvent, LocationKind, OrgRole, Station
@@ -32,7 +33,7 @@ from tests.ingest_harness import (
 )
 
 DB = libpq_url(TEST_DATABASE_URL)
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = clock.now().replace(microsecond=0)
 
 
 @dataclass

@@ -3,13 +3,13 @@
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated
 
 import psycopg
 import typer
 
+from app import clock
 from app.config import Settings, get_settings
 from app.ingest.client import IngestService, libpq_url
 from app.ingest.partitions import PruneResult
@@ -40,7 +40,15 @@ def run(
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port)
+        try:
+            start_http_server(port)
+        except OSError as exc:
+            typer.echo(
+                f"error: port {port} for the ingest's metrics is taken ({exc.strerror}); choose "
+                "another with --metrics-port or SWAPFLEET_INGEST_METRICS_PORT (0 disables it)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
     try:
         service = IngestService(settings, client_id=client_id, share_group=share_group)
     except ValueError as exc:  # a setting that cannot work (a share group over MQTT 3.1.1)
@@ -63,7 +71,7 @@ def run(
 
 def prune_once(settings: Settings) -> PruneResult:
     with psycopg.connect(libpq_url(settings.sqlalchemy_url()), autocommit=True) as conn:
-        return prune_partitions(conn, settings, datetime.now(UTC))
+        return prune_partitions(conn, settings, clock.now())
 
 
 def prune_periodically(settings: Settings, stopping: threading.Event) -> None:

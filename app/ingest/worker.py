@@ -29,11 +29,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.synchronize import Event
 from typing import Any
 
+from app import clock
 from app.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import (
@@ -95,7 +95,7 @@ def quarantine_job(settings: Settings, job: Quarantine) -> DecodedJob:
     started = time.perf_counter()
     decoded = []
     for topic, payload, at in job.messages:
-        message = DecodedMessage(topic, None, bytes(payload), datetime.fromtimestamp(at, UTC))
+        message = DecodedMessage(topic, None, bytes(payload), clock.from_timestamp(at))
         message.dead_letter(job.reason, job.detail, limit=settings.ingest_dead_letter_payload_bytes)
         decoded.append(message)
     return DecodedJob(decoded, {"quarantined": len(decoded)}, time.perf_counter() - started)
@@ -115,7 +115,7 @@ def decode_job(settings: Settings, job: Job) -> DecodedJob:
         _abort_on_marker(settings.ingest_test_abort_marker, job)
     decoded = [
         decode_message(
-            topic, bytes(payload), settings=settings, received_at=datetime.fromtimestamp(at, UTC)
+            topic, bytes(payload), settings=settings, received_at=clock.from_timestamp(at)
         )
         for topic, payload, at in job
     ]

@@ -886,7 +886,3 @@ def _unwritable(message: DecodedMessage, exc: Exception, limit: int) -> DecodedM
         refused.payload = b""
         refused.dead_letter("store_error", type(exc).__name__, limit=0)
     return refused
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -19,17 +19,19 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import RowMapping
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
 from app.config import get_settings
 from app.models import BatteryState, KeyRole, OrgRole
-from app.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from app.pagination import CursorText, Page, decode_cursor, encode_cursor
 from app.reports import repository as repo
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
 from app.reports.schemas import (
@@ -85,7 +87,7 @@ def resolve_scope(session: Session, principal: Principal, oem_code: str | None) 
 
 
 def resolve_window(day_from: date | None, day_to: date | None) -> tuple[date, date]:
-    to = day_to or datetime.now(UTC).date()
+    to = day_to or clock.today()
     if not EARLIEST_DAY <= to <= LATEST_DAY:
         raise InvalidWindow(f"to must lie between {EARLIEST_DAY} and {LATEST_DAY}")
     default_days = get_settings().report_window_days
@@ -513,7 +515,7 @@ def fleet_summary(
 
     return FleetSummary(
         window=ReportWindow(day_from=start, day_to=end, oem_code=scope.oem_code),
-        generated_at=datetime.now(UTC),
+        generated_at=clock.now(),
         counts=BatteryCounts(
             total=sum(counts.values()),
             in_service=counts[BatteryState.in_service.value],
@@ -583,15 +585,14 @@ def batteries_query(
     return BatteriesReportQuery(start, end, query)
 
 
+_SERIAL_CURSOR = TypeAdapter(tuple[CursorText])
+
+
 def batteries_page(
     session: Session, report: BatteriesReportQuery, *, cursor: str | None, limit: int
 ) -> Page[BatteryReportRow]:
-    values = decode_cursor(cursor, 1)
-    after = None
-    if values is not None:
-        if not isinstance(values[0], str):
-            raise InvalidCursor("cursor is not one this API issued")
-        after = values[0]
+    values = decode_cursor(cursor, _SERIAL_CURSOR)
+    after = None if values is None else values[0]
     rows = repo.battery_rows(session, report.query, after=after, limit=limit + 1)
     items = [report_row(r, report.day_to) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].serial) if len(rows) > limit else None
@@ -658,7 +659,7 @@ def passport(session: Session, principal: Principal, serial: str) -> BatteryPass
             "performance.state_of_certified_energy_pct",
         ]
     return BatteryPassport(
-        generated_at=datetime.now(UTC),
+        generated_at=clock.now(),
         battery=PassportBattery(
             serial=row["serial"],
             pack_type_code=row["pack_type_code"],
