@@ -19,7 +19,6 @@ its fit must come within 10 % of the fit of the truth.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
@@ -31,18 +30,27 @@ import orjson
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import clock
 from app.auth.service import create_key
+from app.batteries.custody import relocate
 from app.config import get_settings, normalize_database_url
 from app.db import unit_of_work
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import BatchWriter
 from app.main import create_app
 from app.migrate import upgrade
-from app.models import KeyRole
+from app.models import (
+    Battery,
+    CustodyCause,
+    KeyRole,
+    LocationKind,
+    Slot,
+    Station,
+    Vehicle,
+)
 from app.reports.service import refresh_recommendations
 from devices.contract import MAX_RECORDS_PER_MESSAGE, RecordKind, station_topic, vehicle_topic
 from simulators.backend import RestFleetRegistrar
@@ -159,6 +167,34 @@ def feed(sink: InMemorySink) -> dict[str, int]:
     return stored
 
 
+def record_swaps_as_custody(session: Session, sink: InMemorySink) -> None:
+    batteries = {b.serial: b for b in session.scalars(select(Battery))}
+    vehicles = {v.vin: v.id for v in session.scalars(select(Vehicle))}
+    slots = {
+        (code, number): slot_id
+        for code, number, slot_id in session.execute(
+            select(Station.code, Slot.number, Slot.id).join(Slot, Slot.station_id == Station.id)
+        )
+    }
+    accepted = [(request, result) for request, result in sink.swaps if result.accepted]
+    for request, result in sorted(accepted, key=lambda pair: pair[0].finished_at):
+        at = datetime.fromisoformat(request.finished_at)
+        removed = batteries[request.removed_battery_serial]
+        installed = batteries[result.installed_battery_serial or request.proposed_battery_serial]
+        # Through in_transit: the slot the removed battery goes to may be the one the
+        # installed battery leaves, and a vehicle carries one battery.
+        relocate(session, removed, kind=LocationKind.in_transit, cause=CustodyCause.swap, at=at)
+        relocate(
+            session, installed, kind=LocationKind.vehicle, cause=CustodyCause.swap,
+            vehicle_id=vehicles[request.vin], at=at,
+        )  # fmt: skip
+        relocate(
+            session, removed, kind=LocationKind.slot, cause=CustodyCause.swap,
+            slot_id=slots[(request.station_code, request.removed_to_slot)], at=at,
+        )  # fmt: skip
+        session.flush()
+
+
 def report_rows(client: TestClient, window: dict[str, str]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -197,15 +233,13 @@ def world() -> Iterator[World]:
             config = fleet_config()
             sink = InMemorySink()
             fleet = Fleet(config, sink, swap_recorder=sink, truth=sink)
-            manifest = dataclasses.replace(
-                fleet.manifest,
-                batteries=[
-                    dataclasses.replace(b, vin=None, station_code=None, slot_number=None)
-                    for b in fleet.manifest.batteries
-                ],
-            )
-            RestFleetRegistrar(client).register(manifest)
+            RestFleetRegistrar(client).register(fleet.manifest)
             fleet.run()
+            # The ingest takes a station's records only for batteries in its slots and a
+            # vehicle's for the battery it carried (issue 11): the custody history follows
+            # the simulated swaps, as the backend's swap endpoint would have recorded them.
+            with factory.begin() as session:
+                record_swaps_as_custody(session, sink)
             stored = feed(sink)
             assert stored["capacity"] == sink.record_counts[RecordKind.capacity]
 
