@@ -344,7 +344,8 @@ def test_a_paced_run_backfills_flat_out_then_never_gets_ahead_of_the_real_clock(
     started = time.monotonic()
     fleet.run(speed=1000.0, flat_out_until=now - 60, progress=watch, progress_interval_s=0.05)
     wall = time.monotonic() - started
-    # The last minute at 1000x takes 0.06 s; the three seconds ahead wait for the clock.
-    assert 2.5 <= wall < 20
     assert fleet.now == fleet.end
+    # The events ahead of the clock waited for it; the hour before ran flat out.
+    assert time.time() >= fleet.end - 0.5
+    assert wall < 20
     assert max(ahead) <= 1.0
