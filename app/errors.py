@@ -4,7 +4,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,21 @@ class Forbidden(AppError):
     title = "Outside the key's scope"
 
 
+# How long a client should wait before retrying a request the database could not complete.
+RETRY_AFTER_S = 1
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "DatabaseUnavailable"
+    title = "The database could not complete the request"
+
+
+class CommitFailed(ServiceUnavailable):
+    """Nothing of the request was stored; a retry with the same Idempotency-Key is safe, since
+    the idempotency record rolled back with everything else."""
+
+
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {
         "type": f"urn:swapfleet:problem:{code}",
@@ -65,6 +86,8 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
         **extra,
     }
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -93,16 +116,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # The last line of defence: services check first, but the database has the final word
     # under concurrency and on values that only fail once rounded to the column's type.
+    # Also what a refused commit (a deferred constraint) of the unit of work raises: the
+    # transaction was rolled back, so nothing of the request is stored.
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+        diag = getattr(exc.orig, "diag", None)
+        constraint = getattr(diag, "constraint_name", None)
+        message = getattr(diag, "message_primary", None) or "constraint violated"
         log.warning("event=constraint_violation constraint=%s", constraint)
         return problem(
             409,
             "ConstraintViolation",
             "Conflicts with stored data",
-            f"the database refused the change (constraint {constraint})",
+            f"the database refused the change: {message} (constraint {constraint}); "
+            "nothing was stored",
+            constraint=constraint,
         )
+
+    # The database was unreachable or failed the transaction (a lost connection, a failover,
+    # a commit that raised): nothing was stored and the same request may succeed later. A
+    # retry with the same Idempotency-Key is safe, since the idempotency record rolled back too.
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(InternalError)
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("event=database_unavailable error=%s", type(exc).__name__)
+        error = ServiceUnavailable("nothing was stored; retry later")
+        return problem(error.status, error.code, error.title, error.detail)
 
     @app.exception_handler(DataError)
     async def _data(_: Request, exc: DataError) -> JSONResponse:

@@ -22,7 +22,7 @@ os.environ["SWAPFLEET_DATABASE_URL"] = TEST_DATABASE_URL
 os.environ.setdefault("SWAPFLEET_ENVIRONMENT", "test")
 
 from app.config import get_settings, normalize_database_url  # noqa: E402
-from app.db import unit_of_work  # noqa: E402
+from app.db import streaming_session, unit_of_work  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 
@@ -78,10 +78,20 @@ def savepoint_unit_of_work(session: Session) -> Callable[[], Iterator[Session]]:
     return unit
 
 
+def same_session(session: Session) -> Callable[[], Iterator[Session]]:
+    """A streamed response reads through the test's session, which sees its uncommitted rows."""
+
+    def unit() -> Iterator[Session]:
+        yield session
+
+    return unit
+
+
 @pytest.fixture
 def client(session: Session) -> Iterator[TestClient]:
     app = create_app()
 
     app.dependency_overrides[unit_of_work] = savepoint_unit_of_work(session)
+    app.dependency_overrides[streaming_session] = same_session(session)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

@@ -6,7 +6,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.auth.dependencies import CurrentPrincipal
 from app.batteries.exceptions import BatteryNotFound
-from app.db import SessionDep
+from app.db import SessionDep, StreamingSessionDep
 from app.errors import Unauthorized, problem_responses
 from app.models import BatteryState
 from app.pagination import Cursor, InvalidCursor, Limit, Page
@@ -106,6 +106,7 @@ def fleet_summary_html(
 def batteries_report(
     request: Request,
     session: SessionDep,
+    stream_session: StreamingSessionDep,
     principal: CurrentPrincipal,
     day_from: DayFrom = None,
     day_to: DayTo = None,
@@ -133,7 +134,7 @@ def batteries_report(
     if "text/csv" in request.headers.get("accept", ""):
         filename = f"batteries_{report.day_from}_{report.day_to}.csv"
         return StreamingResponse(
-            service.batteries_csv(session, report),
+            service.batteries_csv(stream_session, report),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
