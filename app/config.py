@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".swapfleet")
     # Batteries below this state of health are never handed to a driver.
     swap_min_soh_pct: float = Field(default=70.0, ge=0, le=100)
+    # How often each API process adds committed swaps to the report aggregates (0: never; the
+    # OEM swap counts stay exact either way, battery_daily's swap columns lag by about this).
+    swap_rollup_interval_s: float = Field(default=5.0, ge=0)
     page_size_max: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"

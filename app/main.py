@@ -1,5 +1,6 @@
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -7,9 +8,11 @@ from sqlalchemy import text
 from starlette.routing import Match
 
 from app.auth.dependencies import AdminPrincipal
+from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers, problem
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.reports.swap_rollup import SwapRollup
 
 API_DESCRIPTION = """
 Battery custody, swaps and telemetry for fleets of battery-swap stations.
@@ -28,6 +31,19 @@ def route_template(request: Request) -> str:
     return "unmatched"
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    interval_s = get_settings().swap_rollup_interval_s
+    rollup = SwapRollup(interval_s) if interval_s > 0 else None
+    if rollup is not None:
+        rollup.start()
+    try:
+        yield
+    finally:
+        if rollup is not None:
+            rollup.stop()
+
+
 def create_app() -> FastAPI:
     from app.batteries.router import router as batteries_router
     from app.catalog.router import router as catalog_router
@@ -39,7 +55,9 @@ def create_app() -> FastAPI:
     from app.telemetry.router import router as telemetry_router
     from app.vehicles.router import router as vehicles_router
 
-    app = FastAPI(title="swapfleet", version="0.1.0", description=API_DESCRIPTION)
+    app = FastAPI(
+        title="swapfleet", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan
+    )
     install_error_handlers(app)
 
     v1 = APIRouter(prefix="/v1")
