@@ -106,6 +106,13 @@ def db_current() -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes serving requests. Default: SWAPFLEET_API_WORKERS, else one per CPU",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API."""
     settings = get_settings()
@@ -115,11 +122,18 @@ def api(
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
+        # One Python process runs one request's Python at a time: a process per core.
+        workers=workers or api_workers(settings),
         log_level=settings.log_level.lower(),
         # The Prometheus middleware already counts requests; uvicorn's access log would double
         # the log volume for nothing.
         access_log=False,
     )
+
+
+def api_workers(settings: Settings) -> int:
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    return settings.api_workers or len(os.sched_getaffinity(0)) or 1
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -224,7 +238,9 @@ def seed_demo_command() -> None:
 def api_process(settings: Settings, host: str, port: int) -> ChildSpec:
     return ChildSpec(
         name="api",
-        argv=swapfleet_command("api", "--host", host, "--port", str(port)),
+        argv=swapfleet_command(
+            "api", "--host", host, "--port", str(port), "--workers", str(api_workers(settings))
+        ),
         env=child_environment(settings),
     )
 

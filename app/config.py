@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str = "http://127.0.0.1:8000"
+    # Processes serving the API (`swapfleet api --workers`); None: one per CPU this process
+    # may run on.
+    api_workers: int | None = Field(default=None, ge=1)
+    # How long a process trusts an API key it has checked without asking the database again:
+    # a revoked key keeps working for at most this long (0: check every request).
+    api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
     api_key: str | None = None
     data_dir: Path = Path(".swapfleet")
     # Batteries below this state of health are never handed to a driver.
