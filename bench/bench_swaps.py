@@ -588,24 +588,31 @@ FRAMEWORK = (
 
 
 def profile_summary(path: Path, swaps: float) -> dict[str, float]:
-    """Thread-milliseconds per swap by where the sampled stack was, from py-spy's raw output
-    (root first, leaf last, sample count at the end of each line). A request's thread waiting
-    in psycopg's Connection.wait is waiting for PostgreSQL (round trip, execution, locks);
-    threads waiting for work and the event loop waiting in epoll are idle and not counted."""
+    """Thread-milliseconds per swap of the threads running a request's endpoint, by where the
+    sampled stack was, from py-spy's raw output (root first, leaf last, sample count at the
+    end of each line). Waiting in psycopg's Connection.wait is waiting for PostgreSQL (round
+    trip, execution, locks); the rest is Python running or waiting for the GIL."""
     spent: dict[str, float] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         leaf = frames[-1]
-        serving = any("app/" in f for f in frames)
+        # A thread serving a request: inside the endpoint, its dependencies or the threadpool
+        # hop to them (the swap roll-up's thread and the event loop's wait are not).
+        serving = any(
+            marker in f
+            for f in frames
+            for marker in ("run_endpoint_function", "_run_sync_endpoint", "solve_dependencies",
+                           "run_in_threadpool", "contextmanager_in_threadpool")
+        )  # fmt: skip
         if "Connection.wait (psycopg" in leaf:
             kind = "waiting for PostgreSQL"
-        elif not serving and (
-            "Condition.wait" in leaf or "Runner.run" in leaf or "select" in leaf.split(" (")[0]
-        ):
-            continue
-        elif "Condition.wait" in leaf or "QueuePool" in stack:
+        elif "QueuePool" in stack and "Condition.wait" in leaf:
             kind = "waiting for a pooled connection"
+        elif not serving:
+            # The event loop (HTTP parsing, routing: in the server's CPU, not here), the
+            # worker supervisor, idle threads.
+            continue
         else:
             kind = "other Python"
             for frame in reversed(frames):
