@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+    # Shifts the clock the code asks for "now" (app/clock.py) by this many seconds: for running
+    # the tests at chosen dates, refused in production.
+    clock_offset_s: float = 0.0
 
     # ---- MQTT ingest (app/ingest) ----
     # A stable client id is what makes the broker keep our session (and its queue) across
@@ -93,6 +96,8 @@ class Settings(BaseSettings):
     def _require_database_outside_development(self) -> "Settings":
         if self.environment == "production" and not self.database_url:
             raise ValueError("SWAPFLEET_DATABASE_URL must be set in production")
+        if self.environment == "production" and self.clock_offset_s:
+            raise ValueError("SWAPFLEET_CLOCK_OFFSET_S is for tests; it must be 0 in production")
         return self
 
     def sqlalchemy_url(self) -> str:

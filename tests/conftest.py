@@ -3,6 +3,7 @@ and each test inside a transaction that is rolled back."""
 
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -14,6 +15,12 @@ from sqlalchemy.orm import Session
 ADMIN_URL = os.environ.get(
     "SWAPFLEET_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# The controller starts what is missing before its workers exist; they inherit it.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    from tests.fixtures.services import ensure_mosquitto, ensure_postgres
+
+    ensure_postgres(ADMIN_URL)
+    ensure_mosquitto()
 TEST_DB = os.environ.get("SWAPFLEET_TEST_DB", "swapfleet_test") + (
     "_" + os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else ""
 )
@@ -28,6 +35,25 @@ from app.config import get_settings, normalize_database_url  # noqa: E402
 from app.db import streaming_session, unit_of_work  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock",
+        metavar="ISO_TIME",
+        help="run as if it were this UTC time (e.g. 2028-02-29T12:00:00): shifts app.clock, "
+        "in this process, its xdist workers and every server or ingest a test starts",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    at = config.getoption("--clock")
+    # The controller sets it once; workers and subprocesses inherit the same offset.
+    if at and "SWAPFLEET_CLOCK_OFFSET_S" not in os.environ:
+        target = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        offset = (target - datetime.now(UTC)).total_seconds()
+        os.environ["SWAPFLEET_CLOCK_OFFSET_S"] = str(offset)
+        get_settings.cache_clear()
 
 
 def recreate_database(name: str) -> None:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.config import Settings
 from app.ingest.client import IngestService
 from app.local_broker import free_port
@@ -87,7 +88,7 @@ def seed_fleet(engine: Engine, batteries: int = 3) -> Fleet:
 
 
 def ts(offset_s: float = 0.0) -> str:
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    base = clock.now().replace(microsecond=0) - timedelta(hours=1)
     return (base + timedelta(seconds=offset_s)).isoformat()
 
 

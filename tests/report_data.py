@@ -4,12 +4,13 @@ handed to the ingest's aggregate step as the writer would (new rows only)."""
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.ingest.aggregates import update_daily_aggregates
 from app.ingest.partitions import create_partitions, month_start
 from devices.contract import RecordKind
@@ -111,5 +112,5 @@ class ChargingPlan:
 
 
 def midnight_minus(minutes: int, days_ago: int = 2) -> datetime:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
     return today - timedelta(days=days_ago, minutes=minutes)

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from devices.contract import RecordKind
 from tests import factories
@@ -18,7 +19,7 @@ HOSTILE = "<script>alert('x')</script>&\"pt\""
 
 
 def window_start() -> date:
-    return (datetime.now(UTC) - timedelta(days=DAYS + 2)).date()
+    return (clock.now() - timedelta(days=DAYS + 2)).date()
 
 
 def window() -> dict[str, str]:

@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 from app import demo
@@ -20,10 +21,22 @@ def readme_test_command() -> str:
     return block.splitlines()[1]
 
 
-def test_readme_test_command_installs_dev_dependencies_and_runs_pytest() -> None:
+def test_readme_test_command_installs_pinned_dev_dependencies_and_runs_pytest() -> None:
     command = readme_test_command()
-    assert command.startswith('pip install -e ".[dev]" && ')
+    assert command.startswith('pip install -c constraints.txt -e ".[dev]" && ')
     assert "python -m pytest" in command
+
+
+def test_constraints_pin_every_dependency_the_project_declares() -> None:
+    pinned = {
+        re.split(r"==", line)[0].lower().replace("_", "-")
+        for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    names = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    assert names <= pinned, f"not pinned in constraints.txt: {sorted(names - pinned)}"
 
 
 def test_ci_run_executes_the_readme_test_command() -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine
 
 import app.local_broker as local_broker
+from app import clock
 from app.ingest.client import IngestService, libpq_url
 from app.local_broker import BrokerUnavailable, free_port, prepare_local_broker
 from devices.client import BrokerSettings, DeviceClient
@@ -215,7 +216,7 @@ def test_device_client_and_shared_sink_publish_over_mqtt_311(
         )
         client.start()
         assert client.wait_connected(10)
-        samples = [{"seq": n, "ts": datetime.now(UTC).isoformat()} for n in range(30)]
+        samples = [{"seq": n, "ts": clock.now().isoformat()} for n in range(30)]
         client.publish_records(RecordKind.charging, samples)
         assert client.flush(timeout=20)
         assert client.stats().acked_messages >= 1
@@ -336,7 +337,7 @@ def test_up_without_mosquitto_carries_an_mqtt_311_record_to_the_rest_api() -> No
 
         vin, serial = "LVBV6PEC0R0000101", "BB-HT141-0101"  # a demo vehicle and its battery
         record = {
-            "battery_serial": serial, "ts": (datetime.now(UTC) - timedelta(seconds=5)).isoformat(),
+            "battery_serial": serial, "ts": (clock.now() - timedelta(seconds=5)).isoformat(),
             "soc_pct": 61.0, "odometer_km": 1234.5, "pack_voltage_v": 540.0,
             "pack_current_a": -80.0, "temp_c_max": 33.0, "lat": 39.9, "lon": 116.4,
         }  # fmt: skip

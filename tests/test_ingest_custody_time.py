@@ -2,13 +2,14 @@
 (outbox) and backfilled telemetry must survive the swaps that happened since."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.batteries.custody import relocate
 from app.ingest.client import IngestService, libpq_url
 from app.models import Battery, CustodyCause, CustodyEvent, LocationKind, Station
@@ -27,7 +28,7 @@ from tests.ingest_harness import (
 )
 
 DB = libpq_url(TEST_DATABASE_URL)
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = clock.now().replace(microsecond=0)
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
 """Messages validated whole from their bytes decode to what record-by-record validation gives,
 and a record refused later still keeps its own JSON in its dead letter."""
 
-from datetime import UTC, datetime
-
 import orjson
 
+from app import clock
 from app.config import Settings
 from app.ingest import payloads
 from app.ingest.payloads import decode_message
@@ -25,7 +24,7 @@ def test_a_valid_batch_validated_whole_equals_record_by_record_validation() -> N
     payload = orjson.dumps({"records": records, "device": "x"})
     assert payloads._validate_whole(RecordKind.charging, payload) is not None
 
-    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=datetime.now(UTC))
+    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=clock.now())
 
     assert not message.dead_letters
     assert [d.index for d in message.records] == list(range(5))
@@ -36,7 +35,7 @@ def test_a_valid_batch_validated_whole_equals_record_by_record_validation() -> N
 
 def test_a_bare_record_validated_whole_has_no_index() -> None:
     payload = orjson.dumps(charging("BAT-W", 0.0))
-    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=datetime.now(UTC))
+    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=clock.now())
     assert [d.index for d in message.records] == [None]
     assert message.records[0].record.battery_serial == "BAT-W"  # type: ignore[attr-defined]
 
@@ -46,7 +45,7 @@ def test_a_batch_with_one_bad_record_still_names_that_record() -> None:
     payload = orjson.dumps({"records": records})
     assert payloads._validate_whole(RecordKind.charging, payload) is None
 
-    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=datetime.now(UTC))
+    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=clock.now())
 
     assert [d.index for d in message.records] == [0]
     (dead,) = message.dead_letters
@@ -57,7 +56,7 @@ def test_a_batch_with_one_bad_record_still_names_that_record() -> None:
 def test_a_refusal_of_a_record_validated_whole_keeps_its_own_json() -> None:
     records = [charging("BAT-W", i * 10.0, note=f"n{i}") for i in range(3)]
     payload = orjson.dumps({"records": records})
-    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=datetime.now(UTC))
+    message = decode_message(TOPIC, payload, settings=SETTINGS, received_at=clock.now())
     decoded = message.records[1]
     assert decoded.raw is None
 

@@ -1,10 +1,10 @@
 import threading
 import time
-from datetime import UTC, datetime
 
 import psycopg
 from sqlalchemy import Engine
 
+from app import clock
 from app.config import get_settings
 from app.ingest.cli import prune_periodically
 from app.ingest.client import libpq_url
@@ -19,7 +19,7 @@ def test_running_ingest_recreates_partitions_ahead_until_stopped(engine: Engine)
     settings = get_settings().model_copy(update={"prune_interval_s": 0.1})
     furthest = partition_name(
         "charging_samples",
-        add_months(month_start(datetime.now(UTC)), settings.partitions_ahead_months),
+        add_months(month_start(clock.now()), settings.partitions_ahead_months),
     )
     with psycopg.connect(libpq_url(settings.sqlalchemy_url()), autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {furthest}")

@@ -8,6 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
 import app.models  # noqa: F401  (every table on the metadata)
+from app import clock
 from app.db import Base
 from app.ingest.client import libpq_url
 from app.ingest.partitions import (
@@ -43,7 +44,7 @@ def test_migrations_give_exactly_the_models_schema_for_telemetry_tables(engine: 
 
 
 def test_record_tables_are_partitioned_by_month_with_partitions_ahead(engine: Engine) -> None:
-    now = datetime.now(UTC)
+    now = clock.now()
     with psycopg.connect(libpq_url(TEST_DATABASE_URL)) as conn:
         for table in TABLES.values():
             strategy = conn.execute(
@@ -61,7 +62,7 @@ def test_prune_drops_partitions_past_retention_and_creates_future_ones(engine: E
         TEST_DATABASE_URL, "mqtt://127.0.0.1:1883", "x/v1",
         retention_charging_days=365, retention_health_days=3650, partitions_ahead_months=5,
     )  # fmt: skip
-    now = datetime.now(UTC)
+    now = clock.now()
     current = month_start(now)
     expired, kept = add_months(current, -14), add_months(current, -11)
     # DDL is transactional: everything here is rolled back, the shared database stays as is.

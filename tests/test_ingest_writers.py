@@ -7,7 +7,7 @@ import multiprocessing
 import random
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from app import clock
 from app.ingest.payloads import decode_message
 from app.ingest.worker import READY, JobOutcome, serve
 from app.ingest.writer import BatchWriter, libpq_url
@@ -122,7 +123,7 @@ def test_two_writers_give_what_one_writer_gives_and_answer_in_order(engine: Engi
     writer = BatchWriter(DB, settings)
     try:
         for job in jobs:
-            now = datetime.now(UTC)
+            now = clock.now()
             writer.write(
                 [decode_message(t, p, settings=settings, received_at=now) for t, p, _ in job]
             )
@@ -193,7 +194,7 @@ def test_the_writers_derived_state_equals_the_per_row_roll_up(
         for batch in batches:
             payload = orjson.dumps({"records": batch})
             result = writer.write(
-                [decode_message(topic, payload, settings=settings, received_at=datetime.now(UTC))]
+                [decode_message(topic, payload, settings=settings, received_at=clock.now())]
             )
             stored = result.stored.get(RecordKind.charging, 0)
             ways.add("new" if stored == len(batch) else "old" if stored == 0 else "mixed")

@@ -3,7 +3,6 @@ loads the saved page from a file and takes a screenshot, and the picture must ho
 
 import subprocess
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.reports import svg
 from tests.factories import auth
 from tests.report_html_data import build_report_fleet, window
@@ -82,7 +82,7 @@ def test_html_report_renders_its_charts_in_headless_chromium(
     )
     client.post("/v1/swaps", json=world.swap_body(), headers=auth(world.operator_key))
     # Up to today, so that the swaps just recorded are in the window.
-    params = {**window(), "to": datetime.now(UTC).date().isoformat()}
+    params = {**window(), "to": clock.today().isoformat()}
     response = client.get(
         "/v1/reports/fleet-summary.html", headers=auth(fleet.admin_key), params=params
     )

@@ -24,7 +24,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import clock
 from app.auth.service import create_key
 from app.config import get_settings, normalize_database_url
 from app.db import unit_of_work
@@ -69,7 +70,7 @@ BATCH_RECORDS = 10_000
 
 
 def fleet_config() -> FleetConfig:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
     return FleetConfig(
         stations=3,
         vehicles=22,
@@ -121,7 +122,7 @@ def feed(sink: InMemorySink) -> dict[str, int]:
     settings = get_settings()
     writer = BatchWriter(GT_URL, settings)
     stored: dict[str, int] = defaultdict(int)
-    received_at = datetime.now(UTC)
+    received_at = clock.now()
     batch: list[DecodedMessage] = []
     size = 0
 

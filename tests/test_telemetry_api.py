@@ -1,10 +1,11 @@
 """REST read-back of telemetry, with keys scoped by role and organization."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.models import (
     ChargingSample,
     ChargingSession,
@@ -17,7 +18,7 @@ from app.models import (
 from tests import factories
 from tests.factories import auth
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+T0 = clock.now().replace(microsecond=0) - timedelta(days=1)
 
 
 def _setup(session: Session) -> dict[str, object]:

@@ -3,13 +3,13 @@
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated
 
 import psycopg
 import typer
 
+from app import clock
 from app.config import Settings, get_settings
 from app.ingest.client import IngestService, libpq_url
 from app.ingest.partitions import PruneResult
@@ -63,7 +63,7 @@ def run(
 
 def prune_once(settings: Settings) -> PruneResult:
     with psycopg.connect(libpq_url(settings.sqlalchemy_url()), autocommit=True) as conn:
-        return prune_partitions(conn, settings, datetime.now(UTC))
+        return prune_partitions(conn, settings, clock.now())
 
 
 def prune_periodically(settings: Settings, stopping: threading.Event) -> None:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -25,7 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from app import metrics
+from app import clock, metrics
 from app.config import Settings
 from app.ingest.worker import JobOutcome, WriterProcess
 from app.ingest.writer import WriteResult
@@ -340,7 +339,7 @@ class IngestService:
     def _observe(result: WriteResult, seconds: float) -> None:
         metrics.INGEST_COMMIT_SECONDS.observe(seconds)
         metrics.INGEST_BATCH_RECORDS.observe(result.records)
-        now = datetime.now(UTC)
+        now = clock.now()
         for kind, n in result.stored.items():
             metrics.INGEST_RECORDS.labels(kind.value, "stored").inc(n)
         for kind, n in result.duplicates.items():

@@ -28,11 +28,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.synchronize import Event
 from typing import Any
 
+from app import clock
 from app.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import (
@@ -84,7 +84,7 @@ def decode_job(settings: Settings, job: Job) -> DecodedJob:
     started = time.perf_counter()
     decoded = [
         decode_message(
-            topic, bytes(payload), settings=settings, received_at=datetime.fromtimestamp(at, UTC)
+            topic, bytes(payload), settings=settings, received_at=clock.from_timestamp(at)
         )
         for topic, payload, at in job
     ]

@@ -866,7 +866,3 @@ def _dead_letter_unwritable(
         "store_error", f"{type(exc).__name__}: {exc}"[:1000], limit=writer.dead_letter_limit
     )
     return writer.write([refused], turn)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

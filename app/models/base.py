@@ -1,13 +1,15 @@
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Enum, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def pg_enum(enum_cls: type[StrEnum], name: str) -> Enum:

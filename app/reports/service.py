@@ -19,12 +19,13 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import RowMapping
 from sqlalchemy.orm import Session
 
+from app import clock
 from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
 from app.config import get_settings
@@ -85,7 +86,7 @@ def resolve_scope(session: Session, principal: Principal, oem_code: str | None) 
 
 
 def resolve_window(day_from: date | None, day_to: date | None) -> tuple[date, date]:
-    to = day_to or datetime.now(UTC).date()
+    to = day_to or clock.today()
     if not EARLIEST_DAY <= to <= LATEST_DAY:
         raise InvalidWindow(f"to must lie between {EARLIEST_DAY} and {LATEST_DAY}")
     default_days = get_settings().report_window_days
@@ -513,7 +514,7 @@ def fleet_summary(
 
     return FleetSummary(
         window=ReportWindow(day_from=start, day_to=end, oem_code=scope.oem_code),
-        generated_at=datetime.now(UTC),
+        generated_at=clock.now(),
         counts=BatteryCounts(
             total=sum(counts.values()),
             in_service=counts[BatteryState.in_service.value],
@@ -658,7 +659,7 @@ def passport(session: Session, principal: Principal, serial: str) -> BatteryPass
             "performance.state_of_certified_energy_pct",
         ]
     return BatteryPassport(
-        generated_at=datetime.now(UTC),
+        generated_at=clock.now(),
         battery=PassportBattery(
             serial=row["serial"],
             pack_type_code=row["pack_type_code"],
