@@ -215,8 +215,14 @@ OEM_SWAPS_UPSERT = (
 )
 WINDOW_SWAPS = "(SELECT * FROM swap_events WHERE started_at >= %(lo)s AND started_at < %(hi)s)"
 TAKEN_SWAPS = "(SELECT * FROM swap_events WHERE id = ANY(%(ids)s))"
-# Swaps committed and still queued, for readers that add them to the rolled-up counts.
-QUEUED_SWAPS = "(SELECT e.* FROM swap_rollup_queue q JOIN swap_events e ON e.id = q.swap_id)"
+# Swaps committed and still queued, for readers that add them to the rolled-up counts. One
+# primary-key probe per queued swap: OFFSET 0 keeps the planner from pushing a reader's day
+# filter into swap_events and hashing all of it (measured 300 ms for 2,000 queued swaps
+# among 300,000, against a few ms).
+QUEUED_SWAPS = (
+    "(SELECT e.* FROM swap_rollup_queue q CROSS JOIN LATERAL"
+    " (SELECT * FROM swap_events WHERE id = q.swap_id OFFSET 0) e)"
+)
 # One roll-up at a time across every process (a transaction-scoped advisory lock): two would
 # wait on each other's rows; the key is arbitrary and used for nothing else.
 ROLLUP_LOCK_KEY = 0x5F_A9_12
