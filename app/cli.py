@@ -124,6 +124,9 @@ def api(
         port=port or settings.api_port,
         # One Python process runs one request's Python at a time: a process per core.
         workers=workers or api_workers(settings),
+        # The supervisor of several workers replaces one that has not answered its ping
+        # within this; uvicorn's 5 s killed workers still importing on a busy machine.
+        timeout_worker_healthcheck=30,
         log_level=settings.log_level.lower(),
         # The Prometheus middleware already counts requests; uvicorn's access log would double
         # the log volume for nothing.

@@ -107,6 +107,7 @@ def test_a_revoked_key_stops_working_in_every_worker_within_the_ttl(
         tmp_path / "api.log",
         "--workers",
         "2",
+        startup_s=120,
         env={"SWAPFLEET_API_KEY_CACHE_TTL_S": str(TTL_S)},
     ) as api:
 

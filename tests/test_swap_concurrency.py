@@ -223,7 +223,9 @@ def test_concurrent_swaps_through_a_server_with_two_workers_never_share_a_batter
     two processes, each with its own connection pool, and SKIP LOCKED still decides."""
     world, drivers = committed_world
     results: dict[str, tuple[int, dict[str, object]]] = {}
-    with running_api(TEST_DATABASE_URL, tmp_path / "api.log", "--workers", "2") as api:
+    with running_api(
+        TEST_DATABASE_URL, tmp_path / "api.log", "--workers", "2", startup_s=120
+    ) as api:
         barrier = threading.Barrier(len(drivers))
 
         def swap(vin: str, serial: str) -> None:
