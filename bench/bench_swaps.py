@@ -753,7 +753,8 @@ def render(
     lines = [
         f"`{' '.join(['python', 'bench/bench_swaps.py', *sys.argv[1:]])}`,"
         f" {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores,"
-        f" server `swapfleet api{' --workers ' + str(args.workers) if args.workers else ''}`,"
+        f" server `swapfleet api{' --workers ' + str(args.workers) if args.workers else ''}`"
+        f" ({args.workers or len(os.sched_getaffinity(0))} workers),"
         f" wrk {args.connections} connections / {args.wrk_threads} threads, load average"
         f" before each phase: {'; '.join(loads)}. Network loaded in {load_s:.1f} s.",
         "",
