@@ -6,6 +6,7 @@ diagnostics go to the log on stderr.
 
 import logging
 import os
+import socket
 from typing import Annotated
 
 import typer
@@ -25,7 +26,7 @@ from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
 from app.reports import cli as reports_cli
 from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
-from simulators.cli import simulate_cli, up_simulator_command
+from simulators.cli import UP_BACKFILL_DAYS, UP_SPEED, simulate_cli, up_simulator_command
 
 logger = logging.getLogger("app.cli")
 
@@ -117,11 +118,16 @@ def api(
     """Serve the REST API."""
     settings = get_settings()
     require_database(settings)
+    host, port = host or settings.api_host, port or settings.api_port
+    try:
+        require_free_port(host, port, "the API", "--port or SWAPFLEET_API_PORT")
+    except PortTaken as exc:
+        raise fail(str(exc)) from None
     uvicorn.run(
         "app.main:create_app",
         factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=host,
+        port=port,
         # One Python process runs one request's Python at a time: a process per core.
         workers=workers or api_workers(settings),
         # The supervisor of several workers replaces one that has not answered its ping
@@ -267,8 +273,9 @@ def child_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def prepare_database(settings: Settings) -> None:
-    """Migrate; on a new database seed the demo and print a first admin key."""
+def prepare_database(settings: Settings) -> bool:
+    """Migrate; on a new database seed the demo and print a first admin key. True when the
+    database was new."""
     from app.migrate import upgrade
 
     database_url = require_database(settings)
@@ -292,6 +299,7 @@ def prepare_database(settings: Settings) -> None:
     else:
         typer.echo("first start: admin API key (store it now, it is not shown again):")
         typer.echo(raw_key)
+    return summary is not None
 
 
 SIMULATOR_KEY_NAME = "simulated fleet (up)"
@@ -311,7 +319,9 @@ def simulator_key() -> str:
     return raw_key
 
 
-def simulator_process(settings: Settings, host: str, port: int) -> ChildSpec:
+def simulator_process(
+    settings: Settings, host: str, port: int, *, backfill: bool, speed: float
+) -> ChildSpec:
     api_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     assert settings.mqtt_url is not None
     argv, env = up_simulator_command(
@@ -320,6 +330,8 @@ def simulator_process(settings: Settings, host: str, port: int) -> ChildSpec:
         settings.mqtt_url,
         topic_prefix=settings.mqtt_topic_prefix,
         base_env=child_environment(settings),
+        backfill=backfill,
+        speed=speed,
     )
     return ChildSpec(name="simulator", argv=argv, env=env)
 
@@ -331,6 +343,13 @@ def up(
     simulate: Annotated[
         bool, typer.Option(help="Run a small simulated fleet (3 stations, 24 vehicles)")
     ] = True,
+    real_time: Annotated[
+        bool,
+        typer.Option(
+            help=f"Simulate in real time (default: {UP_SPEED:g}x, after a backfill of "
+            f"{UP_BACKFILL_DAYS} days on a new database)"
+        ),
+    ] = False,
 ) -> None:
     """Run the whole backend on this machine: API, MQTT ingest and, unless configured
     otherwise, an embedded PostgreSQL and a private Mosquitto (or, without Mosquitto, an
@@ -344,6 +363,14 @@ def up(
     embedded: EmbeddedDatabase | None = None
     code = 0
     try:
+        require_free_port(host, port, "the API", "--port or SWAPFLEET_API_PORT")
+        if settings.ingest_metrics_port is not None:
+            require_free_port(
+                "0.0.0.0",
+                settings.ingest_metrics_port,
+                "the ingest's metrics",
+                "SWAPFLEET_INGEST_METRICS_PORT",
+            )
         if settings.database_url:
             typer.echo(f"database: {display_url(settings.database_url)} (SWAPFLEET_DATABASE_URL)")
         else:
@@ -353,7 +380,7 @@ def up(
             settings.database_url = embedded.url
             typer.echo(f"database: embedded PostgreSQL, data in {embedded.pgdata}")
             typer.echo(f"          {embedded.url}")
-        prepare_database(settings)
+        new_database = prepare_database(settings)
         children = [api_process(settings, host, port)]
         if settings.mqtt_url:
             typer.echo(f"MQTT broker: {settings.mqtt_url} (SWAPFLEET_MQTT_URL)")
@@ -365,11 +392,17 @@ def up(
             typer.echo(f"MQTT broker: {broker.description}")
         children.append(ingest_process(settings))
         if simulate:
-            children.append(simulator_process(settings, host, port))
-            typer.echo("simulated fleet: 3 stations, 24 vehicles in real time (--no-simulate: off)")
+            speed = 1.0 if real_time else UP_SPEED
+            backfill = new_database and not real_time
+            children.append(simulator_process(settings, host, port, backfill=backfill, speed=speed))
+            pace = "in real time" if real_time else f"at {speed:g}x, never ahead of the clock"
+            history = f", after {UP_BACKFILL_DAYS} days of history" if backfill else ""
+            typer.echo(
+                f"simulated fleet: 3 stations, 24 vehicles {pace}{history} (--no-simulate: off)"
+            )
         typer.echo(f"API: http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops everything")
         code = Supervisor(children).run()
-    except BrokerUnavailable as exc:
+    except (BrokerUnavailable, PortTaken) as exc:
         typer.echo(f"error: {exc}", err=True)
         code = 1
     except KeyboardInterrupt:
@@ -381,6 +414,24 @@ def up(
                 get_engine().dispose()
             embedded.stop()
     raise typer.Exit(code)
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def require_free_port(host: str, port: int, what: str, setting: str) -> None:
+    """Fail in one line, naming the port and how to change it, rather than letting a child die
+    with a traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like uvicorn and prometheus_client: a port in TIME_WAIT is not taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortTaken(
+                f"port {port} for {what} is taken ({exc.strerror}); choose another with {setting}"
+            ) from None
 
 
 def main() -> None:

@@ -3,16 +3,21 @@
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter
 from sqlalchemy import Row, Select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.pagination import InvalidCursor, decode_cursor, encode_cursor
+from app.pagination import CursorInt, CursorText, decode_cursor, encode_cursor
 
 RowT = TypeVar("RowT")
 # Statements and rows of any shape (SQLAlchemy 2.1 types them by their column tuple).
 AnySelect = Select[*tuple[Any, ...]]
 AnyRow = Row[*tuple[Any, ...]]
 KeyT = TypeVar("KeyT", str, int)
+_KEY_SHAPES: dict[type, TypeAdapter[tuple[str | int]]] = {
+    str: TypeAdapter(tuple[CursorText]),
+    int: TypeAdapter(tuple[CursorInt]),
+}
 
 
 def after_cursor(
@@ -23,11 +28,8 @@ def after_cursor(
     key_type: type[KeyT] = str,  # type: ignore[assignment]
 ) -> AnySelect:
     """Rows strictly after the cursor's key, in key order, one extra to know if more follow."""
-    values = decode_cursor(cursor, 1)
+    values = decode_cursor(cursor, _KEY_SHAPES[key_type])
     if values is not None:
-        # bool is an int to Python but never a key this API issued.
-        if not isinstance(values[0], key_type) or isinstance(values[0], bool):
-            raise InvalidCursor("cursor is not one this API issued")
         statement = statement.where(column > values[0])
     return statement.order_by(column).limit(limit + 1)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
-STOP_TIMEOUT_S = 10.0
+# Per child: the ingest commits what it holds and the simulator drains its buffers.
+STOP_TIMEOUT_S = 20.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -50,7 +51,12 @@ class Supervisor:
         """Start every child and block; 0 after Ctrl-C or SIGTERM, 1 if a child died."""
         try:
             for spec in self._specs:
-                self._children[spec.name] = subprocess.Popen(list(spec.argv), env=dict(spec.env))
+                # Its own process group: Ctrl-C in a terminal signals the whole foreground group
+                # at once, which stopped the broker while the ingest and the simulator were
+                # still draining into it. Only `up` gets it, and stops them in order.
+                self._children[spec.name] = subprocess.Popen(
+                    list(spec.argv), env=dict(spec.env), process_group=0
+                )
                 logger.info(
                     "event=child_started name=%s pid=%d", spec.name, self._children[spec.name].pid
                 )
@@ -71,16 +77,17 @@ class Supervisor:
             time.sleep(POLL_INTERVAL_S)
 
     def _stop_all(self) -> None:
+        """Stop the children in the reverse order of their start, each after the one started
+        after it has exited: the simulator drains into the ingest's broker, the ingest commits
+        what it holds while the database and the broker are still there."""
         # A second Ctrl-C must not abandon children half-stopped.
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
         try:
-            for child in self._children.values():
+            for name, child in reversed(self._children.items()):
                 if child.poll() is None:
                     child.terminate()
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            for name, child in self._children.items():
                 try:
-                    child.wait(timeout=max(0.0, deadline - time.monotonic()))
+                    child.wait(timeout=STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
                     logger.warning("event=child_killed name=%s", name)
                     child.kill()

@@ -72,6 +72,9 @@ class RegistrationReport:
     battery_soc: dict[str, float] = field(default_factory=dict)
 
 
+REGISTRATION_RETRIES = 5
+
+
 class RestFleetRegistrar:
     """Creates the fleet's organizations, catalog, stations, vehicles and batteries.
 
@@ -85,6 +88,14 @@ class RestFleetRegistrar:
 
     def _post(self, path: str, body: dict[str, Any], *, tolerate_exists: bool = True) -> None:
         response = self._http.post(path, json=body)
+        # A 503 stored nothing (the API commits before it answers): the same request again is
+        # safe, and one that did commit before its answer was lost comes back as "exists".
+        for _ in range(REGISTRATION_RETRIES):
+            if response.status_code != 503:
+                break
+            retry_after = response.headers.get("Retry-After", "1")
+            time.sleep(float(retry_after) if retry_after.isdigit() else 1.0)
+            response = self._http.post(path, json=body)
         if response.status_code in (200, 201):
             self.report.created += 1
             return

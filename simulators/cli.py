@@ -131,6 +131,14 @@ def simulate(
         datetime | None,
         typer.Option(help="Simulated start (UTC); default: now minus --days for `max`, else now."),
     ] = None,
+    flat_out_until: Annotated[
+        datetime | None,
+        typer.Option(
+            help="With a paced --speed and a --start in the past: run flat out up to this time "
+            "(UTC), a backfill of history, then at --speed. A paced run never gets ahead of "
+            "the real clock."
+        ),
+    ] = None,
     prefix: Annotated[
         str | None, typer.Option(help="Prefix of every code and serial; default sim<seed>.")
     ] = None,
@@ -259,7 +267,10 @@ def simulate(
             if wait > 0:
                 wait_until_ready(http, wait)
             swap_client = stack.enter_context(SwapApiClient(api_url, api_key))
-            choose = backend_chooses if backend_chooses is not None else pace is not None
+            # Flat out (and so during a backfill) the backend's SoC readings, which arrive
+            # through the ingest, lag far behind simulated time: the station chooses.
+            paced_only = pace is not None and flat_out_until is None
+            choose = backend_chooses if backend_chooses is not None else paced_only
             recorder = RestSwapRecorder(swap_client, let_backend_choose=choose)
             notes.append(f"swaps recorded at {api_url}")
         else:
@@ -302,7 +313,15 @@ def simulate(
                         swaps=s.swaps,
                     )
 
-                stats = fleet.run(speed=pace, progress=on_progress)
+                stats = fleet.run(
+                    speed=pace,
+                    flat_out_until=(
+                        flat_out_until.replace(tzinfo=flat_out_until.tzinfo or UTC).timestamp()
+                        if flat_out_until
+                        else None
+                    ),
+                    progress=on_progress,
+                )
         except KeyboardInterrupt:
             notes.append("interrupted: the run stopped early")
         finally:
@@ -342,12 +361,18 @@ def wait_until_ready(http: httpx.Client, timeout: float) -> None:
         time.sleep(0.5)
 
 
-# What `swapfleet up` runs by default: a small fleet in real time, so that a newcomer sees
-# swaps and telemetry arrive. The fixed prefix and seed make a second `up` on the same
-# database reuse the fleet it registered the first time.
+# What `swapfleet up` runs by default: a small fleet, so that a newcomer sees swaps and
+# telemetry arrive at once. On a new database it first backfills UP_BACKFILL_DAYS of history
+# flat out, so that reports and charts have data, then runs UP_SPEED times faster than real
+# time through UP_RUNWAY_DAYS, and from the present on in real time (a backend refuses
+# records from the future). The fixed prefix and seed make a second `up` on the same
+# database reuse the fleet it registered the first time; it goes on from the present.
 UP_FLEET_PREFIX = "demo-sim"
+UP_BACKFILL_DAYS = 3
+UP_RUNWAY_DAYS = 2
+UP_SPEED = 60.0
 UP_FLEET_ARGS = (
-    "--stations", "3", "--vehicles", "24", "--days", "3650", "--speed", "1",
+    "--stations", "3", "--vehicles", "24", "--days", "3650",
     "--seed", "1", "--prefix", UP_FLEET_PREFIX, "--slots", "8", "--no-progress", "--wait", "60",
 )  # fmt: skip
 
@@ -359,6 +384,9 @@ def up_simulator_command(
     *,
     topic_prefix: str | None = None,
     base_env: Mapping[str, str] | None = None,
+    backfill: bool = False,
+    speed: float = UP_SPEED,
+    now: datetime | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """argv and environment of the simulator child of `swapfleet up`.
 
@@ -372,7 +400,13 @@ def up_simulator_command(
     env["SWAPFLEET_MQTT_URL"] = mqtt_url
     if topic_prefix is not None:
         env["SWAPFLEET_MQTT_TOPIC_PREFIX"] = topic_prefix
-    return [sys.executable, "-m", "app.cli", "simulate", *UP_FLEET_ARGS], env
+    argv = [sys.executable, "-m", "app.cli", "simulate", *UP_FLEET_ARGS, "--speed", f"{speed:g}"]
+    if backfill:
+        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        runway = now - timedelta(days=UP_RUNWAY_DAYS)
+        start = runway - timedelta(days=UP_BACKFILL_DAYS)
+        argv += ["--start", start.isoformat(), "--flat-out-until", runway.isoformat()]
+    return argv, env
 
 
 def main() -> None:

@@ -473,11 +473,16 @@ class Fleet:
         self,
         *,
         speed: float | None = None,
+        flat_out_until: float | None = None,
         progress: Callable[[FleetStats], None] | None = None,
         progress_interval_s: float = 0.25,
         should_stop: Callable[[], bool] | None = None,
     ) -> FleetStats:
-        """Run to the end; speed is simulated seconds per wall second (None: flat out)."""
+        """Run to the end; speed is simulated seconds per wall second (None: flat out).
+
+        Paced, the events before `flat_out_until` (a backfill of history) run flat out first,
+        and the run never gets ahead of the real clock: a backend refuses records from the
+        future, so once it has caught up with the present it goes on in real time."""
         handlers: tuple[Callable[[int], None], ...] = (
             self._on_trip_start, self._on_drive_step, self._on_station_tick, self._on_status,
             self._on_truth, self._on_resume, self._on_wait_timeout, self._on_plan_day,
@@ -491,9 +496,19 @@ class Fleet:
         if speed is None:
             self._run_flat_out(handlers, progress, progress_interval_s, should_stop)
         else:
-            while heap:
+            paced_from: float = self.start
+            ended = False
+            if flat_out_until is not None and flat_out_until > self.start:
+                ended = self._run_flat_out(
+                    handlers, progress, progress_interval_s, should_stop, until=flat_out_until
+                )
+                paced_from = flat_out_until
+                wall_start = time.monotonic()
+            while heap and not ended:
                 t, _, kind, index = heap[0]
-                delay = wall_start + (t - self.start) / speed - time.monotonic()
+                delay = max(
+                    wall_start + (t - paced_from) / speed - time.monotonic(), t - time.time()
+                )
                 if delay > 0:
                     time.sleep(min(delay, progress_interval_s))
                     if progress is not None:
@@ -528,21 +543,23 @@ class Fleet:
         progress: Callable[[FleetStats], None] | None,
         progress_interval_s: float,
         should_stop: Callable[[], bool] | None,
-    ) -> None:
-        """The event loop of run() without pacing: the same events in the same order."""
+        until: float = math.inf,
+    ) -> bool:
+        """The event loop of run() without pacing: the same events in the same order; events
+        at or after `until` stay queued. True when the run ended (or was told to stop)."""
         heap = self._heap
         stats = self.stats
         pop = heapq.heappop
         last_progress = time.monotonic()
         events = stats.events
         try:
-            while heap:
+            while heap and heap[0][0] < until:
                 t, _, kind, index = pop(heap)
                 self.now = t
                 handlers[kind](index)
                 events += 1
                 if kind == _END:
-                    break
+                    return True
                 if not events & 1023:
                     wall = time.monotonic()
                     if wall - last_progress >= progress_interval_s:
@@ -552,9 +569,10 @@ class Fleet:
                         if progress is not None:
                             progress(stats)
                         if should_stop is not None and should_stop():
-                            break
+                            return True
         finally:
             stats.events = events
+        return not heap
 
     def _publish(self, kind: RecordKind, identity: str, records: list[Record]) -> None:
         if not records:

@@ -99,7 +99,7 @@ def slot_of(session: Session, station: Station, number: int) -> Slot:
 
 
 def make_vehicle(session: Session, model: VehicleModel) -> Vehicle:
-    vehicle = Vehicle(vin=unique("LTESTVIN0000"), oem_id=model.oem_id, model_id=model.id)
+    vehicle = Vehicle(vin=unique_vin(), oem_id=model.oem_id, model_id=model.id)
     session.add(vehicle)
     session.flush()
     return vehicle

@@ -246,7 +246,7 @@ def test_register_duplicate_serial_is_409(client: TestClient, world: World) -> N
             {"location": {"kind": "slot", "station_code": "NOPE", "slot_number": 1}},
             "UnknownReference",
         ),
-        ({"location": {"kind": "vehicle", "vin": "NOPE"}}, "UnknownReference"),
+        ({"location": {"kind": "vehicle", "vin": "LSFAB1234CZ800000"}}, "UnknownReference"),
     ],
 )
 def test_register_with_unknown_reference_is_422(

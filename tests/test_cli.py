@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -331,6 +332,8 @@ def start_up(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPFLEET_")}
     env["SWAPFLEET_DATA_DIR"] = str(data_dir)
     env["SWAPFLEET_LOG_LEVEL"] = "INFO"
+    # Other test runs on this machine may hold the default 9101.
+    env["SWAPFLEET_INGEST_METRICS_PORT"] = str(free_port())
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "app.cli", "up", "--port", str(port)],
@@ -398,6 +401,50 @@ def run_readme_walkthrough(base_url: str, database_url: str) -> None:
     assert [e["cause"] for e in history["items"]] == ["registered", "swap"]
 
 
+def ctrl_c(process: subprocess.Popen[bytes], log: Path) -> None:
+    """What Ctrl-C in a terminal does: SIGINT to the whole foreground process group."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        assert process.wait(timeout=90) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def a_newcomer_sees_the_fleet_at_work(
+    base_url: str, key: str, database_url: str, timeout_s: float = 120.0
+) -> dict[str, int]:
+    """Swaps, charging sessions and a fleet summary with batteries in it, within two minutes
+    of the API being ready; returns what was seen."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM swap_events WHERE outcome = 'completed'),"
+                " (SELECT count(*) FROM charging_sessions)"
+            ).fetchone()
+        assert row is not None
+        summary = httpx.get(
+            f"{base_url}/v1/reports/fleet-summary",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert summary.status_code == 200, summary.text
+        body = summary.json()
+        seen = {
+            "swaps": row[0],
+            "charging_sessions": row[1],
+            "summary_swaps": body["swaps"]["completed"],
+            "batteries_reporting": body["batteries_reporting"],
+        }
+        if all(seen.values()):
+            return seen
+        time.sleep(2)
+    return seen
+
+
 def simulated_telemetry_arrives(database_url: str, timeout_s: float = 150.0) -> bool:
     """`up` runs a simulated fleet by default: its telemetry goes through the private broker
     and the ingest into the tables."""
@@ -441,10 +488,15 @@ def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_pr
             assert row is not None
             assert row[0] >= 5
 
+        seen = a_newcomer_sees_the_fleet_at_work(base, keys[0], database_url)
+        assert all(seen.values()), f"{seen}\n{first_log.read_text()[-3000:]}"
         run_readme_walkthrough(base, database_url)
         assert simulated_telemetry_arrives(database_url), first_log.read_text()[-3000:]
     finally:
-        stop(process, first_log)
+        ctrl_c(process, first_log)
+    output = first_log.read_text()
+    assert "ERROR" not in output, output[-5000:]
+    assert "Traceback" not in output, output[-5000:]
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL left running"
 
     # A second start reuses the data: no new key, no second seed.
@@ -461,3 +513,39 @@ def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_pr
         stop(process, second_log)
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL left running"
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "setting"),
+    [
+        (["api"], "SWAPFLEET_API_PORT", "SWAPFLEET_API_PORT"),
+        (["up", "--no-simulate"], "SWAPFLEET_INGEST_METRICS_PORT", "SWAPFLEET_INGEST_METRICS_PORT"),
+    ],
+)
+def test_a_taken_port_is_named_in_one_line_with_the_setting_that_changes_it(
+    command: list[str], variable: str, setting: str, tmp_path: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWAPFLEET_")}
+        env |= {
+            "SWAPFLEET_DATABASE_URL": TEST_DATABASE_URL,
+            "SWAPFLEET_DATA_DIR": str(tmp_path),
+            "SWAPFLEET_API_PORT": str(free_port()),
+            variable: str(port),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli", *command],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"port {port}" in line
+    assert setting in line

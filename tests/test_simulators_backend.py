@@ -4,10 +4,13 @@ The API runs in-process (TestClient) on the test's rolled-back transaction; the 
 it through the same clients the CLI uses (RestFleetRegistrar, devices.rest.SwapApiClient).
 """
 
+import http.server
+import threading
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -139,3 +142,35 @@ def test_a_restarted_simulator_reuses_its_fleet_and_continues_from_the_backends_
         r.reason_code for _, r in second.results
     )
     assert_backend_matches_sim(client, again)
+
+
+def test_registration_retries_a_503_which_stored_nothing() -> None:
+    """A real HTTP server that is briefly unavailable: the registrar sends the same request
+    again after Retry-After instead of failing the whole run."""
+    answers = iter([503, 503, 201])
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.path)
+            status = next(answers)
+            self.send_response(status)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as client:
+            registrar = RestFleetRegistrar(client)
+            registrar._post("/v1/organizations", {"code": "X"})
+    finally:
+        server.shutdown()
+    assert seen == ["/v1/organizations"] * 3
+    assert registrar.report.created == 1

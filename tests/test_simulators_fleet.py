@@ -10,7 +10,7 @@ import pytest
 
 from devices.contract import RecordKind, validate_record
 from simulators.battery import FaultMode
-from simulators.fleet import Fleet, FleetConfig, SimSlot, pick_battery
+from simulators.fleet import Fleet, FleetConfig, FleetStats, SimSlot, pick_battery
 from simulators.sinks import (
     GroundTruthWriter,
     InMemorySink,
@@ -327,3 +327,24 @@ def test_paced_run_does_not_outrun_its_speed_factor() -> None:
     # 600 simulated seconds at 3000x cannot take less than 0.2 s of wall time.
     assert time.monotonic() - started >= 0.19
     assert fleet.now == fleet.end
+
+
+def test_a_paced_run_backfills_flat_out_then_never_gets_ahead_of_the_real_clock() -> None:
+    now = time.time()
+    # An hour of history, then three seconds into the future.
+    start = datetime.fromtimestamp(now - 3600, UTC).replace(microsecond=0)
+    config = FleetConfig(stations=1, vehicles=3, days=(now + 3 - start.timestamp()) / 86_400,
+                         seed=1, slots_per_station=4, start=start)  # fmt: skip
+    fleet = Fleet(config, InMemorySink(keep_records=False))
+    ahead: list[float] = []
+
+    def watch(stats: FleetStats) -> None:
+        ahead.append(fleet.now - time.time())
+
+    started = time.monotonic()
+    fleet.run(speed=1000.0, flat_out_until=now - 60, progress=watch, progress_interval_s=0.05)
+    wall = time.monotonic() - started
+    # The last minute at 1000x takes 0.06 s; the three seconds ahead wait for the clock.
+    assert 2.5 <= wall < 20
+    assert fleet.now == fleet.end
+    assert max(ahead) <= 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,19 @@ def test_start_fails_clearly_when_no_broker_listens() -> None:
         sink.start(timeout=1.0)
 
 
+def test_up_backfills_history_on_a_new_database_then_runs_paced_behind_the_clock() -> None:
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    argv, _ = up_simulator_command(
+        "http://127.0.0.1:8000", "sk", "mqtt://127.0.0.1:1883", backfill=True, now=now
+    )
+    command = typer.main.get_command(simulate_cli)
+    params = command.make_context("simulate", list(argv[4:])).params
+    start = params["start"].replace(tzinfo=UTC)
+    flat_out_until = params["flat_out_until"].replace(tzinfo=UTC)
+    assert start < flat_out_until < now
+    assert flat_out_until - start >= timedelta(days=2)
+
+
 def test_up_runs_a_small_paced_fleet_that_reuses_its_registration() -> None:
     argv, env = up_simulator_command(
         "http://127.0.0.1:8000", "sk_admin", "mqtt://127.0.0.1:1883", base_env={"PATH": "/bin"}
@@ -130,7 +144,8 @@ def test_up_runs_a_small_paced_fleet_that_reuses_its_registration() -> None:
     params = command.make_context("simulate", list(argv[4:])).params
     assert params["stations"] <= 5
     assert params["vehicles"] <= 50
-    assert params["speed"] == "1"
+    assert float(params["speed"]) > 1  # faster than real time: a newcomer sees swaps at once
+    assert params["flat_out_until"] is None
     assert params["prefix"]
     assert params["seed"] is not None
     assert params["wait"] > 0

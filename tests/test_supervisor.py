@@ -66,3 +66,45 @@ def test_sigterm_to_the_supervisor_stops_every_child_and_run_succeeds(tmp_path: 
         signal.signal(signal.SIGTERM, previous)
     for pid_file in pids:
         assert not is_running(int(pid_file.read_text()))
+
+
+def test_children_stop_in_reverse_order_each_after_the_later_one_has_exited(
+    tmp_path: Path,
+) -> None:
+    # Each child notes when SIGTERM reached it and takes a while to exit, as the ingest does
+    # while it commits; the broker started first must outlive everything started after it.
+    log = tmp_path / "stops.log"
+    code = (
+        "import signal, time, pathlib\n"
+        f"LOG = pathlib.Path({str(log)!r})\n"
+        "def note(event):\n"
+        "    with LOG.open('a') as f: f.write(f'{NAME} {event}\\n')\n"
+        "def stop(*_):\n"
+        "    note('term'); time.sleep(0.5); note('exit')\n"
+        "    raise SystemExit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "time.sleep(120)\n"
+    )
+    names = ["broker", "api", "ingest", "simulator"]
+    pids = [tmp_path / f"{n}.pid" for n in names]
+    supervisor = Supervisor(
+        [python_child(n, f"NAME = {n!r}\n" + code, p) for n, p in zip(names, pids, strict=True)]
+    )
+
+    def interrupt_when_started() -> None:
+        for pid_file in pids:
+            wait_for_file(pid_file)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt_on_sigterm()
+    thread = threading.Thread(target=interrupt_when_started)
+    thread.start()
+    try:
+        assert supervisor.run() == 0
+    finally:
+        thread.join()
+        signal.signal(signal.SIGTERM, previous)
+    events = [line.split()[:2] for line in log.read_text().splitlines()]
+    expected = [[n, e] for n in reversed(names) for e in ("term", "exit")]
+    assert events == expected

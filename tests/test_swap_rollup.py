@@ -54,7 +54,7 @@ def record_swaps(client: TestClient, session: Session, world: SwapWorld) -> int:
     bodies: list[dict[str, object]] = [
         world.swap_body(installed_battery_serial=low_soh.serial,
                         started_at=f"{DAY_1}T07:00:00Z"),  # BatterySoHLow
-        world.swap_body(vin="NOSUCHVIN", started_at=f"{DAY_1}T07:30:00Z"),  # VehicleUnknown
+        world.swap_body(vin="ZZZZZ000000000001", started_at=f"{DAY_1}T07:30:00Z"),  # VehicleUnknown
         world.swap_body(removed_battery_serial=world.charged[1].serial,
                         started_at=f"{DAY_1}T08:00:00Z"),  # BatteryMismatch
         world.swap_body(started_at=f"{DAY_1}T23:59:00Z"),  # completed

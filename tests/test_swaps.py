@@ -197,7 +197,7 @@ def test_swap_rejects_unknown_installed_battery(
 
 
 def test_swap_rejects_unknown_vehicle(client: TestClient, world: SwapWorld) -> None:
-    rejection(client, world, 422, "VehicleUnknown", vin="LNOTAVEHICLE00000")
+    rejection(client, world, 422, "VehicleUnknown", vin="LSFAB1234CZ800000")
 
 
 def test_swap_rejects_removed_battery_not_in_vehicle(

@@ -2,8 +2,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, exists, select, tuple_
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, RowMapping, Select, case, exists, null, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from app.keyset import after_cursor
 from app.models import (
@@ -18,12 +18,32 @@ from app.models import (
     Vehicle,
     vehicle_model_pack_types,
 )
+from app.vehicles import repository as vehicle_repo
+
+# A column or attribute that holds a battery serial (batteries, swaps, vehicle telemetry).
+SerialColumn = ColumnElement[Any] | InstrumentedAttribute[Any]
 
 OwnerOrg = aliased(Organization, name="owner_org")
 OemOrg = aliased(Organization, name="oem_org")
 
 
-def _battery_view() -> Select[*tuple[Any, ...]]:
+def readable_serial(serial: SerialColumn, viewer_oem_id: int | None) -> SerialColumn:
+    """A battery serial as the viewer may read it, for every route that names a battery.
+
+    An OEM key (viewer_oem_id set) reads the serials of its own program's batteries only;
+    any other serial, or one that names no battery, reads as null, so that an OEM learns
+    neither which foreign battery sits in its truck nor that a guessed serial exists. Admin
+    and operator keys (None) read every serial.
+    """
+    if viewer_oem_id is None:
+        return serial
+    # An alias, so that the subquery never correlates with a batteries table outside it.
+    candidate = aliased(Battery)
+    own = exists().where(candidate.serial == serial, candidate.oem_id == viewer_oem_id)
+    return case((own, serial), else_=null())
+
+
+def _battery_view(viewer_oem_id: int | None = None) -> Select[*tuple[Any, ...]]:
     """One row per battery with its codes and location resolved by joins, so lists stay O(1)
     queries however many batteries they show."""
     return (
@@ -37,7 +57,7 @@ def _battery_view() -> Select[*tuple[Any, ...]]:
             Battery.location_kind,
             Station.code.label("station_code"),
             Slot.number.label("slot_number"),
-            Vehicle.vin,
+            vehicle_repo.readable_vin(Vehicle.vin, viewer_oem_id).label("vin"),
             Battery.location_note,
             Battery.soc_pct,
             Battery.soh_pct,
@@ -54,7 +74,7 @@ def _battery_view() -> Select[*tuple[Any, ...]]:
 
 
 def battery_view(session: Session, serial: str, *, oem_id: int | None = None) -> RowMapping | None:
-    query = _battery_view().where(Battery.serial == serial)
+    query = _battery_view(oem_id).where(Battery.serial == serial)
     if oem_id is not None:
         query = query.where(Battery.oem_id == oem_id)
     return session.execute(query).mappings().one_or_none()
@@ -102,7 +122,7 @@ def list_battery_views(
 ) -> list[RowMapping]:
     """Up to limit + 1 rows after the cursor, in serial order."""
     query = after_cursor(
-        _battery_view().where(*_filter_conditions(f)), Battery.serial, cursor, limit
+        _battery_view(f.oem_id).where(*_filter_conditions(f)), Battery.serial, cursor, limit
     )
     return list(session.execute(query).mappings())
 
@@ -184,6 +204,7 @@ def custody_history(
     *,
     after: tuple[datetime, int] | None,
     limit: int,
+    viewer_oem_id: int | None,
 ) -> list[RowMapping]:
     """Oldest first, keyed on (at, id): `at` can be a device's clock, so ids alone would not
     keep time order."""
@@ -195,11 +216,11 @@ def custody_history(
             CustodyEvent.from_kind,
             FromStation.code.label("from_station_code"),
             FromSlot.number.label("from_slot_number"),
-            FromVehicle.vin.label("from_vin"),
+            vehicle_repo.readable_vin(FromVehicle.vin, viewer_oem_id).label("from_vin"),
             CustodyEvent.to_kind,
             ToStation.code.label("to_station_code"),
             ToSlot.number.label("to_slot_number"),
-            ToVehicle.vin.label("to_vin"),
+            vehicle_repo.readable_vin(ToVehicle.vin, viewer_oem_id).label("to_vin"),
             CustodyEvent.state_from,
             CustodyEvent.state_to,
             CustodyEvent.swap_id,

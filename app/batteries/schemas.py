@@ -2,42 +2,43 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from app.models import BatteryState, CustodyCause, LocationKind
+from app.request_models import RequestModel, Text
+from app.stations.schemas import MAX_SLOT_NUMBER
+from app.vehicles import schemas as vehicle_schemas
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 # Serials travel in URL paths, so they keep to the same safe alphabet as codes.
 Serial = Code
-Vin = Annotated[str, Field(min_length=1, max_length=17)]
-Note = Annotated[str | None, Field(default=None, max_length=200)]
+Note = Annotated[Text | None, Field(default=None, max_length=200)]
 Percent = Annotated[float | None, Field(default=None, ge=0, le=100)]
+# Traction packs are rated for a few thousand full cycles; a hundred thousand is no battery,
+# and a bound keeps fleet sums of the column finite.
+MAX_EQUIVALENT_FULL_CYCLES = 100_000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SlotPlace(_Strict):
+class SlotPlace(RequestModel):
     kind: Literal["slot"]
     station_code: Code
-    slot_number: int = Field(ge=1)
+    slot_number: int = Field(ge=1, le=MAX_SLOT_NUMBER)
     note: Note = None
 
 
-class VehiclePlace(_Strict):
+class VehiclePlace(RequestModel):
     kind: Literal["vehicle"]
-    vin: Vin
+    vin: vehicle_schemas.Vin
     note: Note = None
 
 
-class WarehousePlace(_Strict):
+class WarehousePlace(RequestModel):
     kind: Literal["warehouse"]
     # For warehouse and in_transit the note also says where the battery is (shelf, carrier).
     note: Note = None
 
 
-class InTransitPlace(_Strict):
+class InTransitPlace(RequestModel):
     kind: Literal["in_transit"]
     note: Note = None
 
@@ -47,7 +48,7 @@ Place = Annotated[
 ]
 
 
-class BatteryCreate(_Strict):
+class BatteryCreate(RequestModel):
     serial: Serial
     pack_type_code: Code
     owner_code: Code
@@ -56,10 +57,10 @@ class BatteryCreate(_Strict):
     location: Place
     soc_pct: Percent = None
     soh_pct: Percent = None
-    equivalent_full_cycles: float = Field(default=0.0, ge=0)
+    equivalent_full_cycles: float = Field(default=0.0, ge=0, le=MAX_EQUIVALENT_FULL_CYCLES)
 
 
-class BatteryUpdate(_Strict):
+class BatteryUpdate(RequestModel):
     """Only the fields sent are changed; `oem_code: null` detaches the battery from its OEM."""
 
     owner_code: Code | None = None
@@ -75,19 +76,23 @@ class BatteryUpdate(_Strict):
         return value
 
 
-class QuarantineRequest(_Strict):
-    reason: str = Field(min_length=1, max_length=1000)
+class QuarantineRequest(RequestModel):
+    reason: Text = Field(min_length=1, max_length=1000)
 
 
-class StateChangeRequest(_Strict):
-    note: str | None = Field(default=None, max_length=1000)
+class StateChangeRequest(RequestModel):
+    note: Text | None = Field(default=None, max_length=1000)
 
 
 class LocationRead(BaseModel):
     kind: LocationKind
     station_code: str | None = None
     slot_number: int | None = None
-    vin: str | None = None
+    vin: str | None = Field(
+        default=None,
+        description="Null unless kind is vehicle, and for OEM keys when the vehicle is "
+        "another OEM's (kind stays vehicle)",
+    )
     note: str | None = None
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import psycopg
+from pydantic import TypeAdapter
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -48,7 +49,7 @@ from app.batteries.schemas import (
 )
 from app.keyset import split_page
 from app.models import Battery, BatteryState, CustodyCause, KeyRole, LocationKind, OrgRole
-from app.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from app.pagination import CursorInt, CursorTime, Page, decode_cursor, encode_cursor
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)
@@ -126,17 +127,11 @@ def list_batteries(
     return Page[BatteryRead](items=[_battery_read(row) for row in page], next_cursor=next_cursor)
 
 
+_HISTORY_CURSOR = TypeAdapter(tuple[CursorTime, CursorInt])
+
+
 def _history_cursor(cursor: str | None) -> tuple[datetime, int] | None:
-    values = decode_cursor(cursor, 2)
-    if values is None:
-        return None
-    at, event_id = values
-    if not isinstance(at, str) or not isinstance(event_id, int):
-        raise InvalidCursor("cursor is not one this API issued")
-    try:
-        return datetime.fromisoformat(at), event_id
-    except ValueError as exc:
-        raise InvalidCursor("cursor is not one this API issued") from exc
+    return decode_cursor(cursor, _HISTORY_CURSOR)
 
 
 def battery_history(
@@ -146,7 +141,9 @@ def battery_history(
     battery_id = repo.battery_id_for(session, serial, oem_id=_oem_scope(principal))
     if battery_id is None:
         raise BatteryNotFound(f"battery {serial!r} not found")
-    rows = repo.custody_history(session, battery_id, after=after, limit=limit + 1)
+    rows = repo.custody_history(
+        session, battery_id, after=after, limit=limit + 1, viewer_oem_id=_oem_scope(principal)
+    )
     items = [
         CustodyEventRead(
             at=row["at"],

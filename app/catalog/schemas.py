@@ -4,10 +4,11 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.organizations.schemas import Code, Name, PatchModel
+from app.request_models import RequestModel, Text
 
 # Numeric(10, 3) in the database: stay well inside it so no value is rejected there.
 Nominal = Annotated[float, Field(gt=0, le=1_000_000)]
-Chemistry = Annotated[str, Field(min_length=1, max_length=32)]
+Chemistry = Annotated[Text, Field(min_length=1, max_length=32)]
 
 
 def _distinct(codes: list[str]) -> list[str]:
@@ -21,9 +22,8 @@ PackTypeCodes = Annotated[
 ]
 
 
-class PackTypeCreate(BaseModel):
+class PackTypeCreate(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -70,9 +70,8 @@ class PackTypeRead(BaseModel):
     created_at: datetime
 
 
-class VehicleModelCreate(BaseModel):
+class VehicleModelCreate(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {

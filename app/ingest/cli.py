@@ -40,7 +40,15 @@ def run(
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port)
+        try:
+            start_http_server(port)
+        except OSError as exc:
+            typer.echo(
+                f"error: port {port} for the ingest's metrics is taken ({exc.strerror}); choose "
+                "another with --metrics-port or SWAPFLEET_INGEST_METRICS_PORT (0 disables it)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
     try:
         service = IngestService(settings, client_id=client_id, share_group=share_group)
     except ValueError as exc:  # a setting that cannot work (a share group over MQTT 3.1.1)

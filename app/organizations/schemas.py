@@ -4,17 +4,16 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models import OrgRole
+from app.request_models import RequestModel, Text
 
 # The same rule as the code_format check constraints in the database.
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=CODE_PATTERN)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[Text, Field(min_length=1, max_length=200)]
 
 
-class PatchModel(BaseModel):
+class PatchModel(RequestModel):
     """A partial update: omitted fields stay as they are, and null is never a value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     @field_validator("*")
     @classmethod
@@ -25,9 +24,8 @@ class PatchModel(BaseModel):
         return value
 
 
-class OrganizationCreate(BaseModel):
+class OrganizationCreate(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"code": "voltway", "name": "Voltway Swap Networks", "role": "operator"}]
         },

@@ -31,6 +31,13 @@ OemCode = Annotated[
 ]
 
 
+# A bin narrower than one cycle says nothing more and, near zero, has no integer index.
+CycleBinWidth = Annotated[
+    float, Query(ge=1, le=100_000, description="Width of a SoH-by-cycles bin, in cycles")
+]
+AgeBinDays = Annotated[int, Query(ge=1, le=36_600, description="Width of a SoH-by-age bin")]
+
+
 @router.get(
     "/fleet-summary",
     summary="Counts, SoH distribution, energy, swaps, quarantines and anomalies of a fleet",
@@ -42,8 +49,8 @@ def fleet_summary(
     day_from: DayFrom = None,
     day_to: DayTo = None,
     oem_code: OemCode = None,
-    cycle_bin_width: Annotated[float, Query(gt=0, le=100_000)] = 250.0,
-    age_bin_days: Annotated[int, Query(ge=1, le=36_600)] = 180,
+    cycle_bin_width: CycleBinWidth = 250.0,
+    age_bin_days: AgeBinDays = 180,
 ) -> FleetSummary:
     """Everything is read from the daily aggregates. SoH figures are each battery's latest
     health record in the window; anomalies compare a battery with the batteries of the same
@@ -75,8 +82,8 @@ def fleet_summary_html(
     day_from: DayFrom = None,
     day_to: DayTo = None,
     oem_code: OemCode = None,
-    cycle_bin_width: Annotated[float, Query(gt=0, le=100_000)] = 250.0,
-    age_bin_days: Annotated[int, Query(ge=1, le=36_600)] = 180,
+    cycle_bin_width: CycleBinWidth = 250.0,
+    age_bin_days: AgeBinDays = 180,
 ) -> HTMLResponse:
     """The figures of `/fleet-summary` drawn as inline SVG: it opens anywhere and can be
     saved or mailed as one file."""

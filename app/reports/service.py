@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import RowMapping
 from sqlalchemy.orm import Session
 
@@ -30,7 +31,7 @@ from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
 from app.config import get_settings
 from app.models import BatteryState, KeyRole, OrgRole
-from app.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from app.pagination import CursorText, Page, decode_cursor, encode_cursor
 from app.reports import repository as repo
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
 from app.reports.schemas import (
@@ -584,15 +585,14 @@ def batteries_query(
     return BatteriesReportQuery(start, end, query)
 
 
+_SERIAL_CURSOR = TypeAdapter(tuple[CursorText])
+
+
 def batteries_page(
     session: Session, report: BatteriesReportQuery, *, cursor: str | None, limit: int
 ) -> Page[BatteryReportRow]:
-    values = decode_cursor(cursor, 1)
-    after = None
-    if values is not None:
-        if not isinstance(values[0], str):
-            raise InvalidCursor("cursor is not one this API issued")
-        after = values[0]
+    values = decode_cursor(cursor, _SERIAL_CURSOR)
+    after = None if values is None else values[0]
     rows = repo.battery_rows(session, report.query, after=after, limit=limit + 1)
     items = [report_row(r, report.day_to) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].serial) if len(rows) > limit else None

@@ -18,6 +18,7 @@ from app.stations.exceptions import (
     TooManySlots,
 )
 from app.stations.schemas import (
+    MAX_SLOT_NUMBER,
     SlotRead,
     SlotsAdd,
     SlotUpdate,
@@ -28,7 +29,7 @@ from app.stations.schemas import (
 
 router = APIRouter(prefix="/stations", tags=["stations"])
 
-SlotNumber = Annotated[int, Path(ge=1, description="Slot number, from 1")]
+SlotNumber = Annotated[int, Path(ge=1, le=MAX_SLOT_NUMBER, description="Slot number, from 1")]
 
 
 @router.post(

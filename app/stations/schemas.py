@@ -7,9 +7,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.models import BatteryState, StationStatus
 from app.organizations.schemas import Code, Name, PatchModel
+from app.request_models import RequestModel
 
 # A station cabinet holds tens of slots; the cap keeps one request from creating millions.
 MAX_SLOTS = 500
+# Slots are numbered in an integer column; a larger number can name no slot.
+MAX_SLOT_NUMBER = 2**31 - 1
 
 
 @lru_cache(maxsize=1)
@@ -36,9 +39,8 @@ TargetSoc = Annotated[
 ]
 
 
-class StationCreate(BaseModel):
+class StationCreate(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -112,13 +114,13 @@ class SlotRead(BaseModel):
     soh_pct: float | None
 
 
-class SlotsAdd(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"count": 2}]})
+class SlotsAdd(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"count": 2}]})
 
     count: int = Field(ge=1, le=MAX_SLOTS, description="Slots to add after the last one")
 
 
-class SlotUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
+class SlotUpdate(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
     enabled: bool

@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy import Row, Select, and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from app.batteries import repository as battery_repo
 from app.models import (
     Battery,
     BatteryState,
@@ -16,20 +17,29 @@ from app.models import (
     vehicle_model_pack_types,
 )
 
-# Slot numbers are null for rejected swaps (outer joins).
-SwapRow = Row[SwapEvent, str, int, int]
+# Slot numbers are null for rejected swaps (outer joins); the last two are the removed and
+# installed serials as the viewer may read them (see battery_repo.readable_serial).
+SwapRow = Row[SwapEvent, str, int, int, str | None, str | None]
 
 _to_slot = aliased(Slot)
 _from_slot = aliased(Slot)
 
 
-def swap_rows() -> Select[SwapEvent, str, int, int]:
+def swap_rows(
+    viewer_oem_id: int | None,
+) -> Select[SwapEvent, str, int, int, str | None, str | None]:
     return (
         select(
             SwapEvent,
             Station.code.label("station_code"),
             _to_slot.number.label("removed_to_slot_number"),
             _from_slot.number.label("installed_from_slot_number"),
+            battery_repo.readable_serial(SwapEvent.removed_battery_serial, viewer_oem_id).label(
+                "removed_serial_readable"
+            ),
+            battery_repo.readable_serial(SwapEvent.installed_battery_serial, viewer_oem_id).label(
+                "installed_serial_readable"
+            ),
         )
         .join(Station, Station.id == SwapEvent.station_id)
         .outerjoin(_to_slot, _to_slot.id == SwapEvent.removed_to_slot_id)
@@ -37,8 +47,11 @@ def swap_rows() -> Select[SwapEvent, str, int, int]:
     )
 
 
-def get_swap_row(session: Session, swap_id: uuid.UUID) -> SwapRow | None:
-    return session.execute(swap_rows().where(SwapEvent.id == swap_id)).one_or_none()
+def get_swap_row(
+    session: Session, swap_id: uuid.UUID, *, viewer_oem_id: int | None
+) -> SwapRow | None:
+    query = swap_rows(viewer_oem_id).where(SwapEvent.id == swap_id)
+    return session.execute(query).one_or_none()
 
 
 def list_swap_rows(
@@ -56,7 +69,7 @@ def list_swap_rows(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> Sequence[SwapRow]:
-    query = swap_rows()
+    query = swap_rows(oem_id)
     if station_ids_of_operator is not None:
         query = query.where(Station.operator_id == station_ids_of_operator)
     if oem_id is not None:
@@ -68,10 +81,13 @@ def list_swap_rows(
     if vin is not None:
         query = query.where(SwapEvent.vin == vin)
     if battery_serial is not None:
+        # On the serials the viewer may read: a foreign serial finds nothing for an OEM.
         query = query.where(
             or_(
-                SwapEvent.removed_battery_serial == battery_serial,
-                SwapEvent.installed_battery_serial == battery_serial,
+                battery_repo.readable_serial(SwapEvent.removed_battery_serial, oem_id)
+                == battery_serial,
+                battery_repo.readable_serial(SwapEvent.installed_battery_serial, oem_id)
+                == battery_serial,
             )
         )
     if outcome is not None:

@@ -4,6 +4,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import TypeAdapter
 
 from app.auth.dependencies import CurrentPrincipal
 from app.db import SessionDep
@@ -17,7 +18,7 @@ from app.idempotency import (
 )
 from app.metrics import SWAPS
 from app.models import KeyRole, SwapOutcome
-from app.pagination import Cursor, InvalidCursor, Limit, Page, decode_cursor, encode_cursor
+from app.pagination import Cursor, CursorTime, Limit, Page, decode_cursor, encode_cursor
 from app.swaps import repository, service
 from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
 from app.swaps.schemas import SwapCreate, SwapRead
@@ -39,6 +40,10 @@ REJECTION_DOC = (
     "codes where one exists): " + ", ".join(sorted(REASON_STATUS)) + ". The body also "
     "carries `swap_id` and the recorded `swap`."
 )
+
+
+# Newest first: the started_at and id of the last swap of the previous page.
+_SWAP_CURSOR = TypeAdapter(tuple[CursorTime, uuid.UUID])
 
 
 @router.post(
@@ -135,13 +140,7 @@ def list_swaps(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[SwapRead]:
-    after_values = decode_cursor(cursor, 2)
-    after = None
-    if after_values is not None:
-        try:
-            after = (datetime.fromisoformat(str(after_values[0])), uuid.UUID(str(after_values[1])))
-        except ValueError as exc:
-            raise InvalidCursor("cursor is not one this API issued") from exc
+    after = decode_cursor(cursor, _SWAP_CURSOR)
     rows = repository.list_swap_rows(
         session,
         station_ids_of_operator=(

@@ -3,14 +3,17 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from app.batteries import schemas as battery_schemas
 from app.models import SwapOutcome
+from app.organizations import schemas as organization_schemas
+from app.request_models import RequestModel
+from app.vehicles import schemas as vehicle_schemas
 
 Percent = float
 
 
-class SwapCreate(BaseModel):
+class SwapCreate(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -26,13 +29,11 @@ class SwapCreate(BaseModel):
         },
     )
 
-    station_code: str = Field(min_length=1, max_length=64)
-    vin: str = Field(min_length=1, max_length=17)
-    removed_battery_serial: str = Field(min_length=1, max_length=64)
-    installed_battery_serial: str | None = Field(
+    station_code: organization_schemas.Code
+    vin: vehicle_schemas.Vin
+    removed_battery_serial: battery_schemas.Serial
+    installed_battery_serial: battery_schemas.Serial | None = Field(
         default=None,
-        min_length=1,
-        max_length=64,
         description="Omit to let the backend allocate a battery (see the allocation rule).",
     )
     removed_soc_pct: float | None = Field(default=None, ge=0, le=100)
@@ -56,6 +57,8 @@ class SwapCreate(BaseModel):
 
 
 class SwapRead(BaseModel):
+    # For OEM keys, a battery of another OEM's program reads as a null serial, and its SoC
+    # and SoH as null with it.
     id: uuid.UUID
     station_code: str
     vin: str

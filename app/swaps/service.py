@@ -261,7 +261,8 @@ def _apply_readings(battery: Battery, soc: float | None, soh: float | None, at: 
 
 def recorded_read(swap: SwapEvent, station_code: str, slot_number: int | None) -> SwapRead:
     """A swap just recorded: a completed swap's removed battery went into the slot its
-    installed battery came from."""
+    installed battery came from. Only admin and operator keys record swaps, and they read
+    every serial (to_read hides other programs' serials from OEM keys only)."""
     return SwapRead(
         id=swap.id,
         station_code=station_code,
@@ -285,6 +286,9 @@ def recorded_read(swap: SwapEvent, station_code: str, slot_number: int | None) -
 
 def to_read(row: repository.SwapRow) -> SwapRead:
     swap: SwapEvent = row[0]
+    # A battery's readings go with its serial: hidden together when the viewer may not read it.
+    removed = row.removed_serial_readable == swap.removed_battery_serial
+    installed = row.installed_serial_readable == swap.installed_battery_serial
     return SwapRead(
         id=swap.id,
         station_code=row.station_code,
@@ -292,13 +296,13 @@ def to_read(row: repository.SwapRow) -> SwapRead:
         outcome=swap.outcome,
         reason_code=swap.reason_code,
         detail=swap.detail,
-        removed_battery_serial=swap.removed_battery_serial,
-        removed_soc_pct=swap.removed_soc_pct,
-        removed_soh_pct=swap.removed_soh_pct,
+        removed_battery_serial=row.removed_serial_readable,
+        removed_soc_pct=swap.removed_soc_pct if removed else None,
+        removed_soh_pct=swap.removed_soh_pct if removed else None,
         removed_to_slot_number=row.removed_to_slot_number,
-        installed_battery_serial=swap.installed_battery_serial,
-        installed_soc_pct=swap.installed_soc_pct,
-        installed_soh_pct=swap.installed_soh_pct,
+        installed_battery_serial=row.installed_serial_readable,
+        installed_soc_pct=swap.installed_soc_pct if installed else None,
+        installed_soh_pct=swap.installed_soh_pct if installed else None,
         installed_from_slot_number=row.installed_from_slot_number,
         started_at=swap.started_at,
         finished_at=swap.finished_at,
@@ -307,7 +311,8 @@ def to_read(row: repository.SwapRow) -> SwapRead:
 
 
 def read_swap(session: Session, principal: Principal, swap_id: uuid.UUID) -> SwapRead:
-    row = repository.get_swap_row(session, swap_id)
+    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
+    row = repository.get_swap_row(session, swap_id, viewer_oem_id=viewer_oem_id)
     if row is None or not _visible(session, principal, row):
         raise SwapNotFound(f"swap {swap_id} not found")
     return to_read(row)

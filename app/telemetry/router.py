@@ -24,6 +24,16 @@ From = Annotated[
     datetime | None, Query(alias="from", description="Inclusive start (RFC 3339 with offset)")
 ]
 To = Annotated[datetime | None, Query(alias="to", description="Exclusive end (RFC 3339)")]
+# Shown in OpenAPI on both battery routes; the rule itself is repository.readable_records.
+_BATTERY_ACCESS = (
+    "Admins read every record; an OEM key the records of its own program's batteries; the "
+    "battery's owner all its records. An operator reads a battery that is or has been in one "
+    "of its stations' slots, and of it the records its own stations wrote, i.e. those of the "
+    "times the battery was there (the ingest stores a station's record only for a battery in "
+    "its slots at the record's time). After the battery has left, those records stay readable "
+    "and nothing another station wrote, before or after, is. A battery never in its slots is "
+    "a 404, as for one that does not exist."
+)
 _READ_ERRORS = problem_responses(Unauthorized, NotFound, InvalidCursor, service.InvalidTimeRange)
 
 BatteryRecordRead = ChargingSampleRead | HealthRecordRead | CapacityRecordRead
@@ -37,6 +47,7 @@ _READS: dict[BatteryTelemetryKind, type[BatteryRecordRead]] = {
 @router.get(
     "/batteries/{serial}/telemetry",
     summary="A battery's charging, health or capacity records, oldest first",
+    description=_BATTERY_ACCESS,
     responses=_READ_ERRORS,
 )
 def battery_telemetry(
@@ -62,6 +73,7 @@ def battery_telemetry(
 @router.get(
     "/batteries/{serial}/charging-sessions",
     summary="A battery's charging sessions, oldest first",
+    description=_BATTERY_ACCESS,
     responses=_READ_ERRORS,
 )
 def battery_charging_sessions(

@@ -60,7 +60,8 @@ class CapacityRecordRead(_Read):
 class VehicleTelemetryRead(_Read):
     vin: str
     ts: datetime
-    battery_serial: str
+    # Null for OEM keys when the battery is another OEM's.
+    battery_serial: str | None
     soc_pct: float
     odometer_km: float
     pack_voltage_v: float

@@ -3,10 +3,12 @@
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.batteries import repository as battery_repo
 from app.errors import AppError, NotFound
 from app.models import (
     Battery,
@@ -20,7 +22,8 @@ from app.models import (
     Vehicle,
     VehicleTelemetry,
 )
-from app.pagination import InvalidCursor, decode_cursor, encode_cursor
+from app.pagination import CursorInt, CursorTime, decode_cursor, encode_cursor
+from app.telemetry import repository
 from app.telemetry.schemas import BatteryTelemetryKind
 
 
@@ -41,11 +44,7 @@ def check_range(start: datetime | None, end: datetime | None) -> None:
 def visible_battery(session: Session, principal: Principal, serial: str) -> Battery:
     battery = session.scalar(select(Battery).where(Battery.serial == serial))
     # Out of scope looks exactly like absent, so that serials do not leak across companies.
-    if battery is None or not (
-        principal.is_admin
-        or (principal.role is KeyRole.oem and battery.oem_id == principal.organization_id)
-        or (principal.role is KeyRole.operator and battery.owner_id == principal.organization_id)
-    ):
+    if battery is None or not repository.may_read_battery(session, principal, battery):
         raise NotFound(f"battery {serial!r} not found")
     return battery
 
@@ -60,14 +59,13 @@ def visible_vehicle(session: Session, principal: Principal, vin: str) -> Vehicle
     return vehicle
 
 
+_TIME_CURSOR = TypeAdapter(tuple[CursorTime])
+_ID_CURSOR = TypeAdapter(tuple[CursorInt])
+
+
 def _cursor_time(cursor: str | None) -> datetime | None:
-    values = decode_cursor(cursor, 1)
-    if values is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(values[0]))
-    except ValueError as exc:
-        raise InvalidCursor("cursor is not one this API issued") from exc
+    values = decode_cursor(cursor, _TIME_CURSOR)
+    return None if values is None else values[0]
 
 
 def _page(
@@ -111,13 +109,14 @@ def battery_telemetry(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     check_range(start, end)
-    visible_battery(session, principal, serial)
+    battery = visible_battery(session, principal, serial)
     model = _BATTERY_MODELS[kind]
     query = (
         select(model, Station.code)
         .outerjoin(Station, Station.id == model.station_id)
         .where(model.battery_serial == serial)
     )
+    query = repository.readable_records(query, model.station_id, principal, battery)
     rows, next_cursor = _page(
         session, _in_range(query, model.ts, start, end), model.ts, limit, cursor
     )
@@ -139,14 +138,24 @@ def vehicle_telemetry(
     end: datetime | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[VehicleTelemetry], str | None]:
+) -> tuple[list[dict[str, Any]], str | None]:
     check_range(start, end)
     visible_vehicle(session, principal, vin)
+    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
+    serial = battery_repo.readable_serial(VehicleTelemetry.battery_serial, viewer_oem_id)
     query = _in_range(
-        select(VehicleTelemetry).where(VehicleTelemetry.vin == vin), VehicleTelemetry.ts, start, end
+        select(VehicleTelemetry, serial).where(VehicleTelemetry.vin == vin),
+        VehicleTelemetry.ts,
+        start,
+        end,
     )
     rows, next_cursor = _page(session, query, VehicleTelemetry.ts, limit, cursor)
-    return [r[0] for r in rows], next_cursor
+    items = []
+    for record, readable in rows:
+        values = {c.key: getattr(record, c.key) for c in record.__table__.columns}
+        values["battery_serial"] = readable
+        items.append(values)
+    return items, next_cursor
 
 
 def charging_sessions(
@@ -160,12 +169,13 @@ def charging_sessions(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     check_range(start, end)
-    visible_battery(session, principal, serial)
+    battery = visible_battery(session, principal, serial)
     query = (
         select(ChargingSession, Station.code)
         .outerjoin(Station, Station.id == ChargingSession.station_id)
         .where(ChargingSession.battery_serial == serial)
     )
+    query = repository.readable_records(query, ChargingSession.station_id, principal, battery)
     query = _in_range(query, ChargingSession.started_at, start, end)
     rows, next_cursor = _page(session, query, ChargingSession.started_at, limit, cursor)
     items = []
@@ -196,10 +206,8 @@ def dead_letters(
     if reason is not None:
         query = query.where(DeadLetter.reason == reason)
     query = _in_range(query, DeadLetter.received_at, start, end)
-    values = decode_cursor(cursor, 1)
+    values = decode_cursor(cursor, _ID_CURSOR)
     if values is not None:
-        if not isinstance(values[0], int):
-            raise InvalidCursor("cursor is not one this API issued")
         query = query.where(DeadLetter.id > values[0])
     rows = list(session.scalars(query.order_by(DeadLetter.id).limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None

@@ -1,28 +1,50 @@
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, case, exists, func, null, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from app.batteries import repository as battery_repo
 from app.keyset import AnyRow, AnySelect, after_cursor
 from app.models import Battery, Organization, Vehicle, VehicleModel, vehicle_model_pack_types
+
+# A column or attribute that holds a VIN (vehicles, custody events, swaps).
+VinColumn = ColumnElement[Any] | InstrumentedAttribute[Any]
 
 
 def get_vehicle(session: Session, vin: str) -> Vehicle | None:
     return session.scalar(select(Vehicle).where(Vehicle.vin == vin))
 
 
-def _vehicle_rows() -> AnySelect:
+def readable_vin(vin: VinColumn, viewer_oem_id: int | None) -> VinColumn:
+    """A VIN as the viewer may read it, for every route that names a vehicle.
+
+    An OEM key (viewer_oem_id set) reads the VINs of its own vehicles only; another OEM's
+    reads as null (a battery's location keeps its kind, `vehicle`), as GET /vehicles/{vin}
+    is a 404 for it. Admin and operator keys (None) read every VIN.
+    """
+    if viewer_oem_id is None:
+        return vin
+    # An alias, so that the subquery never correlates with a vehicles table outside it.
+    candidate = aliased(Vehicle)
+    own = exists().where(candidate.vin == vin, candidate.oem_id == viewer_oem_id)
+    return case((own, vin), else_=null())
+
+
+def _vehicle_rows(viewer_oem_id: int | None) -> AnySelect:
+    installed = battery_repo.readable_serial(Battery.serial, viewer_oem_id)
     return (
-        select(Vehicle, Organization.code, VehicleModel.code, Battery.serial)
+        select(Vehicle, Organization.code, VehicleModel.code, installed)
         .join(Organization, Organization.id == Vehicle.oem_id)
         .join(VehicleModel, VehicleModel.id == Vehicle.model_id)
         .outerjoin(Battery, Battery.vehicle_id == Vehicle.id)
     )
 
 
-def vehicle_row(session: Session, vin: str) -> AnyRow | None:
+def vehicle_row(session: Session, vin: str, *, viewer_oem_id: int | None) -> AnyRow | None:
     """The vehicle with its OEM's and model's codes and its installed battery's serial."""
-    return session.execute(_vehicle_rows().where(Vehicle.vin == vin)).one_or_none()
+    query = _vehicle_rows(viewer_oem_id).where(Vehicle.vin == vin)
+    return session.execute(query).one_or_none()
 
 
 def list_vehicle_rows(
@@ -34,7 +56,7 @@ def list_vehicle_rows(
     cursor: str | None,
     limit: int,
 ) -> Sequence[AnyRow]:
-    statement = _vehicle_rows()
+    statement = _vehicle_rows(oem_id)
     if oem_id is not None:
         statement = statement.where(Vehicle.oem_id == oem_id)
     if oem_code is not None:

@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.organizations.schemas import Code, PatchModel
+from app.request_models import RequestModel
 
 VIN_LENGTH = 17
 # ISO 3779: digits and capital letters except I, O and Q (they read as 1 and 0).
@@ -34,9 +35,8 @@ Vin = Annotated[
 ]
 
 
-class VehicleCreate(BaseModel):
+class VehicleCreate(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"vin": "LHM6X4E2XR1000001", "model_code": "HT-6X4-E"}]},
     )
 
@@ -54,7 +54,7 @@ class VehicleRead(BaseModel):
     vin: str
     oem_code: str
     model_code: str
-    # Null when the vehicle carries no battery.
+    # Null when the vehicle carries no battery, and for OEM keys when it is another OEM's.
     installed_battery_serial: str | None
     created_at: datetime
     updated_at: datetime

@@ -42,8 +42,8 @@ def _resolve_model(session: Session, code: str) -> VehicleModel:
 
 
 def read_vehicle(session: Session, principal: Principal, vin: str) -> VehicleRead:
-    row = repository.vehicle_row(session, vin)
     scope = _oem_scope(principal)
+    row = repository.vehicle_row(session, vin, viewer_oem_id=scope)
     if row is None or (scope is not None and row[0].oem_id != scope):
         raise VehicleNotFound(f"vehicle {vin!r} not found")
     return _vehicle_read(row)
@@ -97,9 +97,12 @@ def update_vehicle(
         if battery is not None and not repository.model_takes_pack_type(
             session, model.id, battery.pack_type_id
         ):
+            # The battery may be another OEM's, whose serial an OEM key may not read.
+            readable = _oem_scope(principal) in (None, battery.oem_id)
+            named = f" {battery.serial!r}" if readable else ""
             raise InstalledBatteryIncompatible(
                 f"model_code: {data.model_code!r} does not take the pack type of the "
-                f"installed battery {battery.serial!r}; remove it first"
+                f"installed battery{named}; remove it first"
             )
         vehicle.model_id = model.id
         session.flush()
