@@ -107,6 +107,13 @@ def db_current() -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes serving requests. Default: SWAPFLEET_API_WORKERS, else one per CPU",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API."""
     settings = get_settings()
@@ -121,11 +128,21 @@ def api(
         factory=True,
         host=host,
         port=port,
+        # One Python process runs one request's Python at a time: a process per core.
+        workers=workers or api_workers(settings),
+        # The supervisor of several workers replaces one that has not answered its ping
+        # within this; uvicorn's 5 s killed workers still importing on a busy machine.
+        timeout_worker_healthcheck=30,
         log_level=settings.log_level.lower(),
         # The Prometheus middleware already counts requests; uvicorn's access log would double
         # the log volume for nothing.
         access_log=False,
     )
+
+
+def api_workers(settings: Settings) -> int:
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    return settings.api_workers or len(os.sched_getaffinity(0)) or 1
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -230,7 +247,9 @@ def seed_demo_command() -> None:
 def api_process(settings: Settings, host: str, port: int) -> ChildSpec:
     return ChildSpec(
         name="api",
-        argv=swapfleet_command("api", "--host", host, "--port", str(port)),
+        argv=swapfleet_command(
+            "api", "--host", host, "--port", str(port), "--workers", str(api_workers(settings))
+        ),
         env=child_environment(settings),
     )
 

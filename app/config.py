@@ -28,10 +28,19 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str = "http://127.0.0.1:8000"
+    # Processes serving the API (`swapfleet api --workers`); None: one per CPU this process
+    # may run on.
+    api_workers: int | None = Field(default=None, ge=1)
+    # How long a process trusts an API key it has checked without asking the database again:
+    # a revoked key keeps working for at most this long (0: check every request).
+    api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
     api_key: str | None = None
     data_dir: Path = Path(".swapfleet")
     # Batteries below this state of health are never handed to a driver.
     swap_min_soh_pct: float = Field(default=70.0, ge=0, le=100)
+    # How often each API process adds committed swaps to the report aggregates (0: never; the
+    # OEM swap counts stay exact either way, battery_daily's swap columns lag by about this).
+    swap_rollup_interval_s: float = Field(default=5.0, ge=0)
     page_size_max: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"

@@ -1,15 +1,18 @@
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.dependencies import AdminPrincipal
+from app.config import get_settings
 from app.db import get_engine
 from app.errors import install_error_handlers, problem
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.reports.swap_rollup import SwapRollup
 
 API_DESCRIPTION = """
 Battery custody, swaps and telemetry for fleets of battery-swap stations.
@@ -19,13 +22,60 @@ Every route except `/healthz` and `/readyz` needs an API key sent as
 """
 
 
-def route_template(request: Request) -> str:
-    # Label by template, never by raw path: a raw path would carry serials and VINs.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+def route_template(scope: Scope, prefixed: dict[int, str]) -> str:
+    # Label by template, never by raw path: a raw path would carry serials and VINs. The
+    # router records the route it matched in the scope (unmatched paths have none): the
+    # route as its own router declared it, without the prefixes it was included under.
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    return prefixed.get(id(route)) or str(getattr(route, "path", "unmatched"))
+
+
+class ObserveRequests:
+    """Counts and times every request by method, route template and status. Plain ASGI:
+    Starlette's BaseHTTPMiddleware (`@app.middleware`) runs each request in an extra task
+    and streams the response through a queue, and the old route lookup matched the path
+    against every route a second time."""
+
+    def __init__(self, app: ASGIApp, prefixed: dict[int, str]) -> None:
+        self.app = app
+        self.prefixed = prefixed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = ""
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        except Exception:
+            HTTP_REQUESTS.labels(scope["method"], route_template(scope, self.prefixed), "500").inc()
+            raise
+        route = route_template(scope, self.prefixed)
+        HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(scope["method"], route, status).inc()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    interval_s = get_settings().swap_rollup_interval_s
+    rollup = SwapRollup(interval_s) if interval_s > 0 else None
+    if rollup is not None:
+        rollup.start()
+    try:
+        yield
+    finally:
+        if rollup is not None:
+            rollup.stop()
 
 
 def create_app() -> FastAPI:
@@ -39,11 +89,13 @@ def create_app() -> FastAPI:
     from app.telemetry.router import router as telemetry_router
     from app.vehicles.router import router as vehicles_router
 
-    app = FastAPI(title="swapfleet", version="0.1.0", description=API_DESCRIPTION)
+    app = FastAPI(
+        title="swapfleet", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan
+    )
     install_error_handlers(app)
 
     v1 = APIRouter(prefix="/v1")
-    for router in (
+    routers = (
         organizations_router,
         catalog_router,
         stations_router,
@@ -53,24 +105,19 @@ def create_app() -> FastAPI:
         telemetry_router,
         reports_router,
         passport_router,
-    ):
+    )
+    for router in routers:
         v1.include_router(router)
     app.include_router(v1)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        route = route_template(request)
-        try:
-            response = await call_next(request)
-        except Exception:
-            HTTP_REQUESTS.labels(request.method, route, "500").inc()
-            raise
-        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(
+        ObserveRequests,
+        prefixed={
+            id(route): v1.prefix + str(getattr(route, "path", ""))
+            for router in routers
+            for route in router.routes
+        },
+    )
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, str]:

@@ -27,6 +27,12 @@ TEST_DB = os.environ.get("SWAPFLEET_TEST_DB", "swapfleet_test") + (
 TEST_DATABASE_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
 os.environ["SWAPFLEET_DATABASE_URL"] = TEST_DATABASE_URL
 os.environ.setdefault("SWAPFLEET_ENVIRONMENT", "test")
+# Tests roll swaps up explicitly (roll_up_swaps); a background roll-up in every in-process app
+# would race them. Tests of the background roll-up start a server with its own interval.
+os.environ.setdefault("SWAPFLEET_SWAP_ROLLUP_INTERVAL_S", "0")
+# One API process per `swapfleet api` a test starts, unless the test asks for more
+# (--workers): each worker is a Python that imports the app, slow on a busy test machine.
+os.environ.setdefault("SWAPFLEET_API_WORKERS", "1")
 
 from app.config import get_settings, normalize_database_url  # noqa: E402
 from app.db import streaming_session, unit_of_work  # noqa: E402

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.models import OrgRole
-from app.reports.aggregates import rebuild_aggregates
+from app.reports.aggregates import rebuild_aggregates, roll_up_swaps
 from devices.contract import RecordKind
 from tests import factories
 from tests.factories import auth
@@ -150,7 +150,7 @@ def test_charging_energy_sessions_and_extreme_hours_follow_the_samples(session: 
     assert row["temp_max_c"] == 47.0
 
 
-def test_swaps_reach_the_daily_aggregates_through_the_trigger(
+def test_swaps_reach_the_daily_aggregates_through_the_rollup(
     session: Session, client: TestClient
 ) -> None:
     world = build_swap_world(session, charged_socs=(95.0,))
@@ -159,6 +159,9 @@ def test_swaps_reach_the_daily_aggregates_through_the_trigger(
     assert response.status_code == 201, response.text
     assert response.json()["outcome"] == "completed"
     day = datetime.fromisoformat(response.json()["started_at"]).astimezone(UTC).date()
+    # The swap's own transaction leaves the aggregates alone; the roll-up adds it.
+    assert daily(session, serials) == {}
+    roll_up_swaps(session.connection())
     rows = daily(session, serials)
     assert rows[(world.depleted.serial, day)]["swaps_out"] == 1
     assert rows[(world.charged[0].serial, day)]["swaps_in"] == 1
@@ -254,6 +257,7 @@ def test_swaps_reach_the_monthly_rollup(session: Session, client: TestClient) ->
     response = client.post("/v1/swaps", json=world.swap_body(), headers=auth(world.admin_key))
     assert response.status_code == 201, response.text
     day = datetime.fromisoformat(response.json()["started_at"]).astimezone(UTC).date()
+    roll_up_swaps(session.connection())
     rows = monthly(session, serials)
     assert rows[(world.depleted.serial, day.replace(day=1))]["swaps_out"] == 1
     assert rows[(world.charged[0].serial, day.replace(day=1))]["swaps_in"] == 1

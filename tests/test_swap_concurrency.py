@@ -4,7 +4,9 @@ import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
@@ -16,7 +18,9 @@ from app.db import get_engine, get_session_factory
 from app.main import create_app
 from app.models import Battery, LocationKind, SwapEvent, Vehicle, VehicleModel
 from app.swaps import repository
+from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, make_vehicle
+from tests.fixtures.api_server import running_api
 from tests.swap_world import SwapWorld, build_swap_world
 
 
@@ -210,3 +214,48 @@ def test_database_refuses_two_batteries_in_one_vehicle(
         with pytest.raises(IntegrityError):
             session.flush()
         session.rollback()
+
+
+def test_concurrent_swaps_through_a_server_with_two_workers_never_share_a_battery(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine, tmp_path: Path
+) -> None:
+    """The same race through a real `swapfleet api --workers 2`: the swaps are spread over
+    two processes, each with its own connection pool, and SKIP LOCKED still decides."""
+    world, drivers = committed_world
+    results: dict[str, tuple[int, dict[str, object]]] = {}
+    with running_api(
+        TEST_DATABASE_URL, tmp_path / "api.log", "--workers", "2", startup_s=120
+    ) as api:
+        barrier = threading.Barrier(len(drivers))
+
+        def swap(vin: str, serial: str) -> None:
+            # One connection each: the kernel spreads them over both workers.
+            with httpx.Client(base_url=api.base_url, timeout=30) as client:
+                barrier.wait()
+                response = client.post(
+                    "/v1/swaps",
+                    json={
+                        "station_code": world.station.code,
+                        "vin": vin,
+                        "removed_battery_serial": serial,
+                    },
+                    headers=auth(world.operator_key),
+                )
+                results[vin] = (response.status_code, response.json())
+
+        run_together([functools.partial(swap, *driver) for driver in drivers])
+
+    statuses = Counter(status for status, _ in results.values())
+    assert statuses == {201: 4, 409: 3}, results
+    installed = [
+        str(body["installed_battery_serial"]) for status, body in results.values() if status == 201
+    ]
+    assert sorted(installed) == sorted(b.serial for b in world.charged)
+    with Session(engine) as session:
+        completed = session.scalar(
+            text(
+                "SELECT count(*) FROM swap_events WHERE station_id = :s AND outcome = 'completed'"
+            ),
+            {"s": world.station.id},
+        )
+    assert completed == 4

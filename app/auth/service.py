@@ -1,10 +1,13 @@
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.errors import AppError, Forbidden, NotFound, Unauthorized
 from app.models import ApiKey, KeyRole, Organization, OrgRole
 
@@ -74,14 +77,54 @@ def create_key(
     return api_key, raw_key
 
 
+class PrincipalCache:
+    """The principals of keys this process checked recently, each trusted for `ttl_s` from
+    its check: a key revoked in the database stops working in every process within ttl_s.
+    Only valid keys are kept, so a key works as soon as it is created."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str, ttl_s: float) -> Principal | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or time.monotonic() - entry[0] >= ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                # Callers with thousands of live keys: start over rather than track ages.
+                self._entries.clear()
+            self._entries[key_hash] = (time.monotonic(), principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+principal_cache = PrincipalCache()
+
+
 def authenticate(session: Session, raw_key: str) -> Principal:
+    key_hash = hash_key(raw_key)
+    ttl_s = get_settings().api_key_cache_ttl_s
+    principal = principal_cache.get(key_hash, ttl_s)
+    if principal is not None:
+        return principal
     row = session.execute(
         select(ApiKey.id, ApiKey.role, ApiKey.organization_id, Organization.code)
         .outerjoin(Organization, Organization.id == ApiKey.organization_id)
-        .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     ).one_or_none()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    return Principal(
+    principal = Principal(
         api_key_id=row[0], role=row[1], organization_id=row[2], organization_code=row[3]
     )
+    if ttl_s > 0:
+        principal_cache.put(key_hash, principal)
+    return principal

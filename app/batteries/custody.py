@@ -37,7 +37,9 @@ def relocate(
     swap_id: uuid.UUID | None = None,
     api_key_id: int | None = None,
     at: datetime | None = None,
+    flush: bool = True,
 ) -> CustodyEvent:
+    """`flush=False` leaves the flush to a caller that changes more before it."""
     event = CustodyEvent(
         battery_id=battery.id,
         at=at or utcnow(),
@@ -63,7 +65,8 @@ def relocate(
     session.add(event)
     # Flush each move on its own: the unique indexes on slot_id / vehicle_id are checked
     # per statement, so a swap must free a place before it fills it.
-    session.flush()
+    if flush:
+        session.flush()
     return event
 
 

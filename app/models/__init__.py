@@ -20,6 +20,7 @@ from app.models.reports import (
     BatteryMonthly,
     BatteryRecommendation,
     OemSwapDaily,
+    swap_rollup_queue,
 )
 from app.models.station import Slot, Station
 from app.models.swap import IdempotencyRecord, SwapEvent
@@ -52,6 +53,7 @@ __all__ = [
     "KeyRole",
     "LocationKind",
     "OemSwapDaily",
+    "swap_rollup_queue",
     "OrgRole",
     "Organization",
     "PackType",

@@ -1,11 +1,12 @@
 """What the OEM reports read instead of raw telemetry.
 
 battery_daily holds one row per battery and UTC day. The ingest adds to it from the rows each
-batch newly inserted (app/ingest/aggregates.py), swaps reach it through a trigger on
-swap_events (the swaps domain stays unaware of reports), and app/reports/aggregates.py
-recomputes any date range from the raw tables. Every column is either a sum, a min/max, or a
-"first"/"last" value carried with the timestamp that decides it, so that adding rows in any
-order gives the same result as recomputing.
+batch newly inserted (app/ingest/aggregates.py), swaps reach it after their commit through
+swap_rollup_queue (a trigger on swap_events queues each swap, so the swaps domain stays
+unaware of reports; app/reports/swap_rollup.py adds the queued swaps in batches), and
+app/reports/aggregates.py recomputes any date range from the raw tables. Every column is
+either a sum, a min/max, or a "first"/"last" value carried with the timestamp that decides
+it, so that adding rows in any order gives the same result as recomputing.
 
 Keyed by serial like the telemetry tables (no foreign key): aggregates must outlive a
 battery's deregistration, as the records they summarize do.
@@ -15,6 +16,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     Date,
     DateTime,
     Double,
@@ -23,11 +25,12 @@ from sqlalchemy import (
     Integer,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -96,7 +99,7 @@ class BatteryDaily(Base):
     fit_cycles_sy: Mapped[float] = _zero()
     fit_cycles_sxx: Mapped[float] = _zero()
     fit_cycles_sxy: Mapped[float] = _zero()
-    # ---- swaps (maintained by the swap_events trigger)
+    # ---- swaps (added by the swap roll-up, after the swaps' commits)
     swaps_in: Mapped[int] = _count()
     swaps_out: Mapped[int] = _count()
     # Swaps refused because of this battery's state or health (it was the one to install).
@@ -153,7 +156,9 @@ class BatteryMonthly(Base):
 
 class OemSwapDaily(Base):
     """Swap attempts per OEM (of the vehicle, else of the removed battery), day, outcome and
-    reason; oem_id 0 collects swaps no OEM can be named for."""
+    reason; oem_id 0 collects swaps no OEM can be named for. Rolled up from
+    swap_rollup_queue after the swaps commit; readers add the queued swaps, so counts are
+    exact at any moment."""
 
     __tablename__ = "oem_swap_daily"
     __table_args__ = (PrimaryKeyConstraint("oem_id", "day", "outcome", "reason_code"),)
@@ -164,6 +169,18 @@ class OemSwapDaily(Base):
     # '' for completed swaps, which have no reason.
     reason_code: Mapped[str] = mapped_column(String(64))
     swaps: Mapped[int] = _count()
+
+
+# Swaps committed but not yet added to oem_swap_daily and battery_daily. Append-only for the
+# swaps (a trigger on swap_events inserts the id; no index, no key to contend on), emptied by
+# the roll-up in the same transaction that adds the swaps to the aggregates. A swap used to
+# add 1 to its OEM's row of the day inside its own transaction: every swap of an OEM then
+# waited for the previous one's commit (issue 12).
+swap_rollup_queue = Table(
+    "swap_rollup_queue",
+    Base.metadata,
+    Column("swap_id", UUID(as_uuid=True), nullable=False),
+)
 
 
 class BatteryRecommendation(Base):

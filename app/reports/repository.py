@@ -9,6 +9,8 @@ from sqlalchemy import RowMapping, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from app.reports.aggregates import OEM_SWAP_ROWS, QUEUED_SWAPS
+
 # The columns a window sums, from whole months of battery_monthly and from the days of
 # partial months in battery_daily (`p`, see _PARTS): about 40 rows for a year instead of 365.
 _SUMMED = (
@@ -297,17 +299,26 @@ def battery_counts(session: Session, oem_id: int | None) -> Sequence[RowMapping]
     )
 
 
+# The rolled-up counts plus the swaps still queued: each swap is in exactly one of the two in
+# any snapshot (the roll-up moves it in one transaction), so the sum is exact.
+SWAP_COUNTS = f"""
+SELECT outcome, reason_code, sum(swaps) AS n FROM (
+    SELECT oem_id, day, outcome, reason_code, swaps FROM oem_swap_daily
+    UNION ALL
+    {OEM_SWAP_ROWS.format(swaps=QUEUED_SWAPS)}
+) c
+WHERE day BETWEEN :day_from AND :day_to
+  AND (CAST(:oem_id AS bigint) IS NULL OR oem_id = :oem_id)
+GROUP BY 1, 2
+"""
+
+
 def swap_counts(
     session: Session, oem_id: int | None, day_from: date, day_to: date
 ) -> Sequence[RowMapping]:
     return (
         session.execute(
-            text(
-                "SELECT outcome, reason_code, sum(swaps) AS n FROM oem_swap_daily"
-                " WHERE day BETWEEN :day_from AND :day_to"
-                " AND (CAST(:oem_id AS bigint) IS NULL OR oem_id = :oem_id)"
-                " GROUP BY 1, 2"
-            ),
+            text(SWAP_COUNTS),
             {"oem_id": oem_id, "day_from": day_from, "day_to": day_to},
         )
         .mappings()

@@ -78,11 +78,7 @@ def create_swap(
         if stored is not None:
             return _render(stored, replayed=True)
 
-    swap = service.record_swap(session, principal, request)
-    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
-    swap_row = repository.get_swap_row(session, swap.id, viewer_oem_id=viewer_oem_id)
-    assert swap_row is not None
-    swap_read = service.to_read(swap_row)
+    swap_read = service.record_swap(session, principal, request)
     response = _response_for(swap_read)
     if idempotency_key is not None:
         store(
@@ -92,7 +88,7 @@ def create_swap(
             fingerprint=fingerprint,
             response=response,
         )
-    SWAPS.labels(swap.outcome.value, swap.reason_code or "none").inc()
+    SWAPS.labels(swap_read.outcome.value, swap_read.reason_code or "none").inc()
     return _render(response, replayed=False)
 
 

@@ -52,9 +52,10 @@ def get_station_for_swap(session: Session, principal: Principal, station_code: s
     return station
 
 
-def record_swap(session: Session, principal: Principal, request: SwapCreate) -> SwapEvent:
+def record_swap(session: Session, principal: Principal, request: SwapCreate) -> SwapRead:
     """Records a completed swap, or a rejected one with its reason code; never raises for a
-    rule violation, so that the rejection is committed with the request."""
+    rule violation, so that the rejection is committed with the request. The answer is built
+    from the rows this transaction holds, without reading the swap back."""
     station = get_station_for_swap(session, principal, request.station_code)
     started_at = request.started_at or utcnow()
     swap = SwapEvent(
@@ -79,7 +80,7 @@ def record_swap(session: Session, principal: Principal, request: SwapCreate) -> 
         swap.finished_at = swap.finished_at or utcnow()
         session.add(swap)
         session.flush()
-        return swap
+        return recorded_read(swap, station.code, slot_number=None)
 
     swap.outcome = SwapOutcome.completed
     swap.vehicle_id = vehicle.id
@@ -93,10 +94,8 @@ def record_swap(session: Session, principal: Principal, request: SwapCreate) -> 
         swap.installed_soc_pct = installed.soc_pct
     if swap.installed_soh_pct is None:
         swap.installed_soh_pct = installed.soh_pct
-    session.add(swap)
-    session.flush()
-    _exchange(session, swap, vehicle, removed, installed, principal)
-    return swap
+    slot_number = _exchange(session, swap, vehicle, removed, installed, principal)
+    return recorded_read(swap, station.code, slot_number)
 
 
 def _check_rules(
@@ -205,14 +204,21 @@ def _exchange(
     removed: Battery,
     installed: Battery,
     principal: Principal,
-) -> None:
+) -> int:
+    """Records the swap and moves both batteries in three flushes, the fewest the unique
+    indexes allow (one battery per slot, one per vehicle, checked per statement); returns the
+    number of the slot that changed batteries."""
     freed_slot_id = installed.slot_id
     assert freed_slot_id is not None
+    slot_number = session.execute(select(Slot.number).where(Slot.id == freed_slot_id)).scalar_one()
     at = swap.finished_at or swap.started_at
-    # The charged battery leaves its slot first, so that both unique indexes (one battery
-    # per slot, one per vehicle) hold after every statement.
+    _apply_readings(removed, swap.removed_soc_pct, swap.removed_soh_pct, at)
+    _apply_readings(installed, swap.installed_soc_pct, swap.installed_soh_pct, at)
+    # The charged battery leaves its slot first (with the swap's own row, in one flush), so
+    # that both unique indexes hold after every statement.
     installed.location_kind = LocationKind.in_transit
     installed.slot_id = None
+    session.add(swap)
     session.flush()
     relocate(
         session,
@@ -233,13 +239,13 @@ def _exchange(
         swap_id=swap.id,
         api_key_id=principal.api_key_id,
         at=at,
+        flush=False,
     )
     # The history shows the real move (slot -> vehicle), not the in-transit moment above.
     event.from_kind = LocationKind.slot
     event.from_slot_id = freed_slot_id
-    _apply_readings(removed, swap.removed_soc_pct, swap.removed_soh_pct, at)
-    _apply_readings(installed, swap.installed_soc_pct, swap.installed_soh_pct, at)
     session.flush()
+    return slot_number
 
 
 def _apply_readings(battery: Battery, soc: float | None, soh: float | None, at: datetime) -> None:
@@ -251,6 +257,31 @@ def _apply_readings(battery: Battery, soc: float | None, soh: float | None, at: 
         battery.soh_pct = soh
     if soc is not None or soh is not None:
         battery.readings_at = at
+
+
+def recorded_read(swap: SwapEvent, station_code: str, slot_number: int | None) -> SwapRead:
+    """A swap just recorded: a completed swap's removed battery went into the slot its
+    installed battery came from. Only admin and operator keys record swaps, and they read
+    every serial (to_read hides other programs' serials from OEM keys only)."""
+    return SwapRead(
+        id=swap.id,
+        station_code=station_code,
+        vin=swap.vin,
+        outcome=swap.outcome,
+        reason_code=swap.reason_code,
+        detail=swap.detail,
+        removed_battery_serial=swap.removed_battery_serial,
+        removed_soc_pct=swap.removed_soc_pct,
+        removed_soh_pct=swap.removed_soh_pct,
+        removed_to_slot_number=slot_number,
+        installed_battery_serial=swap.installed_battery_serial,
+        installed_soc_pct=swap.installed_soc_pct,
+        installed_soh_pct=swap.installed_soh_pct,
+        installed_from_slot_number=slot_number,
+        started_at=swap.started_at,
+        finished_at=swap.finished_at,
+        created_at=swap.created_at,
+    )
 
 
 def to_read(row: repository.SwapRow) -> SwapRead:
