@@ -30,6 +30,25 @@ def wait_for_file(path: Path) -> None:
         time.sleep(0.05)
 
 
+def run_until_sigterm(supervisor: Supervisor, pid_files: list[Path]) -> int:
+    """Run the supervisor and send it SIGTERM once every child has written its pid."""
+
+    def interrupt_when_started() -> None:
+        for pid_file in pid_files:
+            wait_for_file(pid_file)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt_on_sigterm()
+    thread = threading.Thread(target=interrupt_when_started)
+    thread.start()
+    try:
+        return supervisor.run()
+    finally:
+        thread.join()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_when_one_child_dies_the_others_are_stopped_and_run_fails(tmp_path: Path) -> None:
     sleeper_pid = tmp_path / "sleeper.pid"
     supervisor = Supervisor(
@@ -50,20 +69,7 @@ def test_sigterm_to_the_supervisor_stops_every_child_and_run_succeeds(tmp_path: 
     pids = [tmp_path / "a.pid", tmp_path / "b.pid"]
     supervisor = Supervisor([python_child(p.stem, "import time; time.sleep(120)", p) for p in pids])
 
-    def interrupt_when_started() -> None:
-        for pid_file in pids:
-            wait_for_file(pid_file)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    previous = signal.getsignal(signal.SIGTERM)
-    interrupt_on_sigterm()
-    thread = threading.Thread(target=interrupt_when_started)
-    thread.start()
-    try:
-        assert supervisor.run() == 0
-    finally:
-        thread.join()
-        signal.signal(signal.SIGTERM, previous)
+    assert run_until_sigterm(supervisor, pids) == 0
     for pid_file in pids:
         assert not is_running(int(pid_file.read_text()))
 
@@ -91,20 +97,7 @@ def test_children_stop_in_reverse_order_each_after_the_later_one_has_exited(
         [python_child(n, f"NAME = {n!r}\n" + code, p) for n, p in zip(names, pids, strict=True)]
     )
 
-    def interrupt_when_started() -> None:
-        for pid_file in pids:
-            wait_for_file(pid_file)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    previous = signal.getsignal(signal.SIGTERM)
-    interrupt_on_sigterm()
-    thread = threading.Thread(target=interrupt_when_started)
-    thread.start()
-    try:
-        assert supervisor.run() == 0
-    finally:
-        thread.join()
-        signal.signal(signal.SIGTERM, previous)
+    assert run_until_sigterm(supervisor, pids) == 0
     events = [line.split()[:2] for line in log.read_text().splitlines()]
     expected = [[n, e] for n in reversed(names) for e in ("term", "exit")]
     assert events == expected

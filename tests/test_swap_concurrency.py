@@ -64,6 +64,21 @@ def committed_world(engine: Engine) -> Iterator[tuple[SwapWorld, list[tuple[str,
         connection.execute(text(f"TRUNCATE {tables} CASCADE"))
 
 
+def assert_four_of_seven_got_the_four_batteries(
+    world: SwapWorld, results: dict[str, tuple[int, dict[str, object]]]
+) -> None:
+    """Seven swaps raced for four charged batteries: four got one each, three were refused."""
+    statuses = Counter(status for status, _ in results.values())
+    assert statuses == {201: 4, 409: 3}, results
+    installed = [
+        str(body["installed_battery_serial"]) for status, body in results.values() if status == 201
+    ]
+    assert sorted(installed) == sorted(b.serial for b in world.charged)
+    assert {body["code"] for status, body in results.values() if status == 409} == {
+        "NoBatteryAvailable"
+    }
+
+
 def test_concurrent_swaps_at_one_station_never_share_a_battery(
     committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
 ) -> None:
@@ -88,15 +103,7 @@ def test_concurrent_swaps_at_one_station_never_share_a_battery(
 
     run_together([functools.partial(swap, *driver) for driver in drivers])
 
-    statuses = Counter(status for status, _ in results.values())
-    assert statuses == {201: 4, 409: 3}, results
-    installed = [
-        str(body["installed_battery_serial"]) for status, body in results.values() if status == 201
-    ]
-    assert sorted(installed) == sorted(b.serial for b in world.charged)
-    assert {body["code"] for status, body in results.values() if status == 409} == {
-        "NoBatteryAvailable"
-    }
+    assert_four_of_seven_got_the_four_batteries(world, results)
     with Session(engine) as session:
         # This world's vehicles only: other tests commit vehicles to the same database.
         vehicles_with_battery = session.scalars(
@@ -245,12 +252,7 @@ def test_concurrent_swaps_through_a_server_with_two_workers_never_share_a_batter
 
         run_together([functools.partial(swap, *driver) for driver in drivers])
 
-    statuses = Counter(status for status, _ in results.values())
-    assert statuses == {201: 4, 409: 3}, results
-    installed = [
-        str(body["installed_battery_serial"]) for status, body in results.values() if status == 201
-    ]
-    assert sorted(installed) == sorted(b.serial for b in world.charged)
+    assert_four_of_seven_got_the_four_batteries(world, results)
     with Session(engine) as session:
         completed = session.scalar(
             text(
