@@ -389,8 +389,22 @@ class IngestService:
 
     def _replay(self, messages: list[Pending]) -> bool:
         """One job, waited for; False if the writer died on it (and was started again)."""
+        return self._run_alone(_job(messages), messages)
+
+    def _quarantine(self, message: Pending) -> None:
+        topic, payload = message[0], message[1]
+        log.error("event=message_quarantined topic=%s bytes=%d", topic, len(payload))
+        job = Quarantine(_job([message]), "writer_crash", "the ingest's writer process died on it")
+        if not self._run_alone(job, [message]):
+            # Not even its dead letter could be written: dropping it is the only way on.
+            log.error("event=message_dropped topic=%s payload=%r", topic, bytes(payload[:200]))
+            self._acknowledge([message])
+
+    def _run_alone(self, job: Job | Quarantine, messages: list[Pending]) -> bool:
+        """Hands one job to the writer and waits for it, acknowledging its messages once
+        stored; False if the writer died on it (and was started again)."""
         try:
-            self.writer.submit(_job(messages))
+            self.writer.submit(job)
             outcome = self.writer.receive()
         except (EOFError, OSError):
             self._restart_writer()
@@ -400,24 +414,6 @@ class IngestService:
             self._observe(outcome.result, outcome.seconds)
             self._acknowledge(messages)
         return True
-
-    def _quarantine(self, message: Pending) -> None:
-        topic, payload = message[0], message[1]
-        log.error("event=message_quarantined topic=%s bytes=%d", topic, len(payload))
-        job = Quarantine(_job([message]), "writer_crash", "the ingest's writer process died on it")
-        try:
-            self.writer.submit(job)
-            outcome = self.writer.receive()
-        except (EOFError, OSError):
-            # Not even its dead letter could be written: dropping it is the only way on.
-            log.error("event=message_dropped topic=%s payload=%r", topic, bytes(payload[:200]))
-            self._restart_writer()
-            self._acknowledge([message])
-            return
-        self._count_messages(outcome)
-        if outcome.result is not None:
-            self._observe(outcome.result, outcome.seconds)
-            self._acknowledge([message])
 
     def _acknowledge(self, batch: list[Pending]) -> None:
         current = self._generation

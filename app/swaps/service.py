@@ -263,6 +263,40 @@ def recorded_read(swap: SwapEvent, station_code: str, slot_number: int | None) -
     """A swap just recorded: a completed swap's removed battery went into the slot its
     installed battery came from. Only admin and operator keys record swaps, and they read
     every serial (to_read hides other programs' serials from OEM keys only)."""
+    return _swap_read(
+        swap,
+        station_code,
+        removed_to_slot_number=slot_number,
+        installed_from_slot_number=slot_number,
+        removed_serial=swap.removed_battery_serial,
+        installed_serial=swap.installed_battery_serial,
+    )
+
+
+def to_read(row: repository.SwapRow) -> SwapRead:
+    return _swap_read(
+        row[0],
+        row.station_code,
+        removed_to_slot_number=row.removed_to_slot_number,
+        installed_from_slot_number=row.installed_from_slot_number,
+        removed_serial=row.removed_serial_readable,
+        installed_serial=row.installed_serial_readable,
+    )
+
+
+def _swap_read(
+    swap: SwapEvent,
+    station_code: str,
+    *,
+    removed_to_slot_number: int | None,
+    installed_from_slot_number: int | None,
+    removed_serial: str | None,
+    installed_serial: str | None,
+) -> SwapRead:
+    """The serials as the viewer may read them; a battery's readings go with its serial,
+    hidden together when the viewer may not read it."""
+    removed = removed_serial == swap.removed_battery_serial
+    installed = installed_serial == swap.installed_battery_serial
     return SwapRead(
         id=swap.id,
         station_code=station_code,
@@ -270,40 +304,14 @@ def recorded_read(swap: SwapEvent, station_code: str, slot_number: int | None) -
         outcome=swap.outcome,
         reason_code=swap.reason_code,
         detail=swap.detail,
-        removed_battery_serial=swap.removed_battery_serial,
-        removed_soc_pct=swap.removed_soc_pct,
-        removed_soh_pct=swap.removed_soh_pct,
-        removed_to_slot_number=slot_number,
-        installed_battery_serial=swap.installed_battery_serial,
-        installed_soc_pct=swap.installed_soc_pct,
-        installed_soh_pct=swap.installed_soh_pct,
-        installed_from_slot_number=slot_number,
-        started_at=swap.started_at,
-        finished_at=swap.finished_at,
-        created_at=swap.created_at,
-    )
-
-
-def to_read(row: repository.SwapRow) -> SwapRead:
-    swap: SwapEvent = row[0]
-    # A battery's readings go with its serial: hidden together when the viewer may not read it.
-    removed = row.removed_serial_readable == swap.removed_battery_serial
-    installed = row.installed_serial_readable == swap.installed_battery_serial
-    return SwapRead(
-        id=swap.id,
-        station_code=row.station_code,
-        vin=swap.vin,
-        outcome=swap.outcome,
-        reason_code=swap.reason_code,
-        detail=swap.detail,
-        removed_battery_serial=row.removed_serial_readable,
+        removed_battery_serial=removed_serial,
         removed_soc_pct=swap.removed_soc_pct if removed else None,
         removed_soh_pct=swap.removed_soh_pct if removed else None,
-        removed_to_slot_number=row.removed_to_slot_number,
-        installed_battery_serial=row.installed_serial_readable,
+        removed_to_slot_number=removed_to_slot_number,
+        installed_battery_serial=installed_serial,
         installed_soc_pct=swap.installed_soc_pct if installed else None,
         installed_soh_pct=swap.installed_soh_pct if installed else None,
-        installed_from_slot_number=row.installed_from_slot_number,
+        installed_from_slot_number=installed_from_slot_number,
         started_at=swap.started_at,
         finished_at=swap.finished_at,
         created_at=swap.created_at,
