@@ -1,9 +1,15 @@
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
+import psycopg
 from fastapi import Depends
-from sqlalchemy import Engine, MetaData, create_engine
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import ClauseElement, Engine, MetaData, create_engine
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -38,19 +44,26 @@ def get_session_factory() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
+@contextmanager
+def commit_errors() -> Iterator[None]:
+    """How a failed commit reaches the client, for the sync and the async unit of work."""
+    try:
+        yield
+    except IntegrityError:
+        raise  # the database refused the data: a conflict, rendered with its constraint
+    except DBAPIError as exc:
+        # Whatever else failed the commit (a lost connection, a failover, a trigger), the
+        # transaction is gone and nothing was stored: the client may retry.
+        raise CommitFailed(f"the commit failed ({type(exc.orig).__name__})") from exc
+
+
 def unit_of_work() -> Iterator[Session]:
     """One transaction per request: committed if the route returns, rolled back if it raises
     (closing the session rolls back what was not committed)."""
     with get_session_factory()() as session:
         yield session
-        try:
+        with commit_errors():
             session.commit()
-        except IntegrityError:
-            raise  # the database refused the data: a conflict, rendered with its constraint
-        except DBAPIError as exc:
-            # Whatever else failed the commit (a lost connection, a failover, a trigger), the
-            # transaction is gone and nothing was stored: the client may retry.
-            raise CommitFailed(f"the commit failed ({type(exc.orig).__name__})") from exc
 
 
 # scope="function" ends the unit of work (its commit) when the route function returns and
@@ -67,3 +80,137 @@ def streaming_session() -> Iterator[Session]:
 
 # The default ("request") scope keeps this session open until a streamed body has been sent.
 StreamingSessionDep = Annotated[Session, Depends(streaming_session, scope="request")]
+
+
+# ------------------------------------------------------------------------------------------
+# The hot routes (a swap, a battery read) are async and run their statements on psycopg's own
+# async pool: no hop to a worker thread, no ORM, and none of the per-statement work of
+# SQLAlchemy's async layer (greenlets, result processing), which cost three times PostgreSQL's
+# own time for a one-row read. Their SQL is still written once, as Core statements, compiled
+# once by `prepare`; psycopg prepares it server-side after a few runs.
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A Core statement compiled into the SQL psycopg runs (named `%(name)s` parameters)."""
+
+    sql: str
+    names: frozenset[str]
+
+
+def prepare(statement: ClauseElement) -> Prepared:
+    compiled = statement.compile(dialect=_psycopg_dialect)
+    literals = sorted(name for name, value in compiled.params.items() if value is not None)
+    if literals:
+        # Values compiled in would skip SQLAlchemy's bind processing (enums, for one).
+        raise ValueError(f"prepare() takes bindparam()s only; literal values: {literals}")
+    return Prepared(str(compiled), frozenset(compiled.params))
+
+
+_psycopg_dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+
+
+# A row by column name: a RowMapping from a sync session, a dict from psycopg.
+NamedRow = Mapping[Any, Any]
+
+
+class Statements(Protocol):
+    """What an async route needs of the database: its statements, in one unit of work, each
+    answering with its rows as dicts (none for a statement that returns no rows)."""
+
+    async def rows(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]: ...
+
+
+@lru_cache
+def get_async_pool() -> AsyncConnectionPool:
+    settings = get_settings()
+    url = settings.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+    # Opened in the event loop of the process that first uses it (each API worker has its
+    # own). A connection that broke while out of the pool is dropped when it comes back, so
+    # after a database restart one request per stale connection fails with 503 (and
+    # Retry-After), the next ones get fresh connections.
+    return AsyncConnectionPool(
+        url, min_size=1, max_size=settings.db_pool_size, open=False, name="swapfleet-api"
+    )
+
+
+async def close_async_pool() -> None:
+    if get_async_pool.cache_info().currsize:
+        await get_async_pool().close()
+        get_async_pool.cache_clear()
+
+
+def _as_sqlalchemy_error(exc: psycopg.Error, sql: str, parameters: Any) -> DBAPIError:
+    # The same exception classes as the sync routes raise, so that one set of handlers
+    # (app/errors.py) answers both: a constraint is a 409, a lost connection a 503.
+    error = DBAPIError.instance(sql, parameters, exc, psycopg.Error)
+    assert isinstance(error, DBAPIError)  # it wraps a DBAPI error, so it is one
+    return error
+
+
+class PooledStatements:
+    """A request's statements on one pooled connection, taken at its first statement: a
+    request that runs none (its API key was in the cache, its body failed validation) holds
+    no connection."""
+
+    def __init__(self, *, autocommit: bool) -> None:
+        self._autocommit = autocommit
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+
+    async def rows(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        try:
+            if self._connection is None:
+                pool = get_async_pool()
+                await pool.open()  # once per process; a no-op once open
+                self._connection = await pool.getconn()
+                await self._connection.set_autocommit(self._autocommit)
+            cursor = self._connection.cursor(row_factory=dict_row)
+            await cursor.execute(statement.sql, parameters)
+            return await cursor.fetchall() if cursor.description is not None else []
+        except psycopg.Error as exc:
+            raise _as_sqlalchemy_error(exc, statement.sql, parameters) from exc
+
+    async def commit(self) -> None:
+        if self._connection is None:
+            return
+        with commit_errors():
+            try:
+                await self._connection.commit()
+            except psycopg.Error as exc:
+                raise _as_sqlalchemy_error(exc, "COMMIT", None) from exc
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            # Rolls back what was not committed, drops a broken connection.
+            await get_async_pool().putconn(self._connection)
+            self._connection = None
+
+
+async def read_statements() -> AsyncIterator[Statements]:
+    """For routes that write nothing: each statement commits by itself (autocommit), so a
+    read of one statement costs one round trip, without BEGIN and COMMIT."""
+    statements = PooledStatements(autocommit=True)
+    try:
+        yield statements
+    finally:
+        await statements.close()
+
+
+async def async_unit_of_work() -> AsyncIterator[Statements]:
+    """The async twin of unit_of_work: one transaction, committed before the response."""
+    statements = PooledStatements(autocommit=False)
+    try:
+        yield statements
+        await statements.commit()
+    finally:
+        await statements.close()
+
+
+# scope="function" for both, as SessionDep: the connection is back in the pool (and the
+# transaction committed) before the response is sent.
+ReadDep = Annotated[Statements, Depends(read_statements, scope="function")]
+AsyncUnitDep = Annotated[Statements, Depends(async_unit_of_work, scope="function")]

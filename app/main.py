@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.dependencies import AdminPrincipal
 from app.config import get_settings
-from app.db import get_engine
+from app.db import close_async_pool, get_engine
 from app.errors import install_error_handlers, problem
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.reports.swap_rollup import SwapRollup
@@ -76,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if rollup is not None:
             rollup.stop()
+        await close_async_pool()
 
 
 def create_app() -> FastAPI:

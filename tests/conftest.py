@@ -2,11 +2,14 @@
 and each test inside a transaction that is rolled back."""
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
@@ -35,7 +38,14 @@ os.environ.setdefault("SWAPFLEET_SWAP_ROLLUP_INTERVAL_S", "0")
 os.environ.setdefault("SWAPFLEET_API_WORKERS", "1")
 
 from app.config import get_settings, normalize_database_url  # noqa: E402
-from app.db import streaming_session, unit_of_work  # noqa: E402
+from app.db import (  # noqa: E402
+    Prepared,
+    Statements,
+    async_unit_of_work,
+    read_statements,
+    streaming_session,
+    unit_of_work,
+)
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 
@@ -119,11 +129,44 @@ def same_session(session: Session) -> Callable[[], Iterator[Session]]:
     return unit
 
 
+class SessionStatements:
+    """The async routes' Statements, run on a test's session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def rows(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        result = self.session.connection().exec_driver_sql(statement.sql, dict(parameters))
+        return [dict(row) for row in result.mappings()] if result.returns_rows else []
+
+
+def async_twin(unit: Callable[[], Iterator[Session]]) -> Callable[[], AsyncIterator[Statements]]:
+    """An override of an async unit of work that runs the same unit as the sync one."""
+    managed = contextmanager(unit)
+
+    async def twin() -> AsyncIterator[Statements]:
+        with managed() as session:
+            yield SessionStatements(session)
+
+    return twin
+
+
+def override_units(
+    app: FastAPI, unit: Callable[[], Iterator[Session]], reader: Callable[[], Iterator[Session]]
+) -> None:
+    """Every database dependency of the app on the test's units: `unit` for the routes that
+    write, `reader` for the streamed and the async reads."""
+    app.dependency_overrides[unit_of_work] = unit
+    app.dependency_overrides[async_unit_of_work] = async_twin(unit)
+    app.dependency_overrides[streaming_session] = reader
+    app.dependency_overrides[read_statements] = async_twin(reader)
+
+
 @pytest.fixture
 def client(session: Session) -> Iterator[TestClient]:
     app = create_app()
-
-    app.dependency_overrides[unit_of_work] = savepoint_unit_of_work(session)
-    app.dependency_overrides[streaming_session] = same_session(session)
+    override_units(app, savepoint_unit_of_work(session), same_session(session))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

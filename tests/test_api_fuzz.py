@@ -5,10 +5,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from sqlalchemy.orm import Session
 
-from app.db import unit_of_work
 from app.main import create_app
 from app.models import KeyRole
-from tests.conftest import savepoint_unit_of_work
+from tests.conftest import override_units, same_session, savepoint_unit_of_work
 from tests.factories import make_key
 from tests.swap_world import build_swap_world
 
@@ -17,7 +16,7 @@ from tests.swap_world import build_swap_world
 def api_schema(session: Session) -> schemathesis.BaseSchema:
     app = create_app()
 
-    app.dependency_overrides[unit_of_work] = savepoint_unit_of_work(session)
+    override_units(app, savepoint_unit_of_work(session), same_session(session))
     # Some real rows so that generated requests can also hit existing resources' paths.
     build_swap_world(session, charged_socs=(95.0, 97.0))
     app.state.fuzz_admin_key = make_key(session, KeyRole.admin)

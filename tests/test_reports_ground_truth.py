@@ -37,7 +37,6 @@ from app import clock
 from app.auth.service import create_key
 from app.batteries.custody import relocate
 from app.config import get_settings, normalize_database_url
-from app.db import unit_of_work
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import BatchWriter
 from app.main import create_app
@@ -57,7 +56,7 @@ from simulators.backend import RestFleetRegistrar
 from simulators.battery import FaultMode
 from simulators.fleet import Fleet, FleetConfig
 from simulators.sinks import InMemorySink
-from tests.conftest import ADMIN_URL, TEST_DB, recreate_database
+from tests.conftest import ADMIN_URL, TEST_DB, override_units, recreate_database
 from tests.factories import auth
 
 GT_DB = f"{TEST_DB}_gt"
@@ -228,7 +227,7 @@ def world() -> Iterator[World]:
             yield session
 
     app = create_app()
-    app.dependency_overrides[unit_of_work] = gt_unit_of_work
+    override_units(app, gt_unit_of_work, gt_unit_of_work)
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             with factory.begin() as session:

@@ -1,10 +1,25 @@
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, case, exists, null, select, tuple_
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    RowMapping,
+    Select,
+    String,
+    bindparam,
+    case,
+    exists,
+    null,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from app.db import NamedRow, Prepared, Statements, prepare
 from app.keyset import after_cursor
 from app.models import (
     Battery,
@@ -23,11 +38,14 @@ from app.vehicles import repository as vehicle_repo
 # A column or attribute that holds a battery serial (batteries, swaps, vehicle telemetry).
 SerialColumn = ColumnElement[Any] | InstrumentedAttribute[Any]
 
+# An OEM viewer's organization id, or a parameter that will hold it; None for the others.
+ViewerOem = int | BindParameter[int] | None
+
 OwnerOrg = aliased(Organization, name="owner_org")
 OemOrg = aliased(Organization, name="oem_org")
 
 
-def readable_serial(serial: SerialColumn, viewer_oem_id: int | None) -> SerialColumn:
+def readable_serial(serial: SerialColumn, viewer_oem_id: ViewerOem) -> SerialColumn:
     """A battery serial as the viewer may read it, for every route that names a battery.
 
     An OEM key (viewer_oem_id set) reads the serials of its own program's batteries only;
@@ -43,7 +61,7 @@ def readable_serial(serial: SerialColumn, viewer_oem_id: int | None) -> SerialCo
     return case((own, serial), else_=null())
 
 
-def _battery_view(viewer_oem_id: int | None = None) -> Select[*tuple[Any, ...]]:
+def _battery_view(viewer_oem_id: ViewerOem = None) -> Select[*tuple[Any, ...]]:
     """One row per battery with its codes and location resolved by joins, so lists stay O(1)
     queries however many batteries they show."""
     return (
@@ -73,11 +91,38 @@ def _battery_view(viewer_oem_id: int | None = None) -> Select[*tuple[Any, ...]]:
     )
 
 
+_SERIAL = bindparam("serial", type_=String)
+_VIEWER = bindparam("viewer_oem_id", type_=Integer)
+
+
+@cache
+def _battery_by_serial(for_oem: bool) -> Select[*tuple[Any, ...]]:
+    """Built once (at first use: this module and vehicles' import each other), for the hot
+    read GET /batteries/{serial}: building a statement and its cache key cost more CPU than
+    PostgreSQL spends running it. One for OEM viewers, one for the rest."""
+    if for_oem:
+        return _battery_view(_VIEWER).where(Battery.serial == _SERIAL, Battery.oem_id == _VIEWER)
+    return _battery_view(None).where(Battery.serial == _SERIAL)
+
+
+@cache
+def _prepared_battery_by_serial(for_oem: bool) -> Prepared:
+    return prepare(_battery_by_serial(for_oem))
+
+
 def battery_view(session: Session, serial: str, *, oem_id: int | None = None) -> RowMapping | None:
-    query = _battery_view(oem_id).where(Battery.serial == serial)
-    if oem_id is not None:
-        query = query.where(Battery.oem_id == oem_id)
-    return session.execute(query).mappings().one_or_none()
+    query = _battery_by_serial(oem_id is not None)
+    parameters = {"serial": serial, "viewer_oem_id": oem_id}
+    return session.execute(query, parameters).mappings().one_or_none()
+
+
+async def read_battery_view(
+    statements: Statements, serial: str, *, oem_id: int | None
+) -> NamedRow | None:
+    """battery_view for the async read: the same statement, run by psycopg."""
+    parameters = {"serial": serial, "viewer_oem_id": oem_id}
+    rows = await statements.rows(_prepared_battery_by_serial(oem_id is not None), parameters)
+    return rows[0] if rows else None
 
 
 @dataclass(frozen=True)

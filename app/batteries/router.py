@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status
 
-from app.auth.dependencies import CurrentPrincipal, WriterPrincipal
+from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal, WriterPrincipal
 from app.batteries import repository as repo
 from app.batteries import service
 from app.batteries.exceptions import (
@@ -27,7 +27,7 @@ from app.batteries.schemas import (
     QuarantineRequest,
     StateChangeRequest,
 )
-from app.db import SessionDep
+from app.db import ReadDep, SessionDep
 from app.errors import Forbidden, Unauthorized, problem_responses
 from app.models import BatteryState, CustodyCause, LocationKind
 from app.pagination import Cursor, InvalidCursor, Limit, Page
@@ -88,8 +88,8 @@ def list_batteries(
 
 
 @router.get("/{serial}", summary="One battery", responses=problem_responses(*READ_ERRORS))
-def get_battery(session: SessionDep, principal: CurrentPrincipal, serial: str) -> BatteryRead:
-    return service.get_battery(session, principal, serial)
+async def get_battery(statements: ReadDep, principal: AsyncPrincipal, serial: str) -> BatteryRead:
+    return await service.read_battery(statements, principal, serial)
 
 
 @router.patch(

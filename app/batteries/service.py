@@ -12,7 +12,6 @@ from datetime import datetime
 
 import psycopg
 from pydantic import TypeAdapter
-from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +46,7 @@ from app.batteries.schemas import (
     SlotPlace,
     VehiclePlace,
 )
+from app.db import NamedRow, Statements
 from app.keyset import split_page
 from app.models import Battery, BatteryState, CustodyCause, KeyRole, LocationKind, OrgRole
 from app.pagination import CursorInt, CursorTime, Page, decode_cursor, encode_cursor
@@ -82,7 +82,7 @@ def _location_read(
     )
 
 
-def _battery_read(row: RowMapping) -> BatteryRead:
+def _battery_read(row: NamedRow) -> BatteryRead:
     location = _location_read(
         row["location_kind"],
         row["station_code"],
@@ -106,8 +106,17 @@ def _battery_read(row: RowMapping) -> BatteryRead:
 
 
 def get_battery(session: Session, principal: Principal, serial: str) -> BatteryRead:
+    return _found(repo.battery_view(session, serial, oem_id=_oem_scope(principal)), serial)
+
+
+async def read_battery(statements: Statements, principal: Principal, serial: str) -> BatteryRead:
+    """get_battery for the async route."""
+    row = await repo.read_battery_view(statements, serial, oem_id=_oem_scope(principal))
+    return _found(row, serial)
+
+
+def _found(row: NamedRow | None, serial: str) -> BatteryRead:
     # An OEM asking for another program's battery gets the same 404 as for a missing one.
-    row = repo.battery_view(session, serial, oem_id=_oem_scope(principal))
     if row is None:
         raise BatteryNotFound(f"battery {serial!r} not found")
     return _battery_read(row)

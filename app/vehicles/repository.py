@@ -16,7 +16,7 @@ def get_vehicle(session: Session, vin: str) -> Vehicle | None:
     return session.scalar(select(Vehicle).where(Vehicle.vin == vin))
 
 
-def readable_vin(vin: VinColumn, viewer_oem_id: int | None) -> VinColumn:
+def readable_vin(vin: VinColumn, viewer_oem_id: "battery_repo.ViewerOem") -> VinColumn:
     """A VIN as the viewer may read it, for every route that names a vehicle.
 
     An OEM key (viewer_oem_id set) reads the VINs of its own vehicles only; another OEM's
