@@ -165,7 +165,8 @@ class PooledStatements:
         try:
             if self._connection is None:
                 pool = get_async_pool()
-                await pool.open()  # once per process; a no-op once open
+                if pool.closed:  # once per process (open() is safe to race)
+                    await pool.open()
                 self._connection = await pool.getconn()
                 await self._connection.set_autocommit(self._autocommit)
             cursor = self._connection.cursor(row_factory=dict_row)

@@ -55,7 +55,7 @@ def committed_world(engine: Engine) -> SwapWorld:
         return build_swap_world(session, charged_socs=(95.0, 96.0))
 
 
-def test_300_create_then_use_pairs_are_never_refused(commit_engine: Engine, api: ApiServer) -> None:
+def test_300_create_then_use_then_read_triples_are_never_refused(commit_engine: Engine, api: ApiServer) -> None:
     with Session(commit_engine) as session, session.begin():
         operator = make_org(session)
         owner = make_org(session, OrgRole.owner)
@@ -90,6 +90,11 @@ def test_300_create_then_use_pairs_are_never_refused(commit_engine: Engine, api:
             )
             if battery.status_code != 201:
                 refused.append(f"{n}: {battery.status_code} {battery.text}")
+                continue
+            # The read is an async route on another pool (app/db.py): it sees the commit too.
+            read = http.get(f"/v1/batteries/RYW-BAT-{n:04d}")
+            if read.status_code != 200 or read.json()["location"]["station_code"] != code:
+                refused.append(f"{n}: read {read.status_code} {read.text}")
     assert refused == [], f"{len(refused)} of 300 refused; first: {refused[:3]}"
 
 
