@@ -13,11 +13,13 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.auth.service import authenticate
 from app.config import get_settings
 from app.db import get_engine, get_session_factory
 from app.main import create_app
-from app.models import Battery, LocationKind, SwapEvent, Vehicle, VehicleModel
-from app.swaps import repository
+from app.models import Battery, LocationKind, SwapEvent, SwapOutcome, Vehicle, VehicleModel
+from app.swaps import service
+from app.swaps.schemas import SwapCreate, SwapRead
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, make_vehicle
 from tests.fixtures.api_server import running_api
@@ -124,29 +126,25 @@ def test_concurrent_swaps_at_one_station_never_share_a_battery(
 def test_allocation_passes_over_a_battery_another_swap_holds(
     committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
 ) -> None:
-    world, _ = committed_world
-    pack_ids = {world.pack.id}
+    """Two swaps at one station, the first still uncommitted: the second is given the next
+    battery at once instead of waiting for the first one's."""
+    world, drivers = committed_world
     with Session(engine) as first, Session(engine) as second:
-        held = repository.lock_best_available_battery(
-            first,
-            station_id=world.station.id,
-            pack_type_ids=pack_ids,
-            min_soc_pct=90,
-            min_soh_pct=70,
-        )
+        principal = authenticate(first, world.operator_key)
+
+        def swap(session: Session, vin: str, serial: str) -> SwapRead:
+            request = SwapCreate(
+                station_code=world.station.code, vin=vin, removed_battery_serial=serial
+            )
+            return service.record_swap(session, principal, request)
+
+        held = swap(first, *drivers[0])
         # Would block without SKIP LOCKED; a lock timeout turns that into a failure.
         second.execute(text("SET LOCAL lock_timeout = '2s'"))
-        other = repository.lock_best_available_battery(
-            second,
-            station_id=world.station.id,
-            pack_type_ids=pack_ids,
-            min_soc_pct=90,
-            min_soh_pct=70,
-        )
-        assert held is not None
-        assert other is not None
-        assert held.serial == world.charged[-1].serial
-        assert other.serial != held.serial
+        other = swap(second, *drivers[1])
+        assert held.installed_battery_serial == world.charged[-1].serial
+        assert other.outcome is SwapOutcome.completed
+        assert other.installed_battery_serial == world.charged[-2].serial
         first.rollback()
         second.rollback()
 

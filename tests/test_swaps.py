@@ -1,8 +1,12 @@
+from collections.abc import Iterator
+
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
+from app.auth.service import authenticate
+from app.idempotency import claim
 from app.models import (
     Battery,
     BatteryState,
@@ -13,7 +17,10 @@ from app.models import (
     OrgRole,
     StationStatus,
     SwapEvent,
+    SwapOutcome,
 )
+from app.swaps import service
+from app.swaps.schemas import SwapCreate
 from tests.factories import (
     auth,
     make_battery,
@@ -461,3 +468,117 @@ def test_swap_between_two_oems_sharing_a_pack_type(
         },
     )
     assert response.status_code == 201, response.text
+
+
+def swap_request(world: SwapWorld, **overrides: object) -> SwapCreate:
+    return SwapCreate.model_validate(world.swap_body(**overrides))
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements sent to the database while the test body runs."""
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("installed_serial", [None, "NOPE-5"], ids=["completed", "rejected"])
+def test_a_swap_is_one_database_round_trip(
+    session: Session, world: SwapWorld, statements: list[str], installed_serial: str | None
+) -> None:
+    principal = authenticate(session, world.operator_key)
+    statements.clear()
+
+    swap = service.record_swap(
+        session, principal, swap_request(world, installed_battery_serial=installed_serial)
+    )
+
+    assert swap.outcome is (
+        SwapOutcome.completed if installed_serial is None else SwapOutcome.rejected
+    )
+    assert len(statements) == 1, statements
+
+
+def test_an_idempotency_claim_is_one_database_round_trip(
+    session: Session, world: SwapWorld, statements: list[str]
+) -> None:
+    principal = authenticate(session, world.operator_key)
+    statements.clear()
+
+    claimed = claim(session, api_key_id=principal.api_key_id, key="k-rt", fingerprint="f")
+
+    assert claimed is None
+    assert len(statements) == 1, statements
+
+
+def test_rejection_details_read_as_before(session: Session, world: SwapWorld) -> None:
+    """The details are written by the database function; these are the texts the Python
+    rules wrote, numbers formatted as f"{x:g}"."""
+    principal = authenticate(session, world.operator_key)
+    station, vin = world.station.code, world.vehicle.vin
+    low = make_battery(
+        session, world.pack, world.owner, slot=slot_of(session, world.station, 2), soc_pct=12.5
+    )
+    worn = make_battery(
+        session,
+        world.pack,
+        world.owner,
+        slot=slot_of(session, world.station, 3),
+        soc_pct=100.0,
+        soh_pct=65.25,
+    )
+    off = make_battery(
+        session, world.pack, world.owner, slot=slot_of(session, world.station, 4), soc_pct=100.0
+    )
+    slot_of(session, world.station, 4).enabled = False
+    session.flush()
+    cases = [
+        (
+            {"installed_battery_serial": low.serial},
+            f"battery {low.serial} is at 12.5% SoC, below the station's target 90%",
+        ),
+        (
+            {"installed_battery_serial": low.serial, "installed_soc_pct": 89.99999},
+            f"battery {low.serial} is at 90% SoC, below the station's target 90%",
+        ),
+        (
+            {"installed_battery_serial": worn.serial},
+            f"battery {worn.serial} is at 65.25% SoH, below the floor of 70%",
+        ),
+        (
+            {"installed_battery_serial": off.serial},
+            f"battery {off.serial} sits in disabled slot 4 of {station}",
+        ),
+        (
+            {"removed_battery_serial": low.serial},
+            f"battery {low.serial} is not installed in vehicle {vin} "
+            f"(the vehicle carries {world.depleted.serial})",
+        ),
+    ]
+    for overrides, detail in cases:
+        swap = service.record_swap(session, principal, swap_request(world, **overrides))
+        assert (swap.outcome, swap.detail) == (SwapOutcome.rejected, detail)
+
+    world.charged[0].soc_pct = 85.0
+    world.station.target_soc_pct = 87.125
+    session.flush()
+    swap = service.record_swap(session, principal, swap_request(world))
+    assert swap.detail == (
+        f"station {station} holds no in-service battery compatible with vehicle {vin} "
+        "at or above 87.125% SoC and 70% SoH"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 80.0, 12.5, 87.125, 99.99999, 99.999995, 12.34565, 10.03125, 1 / 3, 1e-05,
+     0.0001, 123456.5, 999999.5, 1234567.0, 5e-324, 1.7976931348623157e308],
+)  # fmt: skip
+def test_database_formats_numbers_as_python_g(session: Session, value: float) -> None:
+    shown = session.scalar(text("SELECT swapfleet_format_g(:x)"), {"x": value})
+    assert shown == f"{value:g}"

@@ -4,6 +4,9 @@ Every change goes through `relocate` / `change_state`, so the custody history ca
 miss a move. Callers lock the battery row first (`lock_battery`).
 """
 
+# Except a swap's two moves: they live in the SQL function swapfleet_record_swap (migration
+# a6d2f8c4e1b9), which writes the same two custody_events rows relocate() would.
+
 import uuid
 from datetime import datetime
 

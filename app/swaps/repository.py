@@ -1,21 +1,29 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Row, Select, and_, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    Integer,
+    Row,
+    Select,
+    Text,
+    and_,
+    column,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, aliased
 
 from app.batteries import repository as battery_repo
-from app.models import (
-    Battery,
-    BatteryState,
-    Slot,
-    Station,
-    SwapEvent,
-    SwapOutcome,
-    Vehicle,
-    vehicle_model_pack_types,
-)
+from app.models import Slot, Station, SwapEvent, SwapOutcome, Vehicle
 
 # Slot numbers are null for rejected swaps (outer joins); the last two are the removed and
 # installed serials as the viewer may read them (see battery_repo.readable_serial).
@@ -110,53 +118,70 @@ def list_swap_rows(
     return session.execute(query).all()
 
 
-def lock_vehicle(session: Session, vin: str) -> Vehicle | None:
-    return session.scalar(
-        select(Vehicle)
-        .where(Vehicle.vin == vin)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+# What swapfleet_record_swap (migration a6d2f8c4e1b9) returns: a status, then the recorded
+# swap as SwapRead shows it.
+_RECORDED_COLUMNS = (
+    column("status", Text),
+    column("id", UUID(as_uuid=True)),
+    column("station_code", Text),
+    column("vin", Text),
+    column("outcome", Text),
+    column("reason_code", Text),
+    column("detail", Text),
+    column("removed_battery_serial", Text),
+    column("removed_soc_pct", Double),
+    column("removed_soh_pct", Double),
+    column("removed_to_slot_number", Integer),
+    column("installed_battery_serial", Text),
+    column("installed_soc_pct", Double),
+    column("installed_soh_pct", Double),
+    column("installed_from_slot_number", Integer),
+    column("started_at", DateTime(timezone=True)),
+    column("finished_at", DateTime(timezone=True)),
+    column("created_at", DateTime(timezone=True)),
+)
+
+RecordedSwapRow = Row[*tuple[Any, ...]]
+RecordedSwapStatement = Select[*tuple[Any, ...]]
 
 
-def compatible_pack_type_ids(session: Session, vehicle_model_id: int) -> set[int]:
-    return set(
-        session.scalars(
-            select(vehicle_model_pack_types.c.pack_type_id).where(
-                vehicle_model_pack_types.c.vehicle_model_id == vehicle_model_id
-            )
-        )
-    )
-
-
-def lock_best_available_battery(
-    session: Session,
+def record_swap_statement(
     *,
-    station_id: int,
-    pack_type_ids: set[int],
-    min_soc_pct: float,
+    station_code: str,
+    vin: str,
+    removed_serial: str,
+    removed_soc_pct: float | None,
+    removed_soh_pct: float | None,
+    installed_serial: str | None,
+    installed_soc_pct: float | None,
+    installed_soh_pct: float | None,
+    started_at: datetime | None,
+    finished_at: datetime | None,
+    now: datetime,
     min_soh_pct: float,
-) -> Battery | None:
-    """Highest SoC first, then fewest full-equivalent cycles (wear levelling).
-
-    SKIP LOCKED makes concurrent swaps at one station pass over a battery another swap is
-    already handing out instead of waiting for it, so two swaps never get the same one.
-    """
-    return session.scalar(
-        select(Battery)
-        .join(Slot, Slot.id == Battery.slot_id)
-        .where(
-            Slot.station_id == station_id,
-            Slot.enabled.is_(True),
-            Battery.state == BatteryState.in_service,
-            Battery.pack_type_id.in_(pack_type_ids),
-            Battery.soc_pct >= min_soc_pct,
-            or_(Battery.soh_pct.is_(None), Battery.soh_pct >= min_soh_pct),
-        )
-        .order_by(
-            Battery.soc_pct.desc(), Battery.equivalent_full_cycles.asc(), Battery.serial.asc()
-        )
-        .limit(1)
-        .with_for_update(of=Battery, skip_locked=True)
-        .execution_options(populate_existing=True)
-    )
+    api_key_id: int,
+    may_write: bool,
+    operator_id: int | None,
+) -> RecordedSwapStatement:
+    """The whole swap as one statement: it locks, checks, moves and records in the database
+    and returns one row. Executes on a sync Session or an async connection alike."""
+    text, moment = Text(), DateTime(timezone=True)
+    double: Double[float] = Double()
+    call = func.swapfleet_record_swap(
+        literal(station_code, text),
+        literal(vin, text),
+        literal(removed_serial, text),
+        literal(removed_soc_pct, double),
+        literal(removed_soh_pct, double),
+        literal(installed_serial, text),
+        literal(installed_soc_pct, double),
+        literal(installed_soh_pct, double),
+        literal(started_at, moment),
+        literal(finished_at, moment),
+        literal(now, moment),
+        literal(min_soh_pct, double),
+        literal(api_key_id, BigInteger()),
+        literal(may_write, Boolean()),
+        literal(operator_id, BigInteger()),
+    ).table_valued(*_RECORDED_COLUMNS)
+    return select(call)
