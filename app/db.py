@@ -1,3 +1,5 @@
+import asyncio
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,23 +125,37 @@ class Statements(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-@lru_cache
-def get_async_pool() -> AsyncConnectionPool:
-    settings = get_settings()
-    url = settings.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
-    # Opened in the event loop of the process that first uses it (each API worker has its
-    # own). A connection that broke while out of the pool is dropped when it comes back, so
-    # after a database restart one request per stale connection fails with 503 (and
-    # Retry-After), the next ones get fresh connections.
-    return AsyncConnectionPool(
-        url, min_size=1, max_size=settings.db_pool_size, open=False, name="swapfleet-api"
-    )
+# One pool per event loop: psycopg's async connections belong to the loop that opened them.
+# A server process has one loop; an app embedded several times (test clients in threads)
+# has several.
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _async_pool() -> AsyncConnectionPool:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        settings = get_settings()
+        url = settings.sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+        # A connection that broke while out of the pool is dropped when it comes back, so
+        # after a database restart one request per stale connection fails with 503 (and
+        # Retry-After), the next ones get fresh connections.
+        pool = AsyncConnectionPool(
+            url, min_size=1, max_size=settings.db_pool_size, open=False, name="swapfleet-api"
+        )
+        _pools[loop] = pool
+    if pool.closed:  # opening is safe to race
+        await pool.open()
+    return pool
 
 
 async def close_async_pool() -> None:
-    if get_async_pool.cache_info().currsize:
-        await get_async_pool().close()
-        get_async_pool.cache_clear()
+    """At the end of the app's lifespan: the pool of this event loop, if it has one."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()
 
 
 def _as_sqlalchemy_error(exc: psycopg.Error, sql: str, parameters: Any) -> DBAPIError:
@@ -157,6 +173,7 @@ class PooledStatements:
 
     def __init__(self, *, autocommit: bool) -> None:
         self._autocommit = autocommit
+        self._pool: AsyncConnectionPool | None = None
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
     async def rows(
@@ -164,10 +181,8 @@ class PooledStatements:
     ) -> list[dict[str, Any]]:
         try:
             if self._connection is None:
-                pool = get_async_pool()
-                if pool.closed:  # once per process (open() is safe to race)
-                    await pool.open()
-                self._connection = await pool.getconn()
+                self._pool = await _async_pool()
+                self._connection = await self._pool.getconn()
                 await self._connection.set_autocommit(self._autocommit)
             cursor = self._connection.cursor(row_factory=dict_row)
             await cursor.execute(statement.sql, parameters)
@@ -185,9 +200,9 @@ class PooledStatements:
                 raise _as_sqlalchemy_error(exc, "COMMIT", None) from exc
 
     async def close(self) -> None:
-        if self._connection is not None:
+        if self._pool is not None and self._connection is not None:
             # Rolls back what was not committed, drops a broken connection.
-            await get_async_pool().putconn(self._connection)
+            await self._pool.putconn(self._connection)
             self._connection = None
 
 

@@ -55,7 +55,9 @@ def committed_world(engine: Engine) -> SwapWorld:
         return build_swap_world(session, charged_socs=(95.0, 96.0))
 
 
-def test_300_create_then_use_then_read_triples_are_never_refused(commit_engine: Engine, api: ApiServer) -> None:
+def test_300_create_then_use_then_read_triples_are_never_refused(
+    commit_engine: Engine, api: ApiServer
+) -> None:
     with Session(commit_engine) as session, session.begin():
         operator = make_org(session)
         owner = make_org(session, OrgRole.owner)

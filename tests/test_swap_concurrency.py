@@ -1,5 +1,6 @@
 """Real concurrent transactions against committed data: no shared test transaction here."""
 
+import asyncio
 import functools
 import threading
 from collections import Counter
@@ -20,7 +21,7 @@ from app.main import create_app
 from app.models import Battery, LocationKind, SwapEvent, SwapOutcome, Vehicle, VehicleModel
 from app.swaps import service
 from app.swaps.schemas import SwapCreate, SwapRead
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL, SessionStatements
 from tests.factories import auth, make_battery, make_vehicle
 from tests.fixtures.api_server import running_api
 from tests.swap_world import SwapWorld, build_swap_world
@@ -136,7 +137,7 @@ def test_allocation_passes_over_a_battery_another_swap_holds(
             request = SwapCreate(
                 station_code=world.station.code, vin=vin, removed_battery_serial=serial
             )
-            return service.record_swap(session, principal, request)
+            return asyncio.run(service.record_swap(SessionStatements(session), principal, request))
 
         held = swap(first, *drivers[0])
         # Would block without SKIP LOCKED; a lock timeout turns that into a failure.

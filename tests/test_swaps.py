@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,7 @@ from app.models import (
 )
 from app.swaps import service
 from app.swaps.schemas import SwapCreate
+from tests.conftest import SessionStatements
 from tests.factories import (
     auth,
     make_battery,
@@ -494,9 +496,8 @@ def test_a_swap_is_one_database_round_trip(
     principal = authenticate(session, world.operator_key)
     statements.clear()
 
-    swap = service.record_swap(
-        session, principal, swap_request(world, installed_battery_serial=installed_serial)
-    )
+    request = swap_request(world, installed_battery_serial=installed_serial)
+    swap = asyncio.run(service.record_swap(SessionStatements(session), principal, request))
 
     assert swap.outcome is (
         SwapOutcome.completed if installed_serial is None else SwapOutcome.rejected
@@ -510,7 +511,11 @@ def test_an_idempotency_claim_is_one_database_round_trip(
     principal = authenticate(session, world.operator_key)
     statements.clear()
 
-    claimed = claim(session, api_key_id=principal.api_key_id, key="k-rt", fingerprint="f")
+    claimed = asyncio.run(
+        claim(
+            SessionStatements(session), api_key_id=principal.api_key_id, key="k-rt", fingerprint="f"
+        )
+    )
 
     assert claimed is None
     assert len(statements) == 1, statements
@@ -561,13 +566,16 @@ def test_rejection_details_read_as_before(session: Session, world: SwapWorld) ->
         ),
     ]
     for overrides, detail in cases:
-        swap = service.record_swap(session, principal, swap_request(world, **overrides))
+        request = swap_request(world, **overrides)
+        swap = asyncio.run(service.record_swap(SessionStatements(session), principal, request))
         assert (swap.outcome, swap.detail) == (SwapOutcome.rejected, detail)
 
     world.charged[0].soc_pct = 85.0
     world.station.target_soc_pct = 87.125
     session.flush()
-    swap = service.record_swap(session, principal, swap_request(world))
+    swap = asyncio.run(
+        service.record_swap(SessionStatements(session), principal, swap_request(world))
+    )
     assert swap.detail == (
         f"station {station} holds no in-service battery compatible with vehicle {vin} "
         "at or above 87.125% SoC and 70% SoH"

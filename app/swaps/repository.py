@@ -1,6 +1,7 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -13,16 +14,18 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
+    bindparam,
     column,
     func,
-    literal,
     or_,
     select,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.types import TypeEngine
 
 from app.batteries import repository as battery_repo
+from app.db import NamedRow, Prepared, Statements, prepare
 from app.models import Slot, Station, SwapEvent, SwapOutcome, Vehicle
 
 # Slot numbers are null for rejected swaps (outer joins); the last two are the removed and
@@ -141,47 +144,38 @@ _RECORDED_COLUMNS = (
     column("created_at", DateTime(timezone=True)),
 )
 
-RecordedSwapRow = Row[*tuple[Any, ...]]
-RecordedSwapStatement = Select[*tuple[Any, ...]]
+# The function's parameters, in its order, with their SQL types.
+_RECORD_SWAP_PARAMETERS: tuple[tuple[str, TypeEngine[Any]], ...] = (
+    ("station_code", Text()),
+    ("vin", Text()),
+    ("removed_serial", Text()),
+    ("removed_soc_pct", Double()),
+    ("removed_soh_pct", Double()),
+    ("installed_serial", Text()),
+    ("installed_soc_pct", Double()),
+    ("installed_soh_pct", Double()),
+    ("started_at", DateTime(timezone=True)),
+    ("finished_at", DateTime(timezone=True)),
+    ("now", DateTime(timezone=True)),
+    ("min_soh_pct", Double()),
+    ("api_key_id", BigInteger()),
+    ("may_write", Boolean()),
+    ("operator_id", BigInteger()),
+)
 
 
-def record_swap_statement(
-    *,
-    station_code: str,
-    vin: str,
-    removed_serial: str,
-    removed_soc_pct: float | None,
-    removed_soh_pct: float | None,
-    installed_serial: str | None,
-    installed_soc_pct: float | None,
-    installed_soh_pct: float | None,
-    started_at: datetime | None,
-    finished_at: datetime | None,
-    now: datetime,
-    min_soh_pct: float,
-    api_key_id: int,
-    may_write: bool,
-    operator_id: int | None,
-) -> RecordedSwapStatement:
-    """The whole swap as one statement: it locks, checks, moves and records in the database
-    and returns one row. Executes on a sync Session or an async connection alike."""
-    text, moment = Text(), DateTime(timezone=True)
-    double: Double[float] = Double()
+@cache
+def _record_swap() -> Prepared:
+    """The whole swap as one statement, compiled once: it locks, checks, moves and records in
+    the database and returns one row."""
     call = func.swapfleet_record_swap(
-        literal(station_code, text),
-        literal(vin, text),
-        literal(removed_serial, text),
-        literal(removed_soc_pct, double),
-        literal(removed_soh_pct, double),
-        literal(installed_serial, text),
-        literal(installed_soc_pct, double),
-        literal(installed_soh_pct, double),
-        literal(started_at, moment),
-        literal(finished_at, moment),
-        literal(now, moment),
-        literal(min_soh_pct, double),
-        literal(api_key_id, BigInteger()),
-        literal(may_write, Boolean()),
-        literal(operator_id, BigInteger()),
+        *(bindparam(name, type_=type_) for name, type_ in _RECORD_SWAP_PARAMETERS)
     ).table_valued(*_RECORDED_COLUMNS)
-    return select(call)
+    return prepare(select(call))
+
+
+async def record_swap(statements: Statements, parameters: dict[str, Any]) -> NamedRow:
+    """Runs swapfleet_record_swap with the named parameters above; its one row."""
+    assert parameters.keys() == {name for name, _ in _RECORD_SWAP_PARAMETERS}
+    (row,) = await statements.rows(_record_swap(), parameters)
+    return row

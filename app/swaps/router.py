@@ -6,8 +6,8 @@ import orjson
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import TypeAdapter
 
-from app.auth.dependencies import CurrentPrincipal
-from app.db import SessionDep
+from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal
+from app.db import AsyncUnitDep, SessionDep
 from app.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
 from app.idempotency import (
     IdempotencyKeyReused,
@@ -64,25 +64,30 @@ _SWAP_CURSOR = TypeAdapter(tuple[CursorTime, uuid.UUID])
         422: {"description": REJECTION_DOC + " Also: invalid body.", "content": {PROBLEM_JSON: {}}},
     },
 )
-def create_swap(
+async def create_swap(
     request: SwapCreate,
-    session: SessionDep,
-    principal: CurrentPrincipal,
+    statements: AsyncUnitDep,
+    principal: AsyncPrincipal,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    """Async, on psycopg's pool: the claim, the swap and the stored response are three
+    round trips of one transaction, committed before the response (AsyncUnitDep)."""
     fingerprint = request_fingerprint("POST", "/v1/swaps", request.model_dump(mode="json"))
     if idempotency_key is not None:
-        stored = claim(
-            session, api_key_id=principal.api_key_id, key=idempotency_key, fingerprint=fingerprint
+        stored = await claim(
+            statements,
+            api_key_id=principal.api_key_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
         )
         if stored is not None:
             return _render(stored, replayed=True)
 
-    swap_read = service.record_swap(session, principal, request)
+    swap_read = await service.record_swap(statements, principal, request)
     response = _response_for(swap_read)
     if idempotency_key is not None:
-        store(
-            session,
+        await store(
+            statements,
             api_key_id=principal.api_key_id,
             key=idempotency_key,
             fingerprint=fingerprint,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.config import get_settings
+from app.db import Statements
 from app.errors import Forbidden
 from app.models import KeyRole, Station, SwapEvent, SwapOutcome, Vehicle
 from app.models.base import utcnow
@@ -25,69 +26,61 @@ from app.swaps.schemas import SwapCreate, SwapRead
 SWAP_WRITERS = (KeyRole.admin, KeyRole.operator)
 
 
-def record_swap(session: Session, principal: Principal, request: SwapCreate) -> SwapRead:
-    """Records a completed swap, or a rejected one with its reason code; never raises for a
-    rule violation, so that the rejection is committed with the request."""
-    row = session.execute(record_swap_statement(principal, request)).one()
-    return recorded_swap(principal, request, row)
-
-
-def record_swap_statement(
-    principal: Principal, request: SwapCreate
-) -> repository.RecordedSwapStatement:
-    """The one statement that records a swap; run it on any connection or session of the
-    request's transaction and pass its one row to recorded_swap."""
-    return repository.record_swap_statement(
-        station_code=request.station_code,
-        vin=request.vin,
-        removed_serial=request.removed_battery_serial,
-        removed_soc_pct=request.removed_soc_pct,
-        removed_soh_pct=request.removed_soh_pct,
-        installed_serial=request.installed_battery_serial,
-        installed_soc_pct=request.installed_soc_pct,
-        installed_soh_pct=request.installed_soh_pct,
-        started_at=request.started_at,
-        finished_at=request.finished_at,
-        now=utcnow(),
-        min_soh_pct=get_settings().swap_min_soh_pct,
-        api_key_id=principal.api_key_id,
-        may_write=principal.role in SWAP_WRITERS,
-        operator_id=None if principal.is_admin else principal.organization_id,
-    )
-
-
-def recorded_swap(
-    principal: Principal, request: SwapCreate, row: repository.RecordedSwapRow
+async def record_swap(
+    statements: Statements, principal: Principal, request: SwapCreate
 ) -> SwapRead:
-    """The answer to a swap just recorded, or the 404 / 403 of a swap the function refused
-    before writing anything. Only admin and operator keys record swaps, and they read every
-    serial (to_read hides other programs' serials from OEM keys only)."""
-    if row.status == "station_not_found":
+    """Records a completed swap, or a rejected one with its reason code; never raises for a
+    rule violation, so that the rejection is committed with the request. Only admin and
+    operator keys record swaps, and they read every serial (to_read hides other programs'
+    serials from OEM keys only)."""
+    row = await repository.record_swap(
+        statements,
+        {
+            "station_code": request.station_code,
+            "vin": request.vin,
+            "removed_serial": request.removed_battery_serial,
+            "removed_soc_pct": request.removed_soc_pct,
+            "removed_soh_pct": request.removed_soh_pct,
+            "installed_serial": request.installed_battery_serial,
+            "installed_soc_pct": request.installed_soc_pct,
+            "installed_soh_pct": request.installed_soh_pct,
+            "started_at": request.started_at,
+            "finished_at": request.finished_at,
+            "now": utcnow(),
+            "min_soh_pct": get_settings().swap_min_soh_pct,
+            "api_key_id": principal.api_key_id,
+            "may_write": principal.role in SWAP_WRITERS,
+            "operator_id": None if principal.is_admin else principal.organization_id,
+        },
+    )
+    # The function refused before writing anything: an unknown station, a key that may not
+    # record swaps, another operator's station.
+    if row["status"] == "station_not_found":
         raise StationNotFound(f"station {request.station_code!r} not found")
-    if row.status == "other_operator":
+    if row["status"] == "other_operator":
         raise Forbidden(f"station {request.station_code!r} is run by another operator")
-    if row.status != "recorded":
+    if row["status"] != "recorded":
         principal.require_role(*SWAP_WRITERS)  # 'role_forbidden': raises in today's words
-        raise AssertionError(f"swapfleet_record_swap returned status {row.status!r}")
+        raise AssertionError(f"swapfleet_record_swap returned status {row['status']!r}")
     return SwapRead(
-        id=row.id,
-        station_code=row.station_code,
-        vin=row.vin,
-        outcome=SwapOutcome(row.outcome),
-        reason_code=row.reason_code,
-        detail=row.detail,
-        removed_battery_serial=row.removed_battery_serial,
-        removed_soc_pct=row.removed_soc_pct,
-        removed_soh_pct=row.removed_soh_pct,
-        removed_to_slot_number=row.removed_to_slot_number,
-        installed_battery_serial=row.installed_battery_serial,
-        installed_soc_pct=row.installed_soc_pct,
-        installed_soh_pct=row.installed_soh_pct,
-        installed_from_slot_number=row.installed_from_slot_number,
+        id=row["id"],
+        station_code=row["station_code"],
+        vin=row["vin"],
+        outcome=SwapOutcome(row["outcome"]),
+        reason_code=row["reason_code"],
+        detail=row["detail"],
+        removed_battery_serial=row["removed_battery_serial"],
+        removed_soc_pct=row["removed_soc_pct"],
+        removed_soh_pct=row["removed_soh_pct"],
+        removed_to_slot_number=row["removed_to_slot_number"],
+        installed_battery_serial=row["installed_battery_serial"],
+        installed_soc_pct=row["installed_soc_pct"],
+        installed_soh_pct=row["installed_soh_pct"],
+        installed_from_slot_number=row["installed_from_slot_number"],
         # The times as the client sent them (with its offset); the clock's where it sent none.
-        started_at=request.started_at or row.started_at,
-        finished_at=request.finished_at or row.finished_at,
-        created_at=row.created_at,
+        started_at=request.started_at or row["started_at"],
+        finished_at=request.finished_at or row["finished_at"],
+        created_at=row["created_at"],
     )
 
 
