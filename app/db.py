@@ -8,9 +8,8 @@ from typing import Annotated, Any, Protocol
 
 import psycopg
 from fastapi import Depends
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import ClauseElement, Engine, MetaData, create_engine
+from sqlalchemy import Engine, Insert, MetaData, Select, create_engine
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -98,15 +97,20 @@ class Prepared:
 
     sql: str
     names: frozenset[str]
+    # The names of the columns it returns, in order (none for a statement without rows):
+    # rows are built from them rather than from the cursor's description, which psycopg
+    # builds anew, column by column, for every statement.
+    columns: tuple[str, ...]
 
 
-def prepare(statement: ClauseElement) -> Prepared:
+def prepare(statement: Select[*tuple[Any, ...]] | Insert) -> Prepared:
     compiled = statement.compile(dialect=_psycopg_dialect)
     literals = sorted(name for name, value in compiled.params.items() if value is not None)
     if literals:
         # Values compiled in would skip SQLAlchemy's bind processing (enums, for one).
         raise ValueError(f"prepare() takes bindparam()s only; literal values: {literals}")
-    return Prepared(str(compiled), frozenset(compiled.params))
+    columns = tuple(statement.selected_columns.keys()) if isinstance(statement, Select) else ()
+    return Prepared(str(compiled), frozenset(compiled.params), columns)
 
 
 _psycopg_dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
@@ -166,29 +170,35 @@ def _as_sqlalchemy_error(exc: psycopg.Error, sql: str, parameters: Any) -> DBAPI
     return error
 
 
-class PooledStatements:
-    """A request's statements on one pooled connection, taken at its first statement: a
-    request that runs none (its API key was in the cache, its body failed validation) holds
-    no connection."""
+async def _rows(
+    connection: psycopg.AsyncConnection[Any], statement: Prepared, parameters: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    try:
+        cursor = connection.cursor()
+        await cursor.execute(statement.sql, parameters)
+        if not statement.columns:
+            return []
+        return [dict(zip(statement.columns, row, strict=True)) for row in await cursor.fetchall()]
+    except psycopg.Error as exc:
+        raise _as_sqlalchemy_error(exc, statement.sql, parameters) from exc
 
-    def __init__(self, *, autocommit: bool) -> None:
-        self._autocommit = autocommit
+
+class TransactionStatements:
+    """A request's statements in one transaction on one pooled connection, taken at its first
+    statement: a request that runs none (its body failed validation) holds no connection."""
+
+    def __init__(self) -> None:
         self._pool: AsyncConnectionPool | None = None
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
     async def rows(
         self, statement: Prepared, parameters: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        try:
-            if self._connection is None:
-                self._pool = await _async_pool()
-                self._connection = await self._pool.getconn()
-                await self._connection.set_autocommit(self._autocommit)
-            cursor = self._connection.cursor(row_factory=dict_row)
-            await cursor.execute(statement.sql, parameters)
-            return await cursor.fetchall() if cursor.description is not None else []
-        except psycopg.Error as exc:
-            raise _as_sqlalchemy_error(exc, statement.sql, parameters) from exc
+        if self._connection is None:
+            self._pool = await _async_pool()
+            self._connection = await self._pool.getconn()
+            await self._connection.set_autocommit(False)
+        return await _rows(self._connection, statement, parameters)
 
     async def commit(self) -> None:
         if self._connection is None:
@@ -206,19 +216,35 @@ class PooledStatements:
             self._connection = None
 
 
-async def read_statements() -> AsyncIterator[Statements]:
-    """For routes that write nothing: each statement commits by itself (autocommit), so a
-    read of one statement costs one round trip, without BEGIN and COMMIT."""
-    statements = PooledStatements(autocommit=True)
-    try:
-        yield statements
-    finally:
-        await statements.close()
+class AutocommitStatements:
+    """Reads: each statement commits by itself on a connection taken from the pool and given
+    back at once, so a read of one statement costs one round trip (no BEGIN, no COMMIT) and
+    the request has nothing to clean up."""
+
+    async def rows(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        pool = await _async_pool()
+        connection = await pool.getconn()
+        try:
+            await connection.set_autocommit(True)
+            return await _rows(connection, statement, parameters)
+        finally:
+            await pool.putconn(connection)
+
+
+_autocommit_statements = AutocommitStatements()
+
+
+async def read_statements() -> Statements:
+    """For routes that write nothing. A plain coroutine, not a generator: FastAPI resolves it
+    without an exit stack, which is a measurable share of a one-row read."""
+    return _autocommit_statements
 
 
 async def async_unit_of_work() -> AsyncIterator[Statements]:
     """The async twin of unit_of_work: one transaction, committed before the response."""
-    statements = PooledStatements(autocommit=False)
+    statements = TransactionStatements()
     try:
         yield statements
         await statements.commit()
@@ -226,7 +252,7 @@ async def async_unit_of_work() -> AsyncIterator[Statements]:
         await statements.close()
 
 
-# scope="function" for both, as SessionDep: the connection is back in the pool (and the
-# transaction committed) before the response is sent.
-ReadDep = Annotated[Statements, Depends(read_statements, scope="function")]
+ReadDep = Annotated[Statements, Depends(read_statements)]
+# scope="function", as SessionDep: the transaction is committed (and the connection back in
+# the pool) before the response is sent.
 AsyncUnitDep = Annotated[Statements, Depends(async_unit_of_work, scope="function")]

@@ -139,7 +139,11 @@ class SessionStatements:
         self, statement: Prepared, parameters: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         result = self.session.connection().exec_driver_sql(statement.sql, dict(parameters))
-        return [dict(row) for row in result.mappings()] if result.returns_rows else []
+        if not result.returns_rows:
+            return []
+        # The server path names the columns from Prepared.columns: they must be PostgreSQL's.
+        assert tuple(result.keys()) == statement.columns
+        return [dict(row) for row in result.mappings()]
 
 
 def async_twin(unit: Callable[[], Iterator[Session]]) -> Callable[[], AsyncIterator[Statements]]:
