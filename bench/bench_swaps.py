@@ -532,10 +532,9 @@ def run_wrk(
     )  # fmt: skip
     spy = None
     if profile is not None:
-        # Sampled stacks of every worker, idle ones included: waiting for PostgreSQL shows
-        # as time in psycopg's wait, the rest is Python (see profile_summary).
+        # Sampled stacks of every worker on the CPU (see profile_summary).
         spy = subprocess.Popen(
-            ["py-spy", "record", "--idle", "--subprocesses", "--nonblocking", "-r", "100",
+            ["py-spy", "record", "--subprocesses", "--nonblocking", "-r", "100",
              "-f", "raw", "-o", str(profile), "-d", str(int(duration) - 1),
              "-p", str(server.proc.pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -580,54 +579,38 @@ def run_wrk(
 # ---------------------------------------------------------------- checks
 
 
-PROFILE_RATE_HZ = 100
 FRAMEWORK = (
     "fastapi/", "starlette/", "pydantic", "anyio/", "uvicorn/", "asyncio/", "h11/",
     "httptools", "orjson", "json/", "typing", "enum.py", "functools", "contextlib",
 )  # fmt: skip
 
 
-def profile_summary(path: Path, swaps: float) -> dict[str, float]:
-    """Thread-milliseconds per swap of the threads running a request's endpoint, by where the
-    sampled stack was, from py-spy's raw output (root first, leaf last, sample count at the
-    end of each line). Waiting in psycopg's Connection.wait is waiting for PostgreSQL (round
-    trip, execution, locks); the rest is Python running or waiting for the GIL."""
+def profile_summary(path: Path) -> dict[str, float]:
+    """The share of the server's sampled stacks by where they were, from py-spy's raw output
+    (root first, leaf last, sample count at the end of each line). py-spy runs without
+    --idle, so a thread waiting in a system call (for PostgreSQL, for a request) is not
+    sampled; a thread waiting for the GIL is, so the shares, not the sample counts, are
+    what to read (main multiplies them by the CPU the server was measured to use). Each
+    sample goes to the innermost frame of a known kind: the database driver and pool, the
+    web framework and event loop, app/."""
     spent: dict[str, float] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        leaf = frames[-1]
-        # A thread serving a request: inside the endpoint, its dependencies or the threadpool
-        # hop to them (the swap roll-up's thread and the event loop's wait are not).
-        serving = any(
-            marker in f
-            for f in frames
-            for marker in ("run_endpoint_function", "_run_sync_endpoint", "solve_dependencies",
-                           "run_in_threadpool", "contextmanager_in_threadpool")
-        )  # fmt: skip
-        if "Connection.wait (psycopg" in leaf:
-            kind = "waiting for PostgreSQL"
-        elif "QueuePool" in stack and "Condition.wait" in leaf:
-            kind = "waiting for a pooled connection"
-        elif not serving:
-            # The event loop (HTTP parsing, routing: in the server's CPU, not here), the
-            # worker supervisor, idle threads.
-            continue
-        else:
-            kind = "other Python"
-            for frame in reversed(frames):
-                where = frame.rpartition("(")[2]
-                if where.startswith("app/"):
-                    kind = "own code (app/)"
-                elif where.startswith(("sqlalchemy/", "psycopg")):
-                    kind = "SQLAlchemy + psycopg (Python)"
-                elif where.startswith(FRAMEWORK):
-                    kind = "framework (FastAPI, Starlette, pydantic, uvicorn, asyncio)"
-                else:
-                    continue
-                break
+        kind = "other (interpreter, prometheus_client, start-up)"
+        for frame in reversed(stack.split(";")):
+            where = frame.rpartition("(")[2]
+            if where.startswith("app/"):
+                kind = "own code (app/)"
+            elif where.startswith(("sqlalchemy/", "psycopg")):
+                kind = "database driver and pool (psycopg, psycopg_pool, SQLAlchemy)"
+            elif where.startswith(FRAMEWORK):
+                kind = "framework (FastAPI, Starlette, pydantic, uvicorn, asyncio)"
+            else:
+                continue
+            break
         spent[kind] = spent.get(kind, 0.0) + int(count)
-    return {k: 1000 * v / PROFILE_RATE_HZ / swaps for k, v in sorted(spent.items())}
+    total = sum(spent.values()) or 1.0
+    return {k: v / total for k, v in sorted(spent.items())}
 
 
 def check(
@@ -885,10 +868,10 @@ def main() -> int:
     checks = check(ids, phases["W"].statuses, args.connections)
     if args.profile is not None:
         w = phases["W"]
-        per_swap = profile_summary(args.profile, w.rate * (int(args.duration) - 1))
-        out("thread-ms per swap in the server (py-spy, idle threads left out):")
-        for kind, ms in per_swap.items():
-            out(f"  {kind}: {ms:.1f}")
+        cpu_ms = 1000 * w.cpu["server"] / w.rate
+        out(f"server CPU per swap {cpu_ms:.2f} ms (measured), by py-spy's share of samples:")
+        for kind, share in profile_summary(args.profile).items():
+            out(f"  {kind}: {share * cpu_ms:.2f} ms ({share:.0%})")
     for name, ok, detail in checks:
         out(f"check: {name}: {'passed' if ok else 'FAILED'} ({detail})")
     block = render(args, load_s, phases, checks, loads)
