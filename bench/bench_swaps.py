@@ -14,6 +14,9 @@ Steps, against a dedicated database (recreated, migrated with app.migrate.upgrad
   2. S: the swap transaction as plain SQL over psycopg (no web framework), the statements the
      swap's rules need, 16 threads, each transaction a different vehicle, the backend
      allocating the battery with SKIP LOCKED; reloaded afterwards;
+     S1: the same swaps as the three statements the server runs for one since the swap is a
+     database function (the Idempotency-Key claim, swapfleet_record_swap, the stored
+     response): the ceiling of W without a web framework; reloaded afterwards;
   3. a real server process started as users start it (`swapfleet api`), then with `wrk`
      (Debian's C load generator, Lua scripts) at 16 connections:
      H: GET /healthz; R: GET /v1/batteries/{serial}, random serials;
@@ -254,6 +257,32 @@ SQL = {
 }
 RESPONSE_BODY = "x" * 560  # about the size of a swap's JSON
 
+# S1: the statements the server runs for W since the swap became one function call.
+SQL_FUNCTION = {
+    "claim": "SELECT * FROM swapfleet_claim_idempotency(%s, %s)",
+    "record": "SELECT status, outcome FROM swapfleet_record_swap("
+    "%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, NULL, %s, 70.0, %s, true, %s)",
+}
+
+
+def sql_swap_function(
+    conn: psycopg.Connection[Any], keys: Keys, v: int, tag: str, operator_org_id: int
+) -> bool:
+    key = f"{tag}-{v}"
+    now = datetime.now(UTC)
+    with conn.transaction():
+        if conn.execute(SQL_FUNCTION["claim"], (keys.operator_id, key)).fetchone() is not None:
+            return False
+        row = conn.execute(
+            SQL_FUNCTION["record"],
+            (station_code(v % STATIONS), vin(v), vehicle_battery(v), 15.0, 92.0, now, now,
+             keys.operator_id, operator_org_id),
+        ).fetchone()  # fmt: skip
+        if row is None or row[1] != "completed":
+            return False
+        conn.execute(SQL["store"], (keys.operator_id, key, "0" * 64, RESPONSE_BODY))
+    return True
+
 
 def sql_swap(conn: psycopg.Connection[Any], keys: Keys, v: int, tag: str) -> bool:
     key = f"{tag}-{v}"
@@ -306,9 +335,19 @@ class Phase:
     note: str = ""
 
 
-def run_sql(keys: Keys, threads: int, duration: float) -> Phase:
-    """The swap transaction without a web framework: 16 threads, one connection each."""
+def run_sql(keys: Keys, threads: int, duration: float, *, function: bool = False) -> Phase:
+    """The swap transaction without a web framework: 16 threads, one connection each; as
+    the statements of its rules (S) or as the function call the server makes (S1)."""
     tag = "sql" + secrets.token_hex(4)
+    with psycopg.connect(DB_URL) as conn:
+        org = conn.execute("SELECT id FROM organizations WHERE code = 'BOP'").fetchone()
+        assert org is not None
+
+    def swap(conn: psycopg.Connection[Any], v: int) -> bool:
+        if function:
+            return sql_swap_function(conn, keys, v, tag, org[0])
+        return sql_swap(conn, keys, v, tag)
+
     next_vehicle = iter(range(VEHICLES))
     lock = threading.Lock()
     latencies: list[float] = []
@@ -327,7 +366,7 @@ def run_sql(keys: Keys, threads: int, duration: float) -> Phase:
                 exhausted = True
                 break
             t0 = time.perf_counter()
-            if sql_swap(conn, keys, v, tag):
+            if swap(conn, v):
                 mine.append(time.perf_counter() - t0)
         with lock:
             latencies.extend(mine)
@@ -338,7 +377,11 @@ def run_sql(keys: Keys, threads: int, duration: float) -> Phase:
     started = time.perf_counter()
     for w in workers:
         w.start()
-    time.sleep(duration)
+    # Until the duration is over or every vehicle has swapped, whichever comes first: a rate
+    # over idle seconds after the last vehicle would understate it.
+    deadline = started + duration
+    for w in workers:
+        w.join(max(0.0, deadline - time.perf_counter()))
     done.set()
     for w in workers:
         w.join()
@@ -348,7 +391,7 @@ def run_sql(keys: Keys, threads: int, duration: float) -> Phase:
         c.close()
     latencies.sort()
     return Phase(
-        "S plain SQL swap",
+        "S1 the swap function over psycopg" if function else "S plain SQL swap",
         len(latencies) / elapsed,
         1000 * latencies[len(latencies) // 2],
         1000 * latencies[int(len(latencies) * 0.99)],
@@ -732,7 +775,7 @@ def render(
     checks: list[tuple[str, bool, str]],
     loads: list[str],
 ) -> str:
-    s, h, r, w = phases["S"], phases["H"], phases["R"], phases["W"]
+    s, s1, h, r, w = phases["S"], phases["S1"], phases["H"], phases["R"], phases["W"]
     lines = [
         f"`{' '.join(['python', 'bench/bench_swaps.py', *sys.argv[1:]])}`,"
         f" {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores,"
@@ -744,14 +787,15 @@ def render(
         "| phase | rate | ratio | p50 ms | p99 ms | requests | CPU (cores) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         phase_row(s, "baseline S"),
+        phase_row(s1, f"{ratio(s1.rate, s.rate)} x S"),
         phase_row(h, "baseline H"),
         phase_row(r, f"{ratio(r.rate, h.rate)} x H"),
-        phase_row(w, f"{ratio(w.rate, s.rate)} x S"),
+        phase_row(w, f"{ratio(w.rate, s.rate)} x S, {ratio(w.rate, s1.rate)} x S1"),
         "",
     ]
     if "S0" in phases:
         s0 = phases["S0"]
-        lines.insert(-2, phase_row(s0, f"{ratio(s0.rate, s.rate)} x S"))
+        lines.insert(-4, phase_row(s0, f"{ratio(s0.rate, s.rate)} x S"))
     targets = [
         ("swaps >= 300/s", w.rate >= 300, f"{w.rate:,.0f}/s"),
         ("swaps >= 0.6 x S", w.rate >= 0.6 * s.rate, f"{ratio(w.rate, s.rate)} x"),
@@ -823,6 +867,10 @@ def main() -> int:
         out(phase_row(s0))
         with psycopg.connect(DB_URL, autocommit=True) as conn:
             conn.execute("ALTER TABLE swap_events ENABLE TRIGGER USER")
+    keys, _ = load_network()
+    loads.append(f"S1 {load_average()}")
+    phases["S1"] = run_sql(keys, args.connections, args.duration, function=True)
+    out(phase_row(phases["S1"]))
     keys, load_s = load_network()
 
     server = Server(free_port(), args.workers)
