@@ -137,6 +137,9 @@ _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPoo
 )
 
 
+POOL_TIMEOUT_S = 5.0
+
+
 async def _async_pool() -> AsyncConnectionPool:
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
@@ -147,7 +150,15 @@ async def _async_pool() -> AsyncConnectionPool:
         # after a database restart one request per stale connection fails with 503 (and
         # Retry-After), the next ones get fresh connections.
         pool = AsyncConnectionPool(
-            url, min_size=1, max_size=settings.db_pool_size, open=False, name="swapfleet-api"
+            url,
+            min_size=1,
+            max_size=settings.db_pool_size,
+            open=False,
+            name="swapfleet-api",
+            # How long a request waits for a connection (all busy, or the database down and
+            # the pool reconnecting) before it is answered 503 with Retry-After: a short
+            # failover is absorbed, an outage is reported rather than hung on.
+            timeout=POOL_TIMEOUT_S,
         )
         _pools[loop] = pool
     if pool.closed:  # opening is safe to race
@@ -168,6 +179,15 @@ def _as_sqlalchemy_error(exc: psycopg.Error, sql: str, parameters: Any) -> DBAPI
     error = DBAPIError.instance(sql, parameters, exc, psycopg.Error)
     assert isinstance(error, DBAPIError)  # it wraps a DBAPI error, so it is one
     return error
+
+
+async def _connection(
+    pool: AsyncConnectionPool, statement: Prepared
+) -> psycopg.AsyncConnection[Any]:
+    try:
+        return await pool.getconn()
+    except psycopg.Error as exc:  # PoolTimeout: none free within POOL_TIMEOUT_S, or none at all
+        raise _as_sqlalchemy_error(exc, statement.sql, None) from exc
 
 
 async def _rows(
@@ -196,7 +216,7 @@ class TransactionStatements:
     ) -> list[dict[str, Any]]:
         if self._connection is None:
             self._pool = await _async_pool()
-            self._connection = await self._pool.getconn()
+            self._connection = await _connection(self._pool, statement)
             await self._connection.set_autocommit(False)
         return await _rows(self._connection, statement, parameters)
 
@@ -225,7 +245,7 @@ class AutocommitStatements:
         self, statement: Prepared, parameters: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         pool = await _async_pool()
-        connection = await pool.getconn()
+        connection = await _connection(pool, statement)
         try:
             await connection.set_autocommit(True)
             return await _rows(connection, statement, parameters)

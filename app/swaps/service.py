@@ -17,7 +17,7 @@ from app.auth.service import Principal
 from app.config import get_settings
 from app.db import Statements
 from app.errors import Forbidden
-from app.models import KeyRole, Station, SwapEvent, SwapOutcome, Vehicle
+from app.models import KeyRole, Station, SwapEvent, Vehicle
 from app.models.base import utcnow
 from app.swaps import repository
 from app.swaps.exceptions import StationNotFound, SwapNotFound
@@ -62,26 +62,12 @@ async def record_swap(
     if row["status"] != "recorded":
         principal.require_role(*SWAP_WRITERS)  # 'role_forbidden': raises in today's words
         raise AssertionError(f"swapfleet_record_swap returned status {row['status']!r}")
-    return SwapRead(
-        id=row["id"],
-        station_code=row["station_code"],
-        vin=row["vin"],
-        outcome=SwapOutcome(row["outcome"]),
-        reason_code=row["reason_code"],
-        detail=row["detail"],
-        removed_battery_serial=row["removed_battery_serial"],
-        removed_soc_pct=row["removed_soc_pct"],
-        removed_soh_pct=row["removed_soh_pct"],
-        removed_to_slot_number=row["removed_to_slot_number"],
-        installed_battery_serial=row["installed_battery_serial"],
-        installed_soc_pct=row["installed_soc_pct"],
-        installed_soh_pct=row["installed_soh_pct"],
-        installed_from_slot_number=row["installed_from_slot_number"],
-        # The times as the client sent them (with its offset); the clock's where it sent none.
-        started_at=request.started_at or row["started_at"],
-        finished_at=request.finished_at or row["finished_at"],
-        created_at=row["created_at"],
-    )
+    # The function returns SwapRead's fields by name.
+    fields = {name: row[name] for name in SwapRead.model_fields}
+    # The times as the client sent them (with its offset); the clock's where it sent none.
+    fields["started_at"] = request.started_at or row["started_at"]
+    fields["finished_at"] = request.finished_at or row["finished_at"]
+    return SwapRead(**fields)
 
 
 def to_read(row: repository.SwapRow) -> SwapRead:
