@@ -73,7 +73,7 @@ def test_reads_and_swaps_answer_503_once_their_connections_are_killed_then_recov
 
         terminate_backends(POOL_DB)
         swap_statuses: list[int] = []
-        for attempt in range(5):
+        for _ in range(5):
             swap = http.post(
                 "/v1/swaps",
                 json=world.swap_body(),
