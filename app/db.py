@@ -86,9 +86,10 @@ StreamingSessionDep = Annotated[Session, Depends(streaming_session, scope="reque
 # ------------------------------------------------------------------------------------------
 # The hot routes (a swap, a battery read) are async and run their statements on psycopg's own
 # async pool: no hop to a worker thread, no ORM, and none of the per-statement work of
-# SQLAlchemy's async layer (greenlets, result processing), which cost three times PostgreSQL's
-# own time for a one-row read. Their SQL is still written once, as Core statements, compiled
-# once by `prepare`; psycopg prepares it server-side after a few runs.
+# SQLAlchemy's async layer (greenlets, result processing), which took three times psycopg's
+# own client CPU for a one-row read (docs/benchmarks.md, Swaps). Their SQL is still written
+# once, as Core statements, compiled once by `prepare`; psycopg prepares it server-side after
+# a few runs.
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,6 @@ class Prepared:
     """A Core statement compiled into the SQL psycopg runs (named `%(name)s` parameters)."""
 
     sql: str
-    names: frozenset[str]
     # The names of the columns it returns, in order (none for a statement without rows):
     # rows are built from them rather than from the cursor's description, which psycopg
     # builds anew, column by column, for every statement.
@@ -110,7 +110,7 @@ def prepare(statement: Select[*tuple[Any, ...]] | Insert) -> Prepared:
         # Values compiled in would skip SQLAlchemy's bind processing (enums, for one).
         raise ValueError(f"prepare() takes bindparam()s only; literal values: {literals}")
     columns = tuple(statement.selected_columns.keys()) if isinstance(statement, Select) else ()
-    return Prepared(str(compiled), frozenset(compiled.params), columns)
+    return Prepared(str(compiled), columns)
 
 
 _psycopg_dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
