@@ -628,6 +628,11 @@ FRAMEWORK = (
 )  # fmt: skip
 
 
+def reads_profile(path: Path | None) -> Path | None:
+    """--profile's file for R, beside the one for W."""
+    return None if path is None else path.with_name(path.stem + "-reads" + path.suffix)
+
+
 def profile_summary(path: Path) -> dict[str, float]:
     """The share of the server's sampled stacks by where they were, from py-spy's raw output
     (root first, leaf last, sample count at the end of each line). py-spy runs without
@@ -838,7 +843,10 @@ def main() -> int:
         help="also run S with the user triggers on swap_events disabled",
     )
     parser.add_argument(
-        "--profile", type=Path, default=None, help="py-spy the server during W into this file"
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the server during W into this file, and during R into FILE-reads",
     )
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args()
@@ -895,6 +903,7 @@ def main() -> int:
             LUA_READ,
             {"KEY": keys.admin, "N": VEHICLES},
             **common,
+            profile=reads_profile(args.profile),
         )
         out(phase_row(phases["R"]))
         loads.append(f"W {load_average()}")
@@ -915,11 +924,14 @@ def main() -> int:
 
     checks = check(ids, phases["W"].statuses, args.connections)
     if args.profile is not None:
-        w = phases["W"]
-        cpu_ms = 1000 * w.cpu["server"] / w.rate
-        out(f"server CPU per swap {cpu_ms:.2f} ms (measured), by py-spy's share of samples:")
-        for kind, share in profile_summary(args.profile).items():
-            out(f"  {kind}: {share * cpu_ms:.2f} ms ({share:.0%})")
+        for what, phase, path in (
+            ("swap", phases["W"], args.profile),
+            ("read", phases["R"], reads_profile(args.profile)),
+        ):
+            cpu_ms = 1000 * phase.cpu["server"] / phase.rate
+            out(f"server CPU per {what} {cpu_ms:.2f} ms (measured), by py-spy's share of samples:")
+            for kind, share in profile_summary(path).items():
+                out(f"  {kind}: {share * cpu_ms:.2f} ms ({share:.0%})")
     for name, ok, detail in checks:
         out(f"check: {name}: {'passed' if ok else 'FAILED'} ({detail})")
     block = render(args, load_s, phases, checks, loads)
