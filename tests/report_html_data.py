@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from devices.contract import RecordKind
 from tests import factories

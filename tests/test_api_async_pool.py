@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app.config import normalize_database_url
-from app.db import POOL_TIMEOUT_S
-from app.embedded_db import EmbeddedDatabase, start_embedded_database
-from app.migrate import upgrade
+from app.core.config import normalize_database_url
+from app.core.db import POOL_TIMEOUT_S
+from app.core.migrate import upgrade
+from app.local.embedded_db import EmbeddedDatabase, start_embedded_database
 from tests.conftest import ADMIN_URL, TEST_DATABASE_URL, TEST_DB, recreate_database
 from tests.factories import auth
 from tests.fixtures.api_server import running_api

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
+from app.core.pagination import encode_cursor
 from app.models import (
     BatteryState,
     CustodyEvent,
@@ -19,7 +20,6 @@ from app.models import (
     Station,
     Vehicle,
 )
-from app.pagination import encode_cursor
 from tests.factories import (
     auth,
     make_battery,

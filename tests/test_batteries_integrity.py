@@ -15,7 +15,7 @@ from app.auth.service import Principal, create_key
 from app.batteries import service as battery_service
 from app.batteries.exceptions import SlotOccupied
 from app.batteries.schemas import SlotPlace
-from app.errors import AppError
+from app.core.errors import AppError
 from app.models import (
     ApiKey,
     Battery,

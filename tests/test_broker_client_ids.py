@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine
 
-from app.config import Settings
+from app.core.config import Settings
 from app.ingest.client import libpq_url
 from app.provisioning.service import Credential, CredentialKind, provision
 from devices.contract import RecordKind, station_topic

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from app import clock
 from app.batteries.custody import relocate
+from app.core import clock
 from app.ingest.client import IngestService, libpq_url
 from app.models import Battery, CustodyCause, CustodyEvent, LocationKind, Station
 from devices.contract import RecordKind, station_topic, vehicle_topic

@@ -3,8 +3,8 @@ and a record refused later still keeps its own JSON in its dead letter."""
 
 import orjson
 
-from app import clock
-from app.config import Settings
+from app.core import clock
+from app.core.config import Settings
 from app.ingest import payloads
 from app.ingest.payloads import decode_message
 from devices.contract import RecordKind, station_topic, validate_record

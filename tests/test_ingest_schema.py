@@ -8,8 +8,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
 import app.models  # noqa: F401  (every table on the metadata)
-from app import clock
-from app.db import Base
+from app.core import clock
+from app.core.db import Base
 from app.ingest.client import libpq_url
 from app.ingest.partitions import (
     TABLES,

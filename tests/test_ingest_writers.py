@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from app import clock
+from app.core import clock
 from app.ingest.payloads import decode_message
 from app.ingest.worker import READY, JobOutcome, serve
 from app.ingest.writer import BatchWriter, libpq_url

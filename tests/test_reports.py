@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app import clock
-from app.config import get_settings
+from app.core import clock
+from app.core.config import get_settings
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from app.reports import repository as report_repo
 from app.reports.service import (

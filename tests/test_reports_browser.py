@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.reports import svg
 from tests.factories import auth
 from tests.report_html_data import build_report_fleet, window

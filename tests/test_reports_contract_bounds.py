@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.models import KeyRole, OrgRole
 from devices.contract import CapacityRecord, ChargingSample, HealthRecord, RecordKind
 from tests import factories

@@ -30,8 +30,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app.config import normalize_database_url
-from app.migrate import upgrade
+from app.core.config import normalize_database_url
+from app.core.migrate import upgrade
 from app.models import KeyRole
 from devices.client import BrokerSettings
 from devices.contract import RecordKind

@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
-from app.config import get_settings
-from app.db import get_engine, get_session_factory
+from app.core.config import get_settings
+from app.core.db import get_engine, get_session_factory
 from app.main import create_app
 from app.models import Battery, LocationKind, SwapEvent, SwapOutcome, Vehicle, VehicleModel
 from app.swaps import service

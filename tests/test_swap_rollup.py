@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
-from app.db import get_engine, get_session_factory
+from app.core.config import get_settings
+from app.core.db import get_engine, get_session_factory
 from app.main import create_app
 from app.reports import repository as report_repository
 from app.reports.aggregates import roll_up_swaps

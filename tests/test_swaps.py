@@ -7,7 +7,6 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
-from app.idempotency import claim
 from app.models import (
     Battery,
     BatteryState,
@@ -21,6 +20,7 @@ from app.models import (
     SwapOutcome,
 )
 from app.swaps import service
+from app.swaps.idempotency import claim
 from app.swaps.schemas import SwapCreate
 from tests.conftest import SessionStatements
 from tests.factories import (

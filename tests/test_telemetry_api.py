@@ -5,7 +5,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.models import (
     ChargingSample,
     ChargingSession,

@@ -7,7 +7,7 @@ concurrent request inserts the same key between that check and our insert.
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import AppError, Conflict, Unprocessable
+from app.core.errors import AppError, Conflict, Unprocessable
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"

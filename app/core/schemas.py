@@ -10,7 +10,7 @@ needs one: a multi-line note is not worth an escape channel into every operator'
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # U+202A-U+202E: embeddings and overrides; U+2066-U+2069: isolates.
 _BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
@@ -36,3 +36,20 @@ def _visible(value: str) -> str:
 # Every free text of a request body is a Text (codes, serials and VINs carry their own
 # stricter patterns).
 Text = Annotated[str, AfterValidator(_visible), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+
+# The same rule as the code_format check constraints in the database.
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=CODE_PATTERN)]
+Name = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
+class PatchModel(RequestModel):
+    """A partial update: omitted fields stay as they are, and null is never a value."""
+
+    @field_validator("*")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only for fields the client sent: defaults are not validated.
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
