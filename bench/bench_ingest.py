@@ -59,7 +59,7 @@ from app.ingest.payloads import decode_message  # noqa: E402
 from app.ingest.writer import SPECS, WriteResult  # noqa: E402
 from app.local.local_broker import free_port  # noqa: E402
 from devices.contract import RecordKind, station_topic, subscription_filters  # noqa: E402
-from tests.ingest_harness import MOSQUITTO, Publisher, seed_fleet, wait_for  # noqa: E402
+from tests.fixtures.ingest_harness import MOSQUITTO, Publisher, seed_fleet, wait_for  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "SWAPFLEET_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

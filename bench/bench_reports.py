@@ -15,7 +15,7 @@ app.core.migrate.upgrade):
      and a capacity record every 7 days;
   3. battery_daily (and the per-battery rollups, if the schema has them) rebuilt from the raw
      tables with app.reports.aggregates.rebuild_aggregates, the backfill/repair path (the
-     ingest's incremental path gives the same rows: tests/test_report_aggregates.py), then
+     ingest's incremental path gives the same rows: tests/reports/test_report_aggregates.py), then
      clustered and analyzed (settle_aggregates) so that both halves read the same layout;
   4. timings through the FastAPI app in-process (fastapi.testclient, a real admin API key):
      GET /v1/reports/fleet-summary (whole year, and the default 90-day window), the
