@@ -62,31 +62,58 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def broker_config(port: int, persistence_dir: Path) -> str:
+@dataclass(frozen=True)
+class MosquittoConfig:
+    """A private Mosquitto on loopback: `swapfleet up`'s broker, the test session's, the tests'
+    own (tests/fixtures/private_mosquitto.py) and the ingest benchmark's; they differ only in
+    these fields."""
+
+    port: int
+    # None: no persistence (a benchmark's backlog stays in memory, no autosave competes).
+    persistence_dir: Path | None
     # Queue limits as in deploy/mosquitto/mosquitto.conf: an offline ingest session must not
-    # silently lose what Mosquitto's default of 1,000 queued messages would drop.
-    return "\n".join(
-        [
-            f"listener {port} 127.0.0.1",
-            # Stay the user who ran `up` (as root Mosquitto would switch to a `mosquitto` user
-            # that cannot write our data folder).
+    # silently lose what Mosquitto's default of 1,000 queued messages would drop. 0: no limit.
+    max_queued_messages: int = 3_000_000
+    max_inflight_messages: int = 1000
+    # None: Mosquitto's default (30 minutes).
+    autosave_interval_s: int | None = 30
+    # None: anonymous clients, for one machine's demo or a test. Without usernames there is
+    # no use_username_as_clientid (deploy/mosquitto/mosquitto.conf), which refuses clients
+    # without one; a deployment runs the shipped configuration.
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    # Errors and warnings only; a test keeps Mosquitto's notices to explain its failures.
+    quiet: bool = True
+
+    def render(self) -> str:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            # Stay the user who started it: as root Mosquitto would switch to a `mosquitto`
+            # user that can neither write our data folder nor read a password file a test
+            # wrote as root into a private directory.
             f"user {getpass.getuser()}",
-            # Anonymous on loopback, for one machine's demo: without usernames there is no
-            # use_username_as_clientid (deploy/mosquitto/mosquitto.conf), which refuses
-            # clients without one. A deployment runs the shipped configuration.
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {persistence_dir}/",
-            "autosave_interval 30",
-            "max_queued_messages 3000000",
-            "max_queued_bytes 0",
-            "max_inflight_messages 1000",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            "",
         ]
-    )
+        if self.password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
+        if self.persistence_dir is None:
+            lines.append("persistence false")
+        else:
+            lines += ["persistence true", f"persistence_location {self.persistence_dir}/"]
+            if self.autosave_interval_s is not None:
+                lines.append(f"autosave_interval {self.autosave_interval_s}")
+        lines += [
+            f"max_queued_messages {self.max_queued_messages}",
+            "max_queued_bytes 0",
+            f"max_inflight_messages {self.max_inflight_messages}",
+            "log_dest stdout",
+        ]
+        if self.quiet:
+            lines += ["log_type error", "log_type warning"]
+        return "\n".join(lines) + "\n"
 
 
 def local_port() -> int:
@@ -112,7 +139,7 @@ def prepare_mosquitto(binary: str, data_dir: Path, env: dict[str, str]) -> Local
     workdir.mkdir(parents=True, exist_ok=True)
     port = local_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(broker_config(port, workdir))
+    conf.write_text(MosquittoConfig(port, workdir).render())
     spec = ChildSpec(name="mqtt-broker", argv=[binary, "-c", str(conf)], env=env)
     url = f"mqtt://127.0.0.1:{port}"
     return LocalBroker(

@@ -18,7 +18,6 @@ from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.ingest_harness import (
     Fleet,
-    PrivateBroker,
     PrivatePostgres,
     Publisher,
     charging,
@@ -28,6 +27,7 @@ from tests.fixtures.ingest_harness import (
     unique_prefix,
     wait_for,
 )
+from tests.fixtures.private_mosquitto import PrivateMosquitto
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,8 +36,9 @@ TOTAL = 6000
 
 
 @pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    server = PrivateBroker()
+def broker() -> Iterator[PrivateMosquitto]:
+    # Persistence and no queue or in-flight limits, as in production; saved every second.
+    server = PrivateMosquitto(max_queued_messages=0, max_inflight_messages=0, autosave_interval_s=1)
     server.start()
     yield server
     server.cleanup()
@@ -97,7 +98,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
-    engine: Engine, broker: PrivateBroker
+    engine: Engine, broker: PrivateMosquitto
 ) -> None:
     fleet, prefix, db = seed_fleet(engine), unique_prefix(), libpq_url(TEST_DATABASE_URL)
     client_id = f"ingest-{uuid.uuid4().hex[:8]}"
@@ -123,7 +124,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
 
 
 def test_broker_restarts_lose_nothing_and_double_nothing(
-    engine: Engine, broker: PrivateBroker
+    engine: Engine, broker: PrivateMosquitto
 ) -> None:
     fleet, prefix, db = seed_fleet(engine), unique_prefix(), libpq_url(TEST_DATABASE_URL)
     client_id = f"ingest-{uuid.uuid4().hex[:8]}"
@@ -171,7 +172,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 
 def test_database_outage_and_a_crash_during_it_lose_nothing_and_the_backlog_drains(
-    broker: PrivateBroker, private_postgres: PrivatePostgres
+    broker: PrivateMosquitto, private_postgres: PrivatePostgres
 ) -> None:
     url = private_postgres.url
     upgrade(url)
