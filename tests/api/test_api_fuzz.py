@@ -23,6 +23,9 @@ def api_schema(session: Session) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
+# Every operation of the schema, 25 examples each: about a minute.
+pytestmark = pytest.mark.slow
+
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 

@@ -461,6 +461,8 @@ def simulated_telemetry_arrives(database_url: str, timeout_s: float = 150.0) -> 
     return False
 
 
+# A whole `swapfleet up`: 40 s alone, 105 s beside other tests on the shared machine.
+@pytest.mark.slow
 @pytest.mark.skipif(not embedded_postgres_can_run(), reason="embedded PostgreSQL cannot run here")
 def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_printed_key() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="swapfleet-up-"))

@@ -292,6 +292,8 @@ UP_WITHOUT_MOSQUITTO = (
 KEY_LINE = re.compile(r"^sfk_[A-Za-z0-9_-]{40,}$")
 
 
+# A whole `swapfleet up` with the embedded broker: 38 s beside other tests.
+@pytest.mark.slow
 def test_up_without_mosquitto_carries_an_mqtt_311_record_to_the_rest_api() -> None:
     database = f"{TEST_DB}_up311"
     recreate_database(database)

@@ -78,7 +78,7 @@ BATCH_RECORDS = 10_000
 # The module's world (a 40-day fleet simulated, its custody recorded, its telemetry written)
 # takes 3-4 minutes alone on the shared 2-core machine, and more beside a parallel suite:
 # beyond the suite's default 300 s.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 def fleet_config() -> FleetConfig:
