@@ -51,15 +51,16 @@ from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import Settings, normalize_database_url  # noqa: E402
+from app.core.config import Settings, normalize_database_url  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
 from app.ingest.client import IngestService  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.ingest.payloads import decode_message  # noqa: E402
 from app.ingest.writer import SPECS, WriteResult  # noqa: E402
-from app.local_broker import free_port  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
+from app.local.local_broker import MosquittoConfig, free_port  # noqa: E402
 from devices.contract import RecordKind, station_topic, subscription_filters  # noqa: E402
-from tests.ingest_harness import MOSQUITTO, Publisher, seed_fleet, wait_for  # noqa: E402
+from tests.fixtures.ingest_harness import Publisher, seed_fleet, wait_for  # noqa: E402
+from tests.fixtures.private_mosquitto import MOSQUITTO  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "SWAPFLEET_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -100,20 +101,14 @@ class BenchBroker:
         self.port = free_port()
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 0\n"
-            "max_queued_bytes 0\n"
-            "max_inflight_messages 0\n"
-            "log_dest stderr\n"
-            "log_type error\n"
-            "log_type warning\n"
+            MosquittoConfig(
+                self.port, persistence_dir=None, max_queued_messages=0, max_inflight_messages=0
+            ).render()
         )
         self.proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "log", "ab"),  # noqa: SIM115
+            stdout=open(self.dir / "log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self) -> None:

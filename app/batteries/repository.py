@@ -19,8 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from app.db import NamedRow, Prepared, Statements, prepare
-from app.keyset import after_cursor
+from app.core.db import NamedRow, Prepared, Statements, prepare
+from app.core.keyset import after_cursor
 from app.models import (
     Battery,
     BatteryState,

@@ -46,10 +46,10 @@ from app.batteries.schemas import (
     SlotPlace,
     VehiclePlace,
 )
-from app.db import NamedRow, Statements
-from app.keyset import split_page
+from app.core.db import NamedRow, Statements
+from app.core.keyset import split_page
+from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, encode_cursor
 from app.models import Battery, BatteryState, CustodyCause, KeyRole, LocationKind, OrgRole
-from app.pagination import CursorInt, CursorTime, Page, decode_cursor, encode_cursor
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)

@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from app.keyset import after_cursor
+from app.core.keyset import after_cursor
 from app.models import Organization, PackType, VehicleModel, vehicle_model_pack_types
 
 

@@ -18,8 +18,8 @@ from app.catalog.schemas import (
     VehicleModelRead,
     VehicleModelUpdate,
 )
-from app.integrity import flush_or_raise
-from app.keyset import split_page
+from app.core.integrity import flush_or_raise
+from app.core.keyset import split_page
 from app.models import KeyRole, OrgRole, PackType, VehicleModel
 from app.organizations import service as organization_service
 

@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.keyset import after_cursor
+from app.core.keyset import after_cursor
 from app.models import Organization, OrgRole
 
 

@@ -1,27 +1,9 @@
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
+from app.core.schemas import Code, Name, PatchModel, RequestModel
 from app.models import OrgRole
-from app.request_models import RequestModel, Text
-
-# The same rule as the code_format check constraints in the database.
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-Code = Annotated[str, Field(min_length=1, max_length=64, pattern=CODE_PATTERN)]
-Name = Annotated[Text, Field(min_length=1, max_length=200)]
-
-
-class PatchModel(RequestModel):
-    """A partial update: omitted fields stay as they are, and null is never a value."""
-
-    @field_validator("*")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Runs only for fields the client sent: defaults are not validated.
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
 
 
 class OrganizationCreate(RequestModel):

@@ -1,8 +1,8 @@
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.integrity import flush_or_raise
-from app.keyset import split_page
+from app.core.integrity import flush_or_raise
+from app.core.keyset import split_page
 from app.models import Organization, OrgRole
 from app.organizations import repository
 from app.organizations.exceptions import (

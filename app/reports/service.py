@@ -26,12 +26,12 @@ from pydantic import TypeAdapter
 from sqlalchemy import RowMapping
 from sqlalchemy.orm import Session
 
-from app import clock
 from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
-from app.config import get_settings
+from app.core import clock
+from app.core.config import get_settings
+from app.core.pagination import CursorText, Page, decode_cursor, encode_cursor
 from app.models import BatteryState, KeyRole, OrgRole
-from app.pagination import CursorText, Page, decode_cursor, encode_cursor
 from app.reports import repository as repo
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
 from app.reports.schemas import (

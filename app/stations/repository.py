@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.keyset import AnyRow, AnySelect, after_cursor
+from app.core.keyset import AnyRow, AnySelect, after_cursor
 from app.models import Battery, Organization, PackType, Slot, Station, StationStatus
 
 

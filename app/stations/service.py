@@ -10,9 +10,9 @@ OEM key they cannot write.
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.errors import Forbidden
-from app.integrity import flush_or_raise
-from app.keyset import AnyRow, split_page
+from app.core.errors import Forbidden
+from app.core.integrity import flush_or_raise
+from app.core.keyset import AnyRow, split_page
 from app.models import KeyRole, OrgRole, Slot, Station, StationStatus
 from app.organizations import service as organization_service
 from app.stations import repository

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import TypeEngine
 
 from app.batteries import repository as battery_repo
-from app.db import NamedRow, Prepared, Statements, prepare
+from app.core.db import NamedRow, Prepared, Statements, prepare
 from app.models import Slot, Station, SwapEvent, SwapOutcome, Vehicle
 
 # Slot numbers are null for rejected swaps (outer joins); the last two are the removed and

@@ -7,20 +7,20 @@ from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import TypeAdapter
 
 from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal
-from app.db import AsyncUnitDep, SessionDep
-from app.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
-from app.idempotency import (
+from app.core.db import AsyncUnitDep, SessionDep
+from app.core.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
+from app.core.metrics import SWAPS
+from app.core.pagination import Cursor, CursorTime, Limit, Page, decode_cursor, encode_cursor
+from app.models import KeyRole, SwapOutcome
+from app.swaps import repository, service
+from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
+from app.swaps.idempotency import (
     IdempotencyKeyReused,
     StoredResponse,
     claim,
     request_fingerprint,
     store,
 )
-from app.metrics import SWAPS
-from app.models import KeyRole, SwapOutcome
-from app.pagination import Cursor, CursorTime, Limit, Page, decode_cursor, encode_cursor
-from app.swaps import repository, service
-from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
 from app.swaps.schemas import SwapCreate, SwapRead
 
 router = APIRouter(prefix="/swaps", tags=["swaps"])

@@ -4,9 +4,8 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from app.batteries import schemas as battery_schemas
+from app.core.schemas import Code, RequestModel
 from app.models import SwapOutcome
-from app.organizations import schemas as organization_schemas
-from app.request_models import RequestModel
 from app.vehicles import schemas as vehicle_schemas
 
 Percent = float
@@ -29,7 +28,7 @@ class SwapCreate(RequestModel):
         },
     )
 
-    station_code: organization_schemas.Code
+    station_code: Code
     vin: vehicle_schemas.Vin
     removed_battery_serial: battery_schemas.Serial
     installed_battery_serial: battery_schemas.Serial | None = Field(

@@ -14,9 +14,9 @@ import uuid
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.config import get_settings
-from app.db import Statements
-from app.errors import Forbidden
+from app.core.config import get_settings
+from app.core.db import Statements
+from app.core.errors import Forbidden
 from app.models import KeyRole, Station, SwapEvent, Vehicle
 from app.models.base import utcnow
 from app.swaps import repository

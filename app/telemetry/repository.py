@@ -6,7 +6,7 @@ from sqlalchemy import Exists, Select, exists, select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.keyset import AnySelect
+from app.core.keyset import AnySelect
 from app.models import Battery, CustodyEvent, KeyRole, Slot, Station
 
 

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.batteries import repository as battery_repo
-from app.errors import AppError, NotFound
+from app.core.errors import AppError, NotFound
+from app.core.pagination import CursorInt, CursorTime, decode_cursor, encode_cursor
 from app.models import (
     Battery,
     CapacityRecord,
@@ -22,7 +23,6 @@ from app.models import (
     Vehicle,
     VehicleTelemetry,
 )
-from app.pagination import CursorInt, CursorTime, decode_cursor, encode_cursor
 from app.telemetry import repository
 from app.telemetry.schemas import BatteryTelemetryKind
 

@@ -4,8 +4,8 @@ OEM keys read only their own, and another OEM's vehicle is 404 so its VIN does n
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.integrity import flush_or_raise
-from app.keyset import AnyRow, split_page
+from app.core.integrity import flush_or_raise
+from app.core.keyset import AnyRow, split_page
 from app.models import KeyRole, Vehicle, VehicleModel
 from app.vehicles import repository
 from app.vehicles.exceptions import (

@@ -1,0 +1,43 @@
+"""Keyset pagination on one unique column (a natural key), shared by the list routes."""
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter
+from sqlalchemy import Row, Select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.core.pagination import CursorInt, CursorText, decode_cursor, encode_cursor
+
+RowT = TypeVar("RowT")
+# Statements and rows of any shape (SQLAlchemy 2.1 types them by their column tuple).
+AnySelect = Select[*tuple[Any, ...]]
+AnyRow = Row[*tuple[Any, ...]]
+KeyT = TypeVar("KeyT", str, int)
+_KEY_SHAPES: dict[type, TypeAdapter[tuple[str | int]]] = {
+    str: TypeAdapter(tuple[CursorText]),
+    int: TypeAdapter(tuple[CursorInt]),
+}
+
+
+def after_cursor(
+    statement: AnySelect,
+    column: InstrumentedAttribute[KeyT],
+    cursor: str | None,
+    limit: int,
+    key_type: type[KeyT] = str,  # type: ignore[assignment]
+) -> AnySelect:
+    """Rows strictly after the cursor's key, in key order, one extra to know if more follow."""
+    values = decode_cursor(cursor, _KEY_SHAPES[key_type])
+    if values is not None:
+        statement = statement.where(column > values[0])
+    return statement.order_by(column).limit(limit + 1)
+
+
+def split_page(
+    rows: Sequence[RowT], limit: int, key: Callable[[RowT], str | int]
+) -> tuple[list[RowT], str | None]:
+    if len(rows) <= limit:
+        return list(rows), None
+    page = list(rows[:limit])
+    return page, encode_cursor(key(page[-1]))

@@ -1,0 +1,262 @@
+"""Real concurrent transactions against committed data: no shared test transaction here."""
+
+import asyncio
+import functools
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.auth.service import authenticate
+from app.core.config import get_settings
+from app.core.db import get_engine, get_session_factory
+from app.main import create_app
+from app.models import Battery, LocationKind, SwapEvent, SwapOutcome, Vehicle, VehicleModel
+from app.swaps import service
+from app.swaps.schemas import SwapCreate, SwapRead
+from tests.conftest import TEST_DATABASE_URL, SessionStatements
+from tests.fixtures.api_server import running_api
+from tests.fixtures.factories import auth, make_battery, make_vehicle
+from tests.fixtures.swap_world import SwapWorld, build_swap_world
+
+
+def run_together(calls: list[Callable[[], None]]) -> None:
+    """Start every call on its own thread and wait for all: real concurrent transactions."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
+@pytest.fixture
+def committed_world(engine: Engine) -> Iterator[tuple[SwapWorld, list[tuple[str, str]]]]:
+    """A station with 4 charged batteries and 7 vehicles waiting, all committed."""
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_session_factory.cache_clear()
+    with Session(engine, expire_on_commit=False) as session:
+        world = build_swap_world(session, charged_socs=(95.0, 96.0, 97.0, 98.0), slots=8)
+        model_id = world.vehicle.model_id
+        model = session.get(VehicleModel, model_id)
+        assert model is not None
+        drivers = [(world.vehicle.vin, world.depleted.serial)]
+        for _ in range(6):
+            vehicle = make_vehicle(session, model)
+            battery = make_battery(session, world.pack, world.owner, vehicle=vehicle, soc_pct=10.0)
+            drivers.append((vehicle.vin, battery.serial))
+        session.commit()
+    yield world, drivers
+    with engine.begin() as connection:
+        tables = ", ".join(
+            name
+            for (name,) in connection.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+        )
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+
+
+def assert_four_of_seven_got_the_four_batteries(
+    world: SwapWorld, results: dict[str, tuple[int, dict[str, object]]]
+) -> None:
+    """Seven swaps raced for four charged batteries: four got one each, three were refused."""
+    statuses = Counter(status for status, _ in results.values())
+    assert statuses == {201: 4, 409: 3}, results
+    installed = [
+        str(body["installed_battery_serial"]) for status, body in results.values() if status == 201
+    ]
+    assert sorted(installed) == sorted(b.serial for b in world.charged)
+    assert {body["code"] for status, body in results.values() if status == 409} == {
+        "NoBatteryAvailable"
+    }
+
+
+def test_concurrent_swaps_at_one_station_never_share_a_battery(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, drivers = committed_world
+    app = create_app()
+    barrier = threading.Barrier(len(drivers))
+    results: dict[str, tuple[int, dict[str, object]]] = {}
+
+    def swap(vin: str, serial: str) -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            response = client.post(
+                "/v1/swaps",
+                json={
+                    "station_code": world.station.code,
+                    "vin": vin,
+                    "removed_battery_serial": serial,
+                },
+                headers=auth(world.operator_key),
+            )
+            results[vin] = (response.status_code, response.json())
+
+    run_together([functools.partial(swap, *driver) for driver in drivers])
+
+    assert_four_of_seven_got_the_four_batteries(world, results)
+    with Session(engine) as session:
+        # This world's vehicles only: other tests commit vehicles to the same database.
+        vehicles_with_battery = session.scalars(
+            select(Battery.vehicle_id)
+            .join(Vehicle, Vehicle.id == Battery.vehicle_id)
+            .where(
+                Battery.location_kind == LocationKind.vehicle,
+                Vehicle.vin.in_([vin for vin, _ in drivers]),
+            )
+        ).all()
+        assert len(vehicles_with_battery) == len(set(vehicles_with_battery)) == 7
+        assert (
+            session.scalar(select(SwapEvent).where(SwapEvent.outcome == "completed").limit(1))
+            is not None
+        )
+
+
+def test_allocation_passes_over_a_battery_another_swap_holds(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    """Two swaps at one station, the first still uncommitted: the second is given the next
+    battery at once instead of waiting for the first one's."""
+    world, drivers = committed_world
+    with Session(engine) as first, Session(engine) as second:
+        principal = authenticate(first, world.operator_key)
+
+        def swap(session: Session, vin: str, serial: str) -> SwapRead:
+            request = SwapCreate(
+                station_code=world.station.code, vin=vin, removed_battery_serial=serial
+            )
+            return asyncio.run(service.record_swap(SessionStatements(session), principal, request))
+
+        held = swap(first, *drivers[0])
+        # Would block without SKIP LOCKED; a lock timeout turns that into a failure.
+        second.execute(text("SET LOCAL lock_timeout = '2s'"))
+        other = swap(second, *drivers[1])
+        assert held.installed_battery_serial == world.charged[-1].serial
+        assert other.outcome is SwapOutcome.completed
+        assert other.installed_battery_serial == world.charged[-2].serial
+        first.rollback()
+        second.rollback()
+
+
+def test_swap_naming_a_battery_just_handed_out_is_rejected(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, drivers = committed_world
+    app = create_app()
+    target = world.charged[0].serial
+    barrier = threading.Barrier(2)
+    statuses: list[tuple[int, str]] = []
+
+    def swap(vin: str, serial: str) -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            response = client.post(
+                "/v1/swaps",
+                json={
+                    "station_code": world.station.code,
+                    "vin": vin,
+                    "removed_battery_serial": serial,
+                    "installed_battery_serial": target,
+                },
+                headers=auth(world.operator_key),
+            )
+            statuses.append((response.status_code, response.json().get("code", "")))
+
+    run_together([functools.partial(swap, *driver) for driver in drivers[:2]])
+    assert sorted(statuses) == [(201, ""), (409, "BatteryNotAtStation")]
+
+
+def test_concurrent_retries_with_one_idempotency_key_record_one_swap(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, drivers = committed_world
+    app = create_app()
+    vin, serial = drivers[0]
+    barrier = threading.Barrier(4)
+    bodies: list[dict[str, object]] = []
+
+    def retry() -> None:
+        with TestClient(app) as client:
+            barrier.wait()
+            response = client.post(
+                "/v1/swaps",
+                json={
+                    "station_code": world.station.code,
+                    "vin": vin,
+                    "removed_battery_serial": serial,
+                },
+                headers={**auth(world.operator_key), "Idempotency-Key": "same-request"},
+            )
+            bodies.append(response.json())
+
+    run_together([retry] * 4)
+    assert len({str(b["id"]) for b in bodies}) == 1
+    with Session(engine) as session:
+        assert len(session.scalars(select(SwapEvent).where(SwapEvent.vin == vin)).all()) == 1
+
+
+def test_database_refuses_two_batteries_in_one_vehicle(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    world, _ = committed_world
+    with Session(engine) as session:
+        battery = session.get(Battery, world.charged[0].id)
+        assert battery is not None
+        battery.slot_id = None
+        battery.location_kind = LocationKind.vehicle
+        battery.vehicle_id = world.vehicle.id
+        with pytest.raises(IntegrityError):
+            session.flush()
+        session.rollback()
+
+
+def test_concurrent_swaps_through_a_server_with_two_workers_never_share_a_battery(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine, tmp_path: Path
+) -> None:
+    """The same race through a real `swapfleet api --workers 2`: the swaps are spread over
+    two processes, each with its own connection pool, and SKIP LOCKED still decides."""
+    world, drivers = committed_world
+    results: dict[str, tuple[int, dict[str, object]]] = {}
+    with running_api(
+        TEST_DATABASE_URL, tmp_path / "api.log", "--workers", "2", startup_s=120
+    ) as api:
+        barrier = threading.Barrier(len(drivers))
+
+        def swap(vin: str, serial: str) -> None:
+            # One connection each: the kernel spreads them over both workers.
+            with httpx.Client(base_url=api.base_url, timeout=30) as client:
+                barrier.wait()
+                response = client.post(
+                    "/v1/swaps",
+                    json={
+                        "station_code": world.station.code,
+                        "vin": vin,
+                        "removed_battery_serial": serial,
+                    },
+                    headers=auth(world.operator_key),
+                )
+                results[vin] = (response.status_code, response.json())
+
+        run_together([functools.partial(swap, *driver) for driver in drivers])
+
+    assert_four_of_seven_got_the_four_batteries(world, results)
+    with Session(engine) as session:
+        completed = session.scalar(
+            text(
+                "SELECT count(*) FROM swap_events WHERE station_id = :s AND outcome = 'completed'"
+            ),
+            {"s": world.station.id},
+        )
+    assert completed == 4
