@@ -76,8 +76,11 @@ class CommitFailed(ServiceUnavailable):
     the idempotency record rolled back with everything else."""
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {
+def problem_body(
+    status: int, code: str, title: str, detail: str | None, **extra: Any
+) -> dict[str, Any]:
+    """An RFC 9457 problem detail; also what a recorded swap rejection stores for replays."""
+    return {
         "type": f"urn:swapfleet:problem:{code}",
         "title": title,
         "status": status,
@@ -85,6 +88,10 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
         "code": code,
         **extra,
     }
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = problem_body(status, code, title, detail, **extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_S)}

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import psycopg
 from pydantic import TypeAdapter
+from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +38,7 @@ from app.batteries.exceptions import (
 )
 from app.batteries.schemas import (
     BatteryCreate,
+    BatteryFilter,
     BatteryRead,
     BatteryUpdate,
     CustodyEventRead,
@@ -47,9 +49,8 @@ from app.batteries.schemas import (
     VehiclePlace,
 )
 from app.db import NamedRow, Statements
-from app.keyset import split_page
-from app.models import Battery, BatteryState, CustodyCause, KeyRole, LocationKind, OrgRole
-from app.pagination import CursorInt, CursorTime, Page, decode_cursor, encode_cursor
+from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
+from app.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)
@@ -64,10 +65,6 @@ class Destination:
 
 
 # ---------------------------------------------------------------- reads
-
-
-def _oem_scope(principal: Principal) -> int | None:
-    return principal.organization_id if principal.role is KeyRole.oem else None
 
 
 def _location_read(
@@ -106,12 +103,12 @@ def _battery_read(row: NamedRow) -> BatteryRead:
 
 
 def get_battery(session: Session, principal: Principal, serial: str) -> BatteryRead:
-    return _found(repo.battery_view(session, serial, oem_id=_oem_scope(principal)), serial)
+    return _found(repo.battery_view(session, serial, oem_id=principal.oem_scope), serial)
 
 
 async def read_battery(statements: Statements, principal: Principal, serial: str) -> BatteryRead:
     """get_battery for the async route."""
-    row = await repo.read_battery_view(statements, serial, oem_id=_oem_scope(principal))
+    row = await repo.read_battery_view(statements, serial, oem_id=principal.oem_scope)
     return _found(row, serial)
 
 
@@ -125,15 +122,13 @@ def _found(row: NamedRow | None, serial: str) -> BatteryRead:
 def list_batteries(
     session: Session,
     principal: Principal,
-    filters: repo.BatteryFilter,
+    filters: BatteryFilter,
     *,
     cursor: str | None,
     limit: int,
 ) -> Page[BatteryRead]:
-    scoped = dataclasses.replace(filters, oem_id=_oem_scope(principal))
-    rows = repo.list_battery_views(session, scoped, cursor=cursor, limit=limit)
-    page, next_cursor = split_page(rows, limit, key=lambda row: str(row["serial"]))
-    return Page[BatteryRead](items=[_battery_read(row) for row in page], next_cursor=next_cursor)
+    rows = repo.list_battery_views(session, principal, filters, cursor=cursor, limit=limit)
+    return page_of(rows, limit, read=_battery_read, key=lambda row: (str(row["serial"]),))
 
 
 _HISTORY_CURSOR = TypeAdapter(tuple[CursorTime, CursorInt])
@@ -147,36 +142,34 @@ def battery_history(
     session: Session, principal: Principal, serial: str, *, cursor: str | None, limit: int
 ) -> Page[CustodyEventRead]:
     after = _history_cursor(cursor)
-    battery_id = repo.battery_id_for(session, serial, oem_id=_oem_scope(principal))
+    battery_id = repo.battery_id_for(session, principal, serial)
     if battery_id is None:
         raise BatteryNotFound(f"battery {serial!r} not found")
     rows = repo.custody_history(
-        session, battery_id, after=after, limit=limit + 1, viewer_oem_id=_oem_scope(principal)
+        session, battery_id, after=after, limit=limit + 1, viewer_oem_id=principal.oem_scope
     )
-    items = [
-        CustodyEventRead(
-            at=row["at"],
-            cause=row["cause"],
-            from_location=_location_read(
-                row["from_kind"], row["from_station_code"], row["from_slot_number"], row["from_vin"]
-            )
-            if row["from_kind"] is not None
-            else None,
-            to_location=_location_read(
-                row["to_kind"], row["to_station_code"], row["to_slot_number"], row["to_vin"]
-            ),
-            state_from=row["state_from"],
-            state_to=row["state_to"],
-            swap_id=row["swap_id"],
-            note=row["note"],
+    return page_of(
+        rows, limit, read=_custody_event_read, key=lambda row: (row["at"].isoformat(), row["id"])
+    )
+
+
+def _custody_event_read(row: RowMapping) -> CustodyEventRead:
+    return CustodyEventRead(
+        at=row["at"],
+        cause=row["cause"],
+        from_location=_location_read(
+            row["from_kind"], row["from_station_code"], row["from_slot_number"], row["from_vin"]
         )
-        for row in rows[:limit]
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last["at"].isoformat(), last["id"])
-    return Page[CustodyEventRead](items=items, next_cursor=next_cursor)
+        if row["from_kind"] is not None
+        else None,
+        to_location=_location_read(
+            row["to_kind"], row["to_station_code"], row["to_slot_number"], row["to_vin"]
+        ),
+        state_from=row["state_from"],
+        state_to=row["state_to"],
+        swap_id=row["swap_id"],
+        note=row["note"],
+    )
 
 
 # ---------------------------------------------------------------- references and scope
