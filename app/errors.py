@@ -121,24 +121,16 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem(422, "ValidationError", "Invalid request", detail, errors=errors)
 
-    # The last line of defence: services check first, but the database has the final word
-    # under concurrency and on values that only fail once rounded to the column's type.
-    # Also what a refused commit (a deferred constraint) of the unit of work raises: the
-    # transaction was rolled back, so nothing of the request is stored.
+    # Imported here: app.integrity builds on the errors above.
+    from app.integrity import violation_error
+
+    # The last line of defence: a violation no service expected, and what a refused commit
+    # (a deferred constraint) of the unit of work raises: the transaction was rolled back,
+    # so nothing of the request is stored.
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        diag = getattr(exc.orig, "diag", None)
-        constraint = getattr(diag, "constraint_name", None)
-        message = getattr(diag, "message_primary", None) or "constraint violated"
-        log.warning("event=constraint_violation constraint=%s", constraint)
-        return problem(
-            409,
-            "ConstraintViolation",
-            "Conflicts with stored data",
-            f"the database refused the change: {message} (constraint {constraint}); "
-            "nothing was stored",
-            constraint=constraint,
-        )
+        error = violation_error(exc)
+        return problem(error.status, error.code, error.title, error.detail, **error.extra)
 
     # The database was unreachable or failed the transaction (a lost connection, a failover,
     # a commit that raised): nothing was stored and the same request may succeed later. A

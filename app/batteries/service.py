@@ -6,14 +6,11 @@ check constraints still decide under concurrency, and their violations become th
 """
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 
-import psycopg
 from pydantic import TypeAdapter
 from sqlalchemy import RowMapping
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
@@ -49,6 +46,7 @@ from app.batteries.schemas import (
     VehiclePlace,
 )
 from app.db import NamedRow, Statements
+from app.integrity import refused_writes
 from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
 from app.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 
@@ -257,28 +255,19 @@ def _vehicle_destination(
     return Destination(kind=LocationKind.vehicle, vehicle_id=target.vehicle_id, note=place.note)
 
 
-def _constraint_name(exc: IntegrityError) -> str | None:
-    if isinstance(exc.orig, psycopg.Error) and exc.orig.diag is not None:
-        return exc.orig.diag.constraint_name
-    return None
-
-
-@contextmanager
-def _place_conflicts(serial: str, destination: Destination) -> Iterator[None]:
+def _place_conflicts(serial: str) -> AbstractContextManager[None]:
     """A concurrent request can take the slot, the vehicle or the serial between our check and
     our write; the unique index then refuses, and the caller gets the 409 it would have got a
     moment later."""
-    try:
-        yield
-    except IntegrityError as exc:
-        constraint = _constraint_name(exc)
-        if constraint == "uq_batteries_slot_id":
-            raise SlotOccupied("the slot was filled by a concurrent request") from exc
-        if constraint == "uq_batteries_vehicle_id":
-            raise VehicleHasBattery("the vehicle got a battery in a concurrent request") from exc
-        if constraint == "uq_batteries_serial":
-            raise BatterySerialTaken(f"battery {serial!r} already exists") from exc
-        raise
+    return refused_writes(
+        expected={
+            "uq_batteries_slot_id": SlotOccupied("the slot was filled by a concurrent request"),
+            "uq_batteries_vehicle_id": VehicleHasBattery(
+                "the vehicle got a battery in a concurrent request"
+            ),
+            "uq_batteries_serial": BatterySerialTaken(f"battery {serial!r} already exists"),
+        }
+    )
 
 
 def _locked_battery(session: Session, serial: str) -> Battery:
@@ -317,7 +306,7 @@ def register_battery(session: Session, principal: Principal, data: BatteryCreate
         soh_pct=data.soh_pct,
         equivalent_full_cycles=data.equivalent_full_cycles,
     )
-    with _place_conflicts(data.serial, destination):
+    with _place_conflicts(data.serial):
         session.add(battery)
         session.flush()
     custody.record_registration(
@@ -356,7 +345,7 @@ def move_battery(session: Session, principal: Principal, serial: str, place: Pla
     if battery.state is BatteryState.quarantined and isinstance(place, VehiclePlace):
         raise BatteryQuarantined(f"battery {serial!r} is quarantined")
     destination = _resolve_destination(session, principal, place, battery.pack_type_id)
-    with _place_conflicts(serial, destination):
+    with _place_conflicts(serial):
         custody.relocate(
             session,
             battery,
