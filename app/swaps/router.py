@@ -7,14 +7,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal
 from app.db import AsyncUnitDep, SessionDep
 from app.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
-from app.idempotency import (
-    IdempotencyKeyReused,
-    StoredResponse,
-    claim,
-    request_fingerprint,
-    store,
-)
-from app.metrics import SWAPS
+from app.idempotency import IdempotencyKeyReused, StoredResponse
 from app.models import SwapOutcome
 from app.pagination import Cursor, Limit, Page
 from app.swaps import service
@@ -66,29 +59,10 @@ async def create_swap(
 ) -> Response:
     """Async, on psycopg's pool: the claim, the swap and the stored response are three
     round trips of one transaction, committed before the response (AsyncUnitDep)."""
-    fingerprint = request_fingerprint("POST", "/v1/swaps", request.model_dump(mode="json"))
-    if idempotency_key is not None:
-        stored = await claim(
-            statements,
-            api_key_id=principal.api_key_id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-        )
-        if stored is not None:
-            return _render(stored, replayed=True)
-
-    swap_read = await service.record_swap(statements, principal, request)
-    response = service.swap_response(swap_read)
-    if idempotency_key is not None:
-        await store(
-            statements,
-            api_key_id=principal.api_key_id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-            response=response,
-        )
-    SWAPS.labels(swap_read.outcome.value, swap_read.reason_code or "none").inc()
-    return _render(response, replayed=False)
+    response, replayed = await service.create_swap(
+        statements, principal, request, idempotency_key=idempotency_key
+    )
+    return _render(response, replayed=replayed)
 
 
 def _render(stored: StoredResponse, *, replayed: bool) -> Response:

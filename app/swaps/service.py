@@ -19,7 +19,8 @@ from app.auth.service import Principal
 from app.config import get_settings
 from app.db import Statements
 from app.errors import Forbidden, problem_body
-from app.idempotency import StoredResponse
+from app.idempotency import StoredResponse, claim, request_fingerprint, store
+from app.metrics import SWAPS
 from app.models import KeyRole, SwapEvent, SwapOutcome
 from app.models.base import utcnow
 from app.pagination import CursorTime, Page, decode_cursor, page_of
@@ -28,6 +29,41 @@ from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, S
 from app.swaps.schemas import SwapCreate, SwapFilter, SwapRead
 
 SWAP_WRITERS = (KeyRole.admin, KeyRole.operator)
+
+
+async def create_swap(
+    statements: Statements,
+    principal: Principal,
+    request: SwapCreate,
+    *,
+    idempotency_key: str | None,
+) -> tuple[StoredResponse, bool]:
+    """POST /v1/swaps: the response, and whether it replays the first request of this
+    Idempotency-Key. The claim, the swap and the stored response are three round trips of
+    the request's one transaction."""
+    fingerprint = request_fingerprint("POST", "/v1/swaps", request.model_dump(mode="json"))
+    if idempotency_key is not None:
+        stored = await claim(
+            statements,
+            api_key_id=principal.api_key_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        if stored is not None:
+            return stored, True
+
+    swap_read = await record_swap(statements, principal, request)
+    response = swap_response(swap_read)
+    if idempotency_key is not None:
+        await store(
+            statements,
+            api_key_id=principal.api_key_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            response=response,
+        )
+    SWAPS.labels(swap_read.outcome.value, swap_read.reason_code or "none").inc()
+    return response, False
 
 
 async def record_swap(

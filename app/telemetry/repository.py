@@ -16,7 +16,6 @@ from app.models import (
     ChargingSession,
     CustodyEvent,
     DeadLetter,
-    KeyRole,
     Slot,
     Station,
     Vehicle,
@@ -41,8 +40,8 @@ def may_read_battery(session: Session, principal: Principal, battery: Battery) -
     and every battery that has been in one of its stations' slots."""
     if principal.is_admin:
         return True
-    if principal.role is KeyRole.oem:
-        return battery.oem_id == principal.organization_id
+    if principal.oem_scope is not None:
+        return battery.oem_id == principal.oem_scope
     if battery.owner_id == principal.organization_id:
         return True
     return bool(session.scalar(_was_in_own_slots(battery.id, principal.organization_id).select()))
@@ -60,9 +59,10 @@ def readable_records(
     operator's station measured, before or after. Owners, OEMs and admins read every record
     of a battery they may read.
     """
-    if principal.role is not KeyRole.operator or battery.owner_id == principal.organization_id:
+    operator_id = principal.operator_scope
+    if operator_id is None or battery.owner_id == operator_id:
         return statement
-    return statement.where(station_id.in_(_own_station_ids(principal.organization_id)))
+    return statement.where(station_id.in_(_own_station_ids(operator_id)))
 
 
 def may_read_vehicle(principal: Principal, vehicle: Vehicle) -> bool:
