@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app import clock
 from app.auth.service import Principal
 from app.models import BatteryState
-from app.pagination import CursorText, Page, decode_cursor, encode_cursor
+from app.pagination import CursorText, Page, decode_cursor, page_of
 from app.reports import repository as repo
 from app.reports.anomalies import find_anomalies
 from app.reports.figures import binned_percentiles, cycles_of, report_row, soh_histogram
@@ -159,9 +159,9 @@ def batteries_page(
     values = decode_cursor(cursor, _SERIAL_CURSOR)
     after = None if values is None else values[0]
     rows = repo.battery_rows(session, report.query, after=after, limit=limit + 1)
-    items = [report_row(r, report.day_to) for r in rows[:limit]]
-    next_cursor = encode_cursor(items[-1].serial) if len(rows) > limit else None
-    return Page(items=items, next_cursor=next_cursor)
+    return page_of(
+        rows, limit, read=lambda row: report_row(row, report.day_to), key=lambda row: (row.serial,)
+    )
 
 
 def iter_battery_rows(
