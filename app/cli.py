@@ -15,17 +15,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from app.auth.service import create_key
-from app.config import Settings, get_settings
-from app.db import get_engine, get_session_factory
-from app.demo import SeedSummary, seed_demo
-from app.errors import AppError
+from app.core.config import Settings, get_settings
+from app.core.db import get_engine, get_session_factory
+from app.local.demo import SeedSummary, seed_demo
+from app.core.errors import AppError
 from app.ingest import cli as ingest_cli
-from app.local_broker import BrokerUnavailable, prepare_local_broker
+from app.local.local_broker import BrokerUnavailable, prepare_local_broker
 from app.models import ApiKey, KeyRole, Organization
 from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
 from app.reports import cli as reports_cli
-from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
+from app.local.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
 from simulators.cli import UP_BACKFILL_DAYS, UP_SPEED, simulate_cli, up_simulator_command
 
 logger = logging.getLogger("app.cli")
@@ -84,7 +84,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Alembic revision")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (default: the latest)."""
-    from app.migrate import upgrade
+    from app.core.migrate import upgrade
 
     upgrade(require_database(get_settings()), revision)
     typer.echo(f"database schema at {revision}")
@@ -95,7 +95,7 @@ def db_current() -> None:
     """Show the revision the database is at."""
     from alembic import command
 
-    from app.migrate import alembic_config
+    from app.core.migrate import alembic_config
 
     command.current(alembic_config(require_database(get_settings())))
 
@@ -276,7 +276,7 @@ def child_environment(settings: Settings) -> dict[str, str]:
 def prepare_database(settings: Settings) -> bool:
     """Migrate; on a new database seed the demo and print a first admin key. True when the
     database was new."""
-    from app.migrate import upgrade
+    from app.core.migrate import upgrade
 
     database_url = require_database(settings)
     upgrade(database_url)
@@ -354,7 +354,7 @@ def up(
     """Run the whole backend on this machine: API, MQTT ingest and, unless configured
     otherwise, an embedded PostgreSQL and a private Mosquitto (or, without Mosquitto, an
     embedded MQTT 3.1.1 broker) under SWAPFLEET_DATA_DIR."""
-    from app.embedded_db import EmbeddedDatabase, start_embedded_database
+    from app.local.embedded_db import EmbeddedDatabase, start_embedded_database
 
     interrupt_on_sigterm()
     settings = get_settings()

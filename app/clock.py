@@ -7,7 +7,7 @@ stamps bookkeeping times (created_at) and measures ages, never a day a report co
 
 from datetime import UTC, date, datetime, timedelta
 
-from app.config import get_settings
+from app.core.config import get_settings
 
 
 def offset() -> timedelta:

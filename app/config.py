@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
-    # Shifts the clock the code asks for "now" (app/clock.py) by this many seconds: for running
+    # Shifts the clock the code asks for "now" (app/core/clock.py) by this many seconds: for running
     # the tests at chosen dates, refused in production.
     clock_offset_s: float = 0.0
 

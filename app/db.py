@@ -14,8 +14,8 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from app.config import get_settings
-from app.errors import CommitFailed
+from app.core.config import get_settings
+from app.core.errors import CommitFailed
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -175,7 +175,7 @@ async def close_async_pool() -> None:
 
 def _as_sqlalchemy_error(exc: psycopg.Error, sql: str, parameters: Any) -> DBAPIError:
     # The same exception classes as the sync routes raise, so that one set of handlers
-    # (app/errors.py) answers both: a constraint is a 409, a lost connection a 503.
+    # (app/core/errors.py) answers both: a constraint is a 409, a lost connection a 503.
     error = DBAPIError.instance(sql, parameters, exc, psycopg.Error)
     assert isinstance(error, DBAPIError)  # it wraps a DBAPI error, so it is one
     return error

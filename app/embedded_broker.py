@@ -1,5 +1,5 @@
 """The embedded MQTT broker of `swapfleet up` on machines without Mosquitto:
-`python -m app.embedded_broker --port N`.
+`python -m app.local.embedded_broker --port N`.
 
 amqtt is a pure-Python broker that speaks MQTT 3.1.1 only (no MQTT 5: no shared subscriptions,
 no session expiry, no Receive Maximum), keeps its sessions in memory only, and forgets a QoS 1
@@ -19,7 +19,7 @@ from amqtt.broker import Broker
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-log = logging.getLogger("app.embedded_broker")
+log = logging.getLogger("app.local.embedded_broker")
 
 HOST = "127.0.0.1"
 
@@ -46,7 +46,7 @@ def broker_config(port: int) -> dict[str, Any]:
         "listeners": {"default": {"type": "tcp", "bind": f"{HOST}:{port}"}},
         # Only authentication: amqtt's default packet and event loggers and $SYS publisher
         # cost throughput and say nothing a demo needs.
-        "plugins": {"app.embedded_broker.LoopbackAuthPlugin": {}},
+        "plugins": {"app.local.embedded_broker.LoopbackAuthPlugin": {}},
     }
 
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
     # amqtt logs every connection at INFO and every timed-out PUBACK at WARNING.
-    logging.getLogger("app.embedded_broker").setLevel(logging.INFO)
+    logging.getLogger("app.local.embedded_broker").setLevel(logging.INFO)
     asyncio.run(serve(args.port))
 
 

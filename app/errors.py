@@ -121,8 +121,8 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem(422, "ValidationError", "Invalid request", detail, errors=errors)
 
-    # Imported here: app.integrity builds on the errors above.
-    from app.integrity import violation_error
+    # Imported here: app.core.integrity builds on the errors above.
+    from app.core.integrity import violation_error
 
     # The last line of defence: a violation no service expected, and what a refused commit
     # (a deferred constraint) of the unit of work raises: the transaction was rolled back,

@@ -12,8 +12,8 @@ from functools import cache
 import orjson
 from sqlalchemy import BigInteger, Integer, Text, bindparam, column, func, insert, select
 
-from app.db import Prepared, Statements, prepare
-from app.errors import AppError
+from app.core.db import Prepared, Statements, prepare
+from app.core.errors import AppError
 from app.models import IdempotencyRecord
 
 

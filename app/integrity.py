@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import AppError, Conflict, Unprocessable
+from app.core.errors import AppError, Conflict, Unprocessable
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import Row, Select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.pagination import CursorInt, CursorText, decode_cursor
+from app.core.pagination import CursorInt, CursorText, decode_cursor
 
 # Statements and rows of any shape (SQLAlchemy 2.1 types them by their column tuple).
 AnySelect = Select[*tuple[Any, ...]]

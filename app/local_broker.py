@@ -1,5 +1,5 @@
 """A private broker for `swapfleet up` when no broker is configured: Mosquitto if it is
-installed, otherwise the embedded Python broker (app/embedded_broker.py, MQTT 3.1.1 only).
+installed, otherwise the embedded Python broker (app/local/embedded_broker.py, MQTT 3.1.1 only).
 
 Either listens on loopback only and allows anonymous clients: it is for one machine's demo, not
 for devices in the field (those use deploy/mosquitto/ with per-device credentials).
@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.supervisor import ChildSpec
+from app.local.supervisor import ChildSpec
 from devices.contract import MqttProtocol
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -126,7 +126,7 @@ def prepare_mosquitto(binary: str, data_dir: Path, env: dict[str, str]) -> Local
 
 def prepare_embedded_broker(env: dict[str, str]) -> LocalBroker:
     port = local_port()
-    argv = [sys.executable, "-m", "app.embedded_broker", "--port", str(port)]
+    argv = [sys.executable, "-m", "app.local.embedded_broker", "--port", str(port)]
     url = f"mqtt://127.0.0.1:{port}"
     return LocalBroker(
         spec=ChildSpec(name="mqtt-broker", argv=argv, env=env),

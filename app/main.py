@@ -9,10 +9,10 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.dependencies import AdminPrincipal
-from app.config import get_settings
-from app.db import close_async_pool, get_engine
-from app.errors import install_error_handlers, problem
-from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.core.config import get_settings
+from app.core.db import close_async_pool, get_engine
+from app.core.errors import install_error_handlers, problem
+from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.reports.swap_rollup import SwapRollup
 
 API_DESCRIPTION = """

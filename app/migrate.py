@@ -5,8 +5,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
 
-from app import clock
-from app.config import get_settings, normalize_database_url
+from app.core import clock
+from app.core.config import get_settings, normalize_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -8,7 +8,7 @@ import orjson
 from fastapi import Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, TypeAdapter, ValidationError
 
-from app.errors import AppError
+from app.core.errors import AppError
 
 
 class InvalidCursor(AppError):

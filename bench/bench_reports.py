@@ -5,7 +5,7 @@ answer time does not grow with the raw data behind it.
     python bench/bench_reports.py --batteries 500 --days 60     # a quick smoke run
 
 Steps, all in one process against a dedicated database (recreated, migrated with
-app.migrate.upgrade):
+app.core.migrate.upgrade):
 
   1. registry: 4 OEMs, 3 pack types, N batteries (batteries table, warehouse location);
   2. raw data, generated vectorised with numpy and loaded with psycopg binary COPY straight
@@ -15,7 +15,7 @@ app.migrate.upgrade):
      and a capacity record every 7 days;
   3. battery_daily (and the per-battery rollups, if the schema has them) rebuilt from the raw
      tables with app.reports.aggregates.rebuild_aggregates, the backfill/repair path (the
-     ingest's incremental path gives the same rows: tests/test_report_aggregates.py), then
+     ingest's incremental path gives the same rows: tests/reports/test_report_aggregates.py), then
      clustered and analyzed (settle_aggregates) so that both halves read the same layout;
   4. timings through the FastAPI app in-process (fastapi.testclient, a real admin API key):
      GET /v1/reports/fleet-summary (whole year, and the default 90-day window), the
@@ -56,11 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from app.auth.service import create_key  # noqa: E402
-from app.config import get_settings  # noqa: E402
-from app.db import get_session_factory  # noqa: E402
+from app.core.config import get_settings  # noqa: E402
+from app.core.db import get_session_factory  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
 from app.models import KeyRole  # noqa: E402
 from app.reports.aggregates import rebuild_aggregates  # noqa: E402
 

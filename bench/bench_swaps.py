@@ -5,7 +5,7 @@ in the same run (issue 12).
     python bench/bench_swaps.py --workers 1      # pass --workers to `swapfleet api`
     python bench/bench_swaps.py --no-docs        # print only, leave docs/benchmarks.md alone
 
-Steps, against a dedicated database (recreated, migrated with app.migrate.upgrade):
+Steps, against a dedicated database (recreated, migrated with app.core.migrate.upgrade):
 
   1. load, by set-based SQL: 1 operator, 2 OEMs (3/4 of the vehicles are the first one's, as
      a real morning peak is many stations of one OEM), 1,000 stations of 8 slots, 8,000
@@ -57,7 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.migrate import upgrade  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
 
 DB_NAME = "swapfleet_bench_swaps"
 ADMIN_URL = os.environ.get(

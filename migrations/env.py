@@ -2,8 +2,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import app.models  # noqa: F401  (registers every table on Base.metadata)
-from app.config import get_settings, normalize_database_url
-from app.db import Base
+from app.core.config import get_settings, normalize_database_url
+from app.core.db import Base
 
 target_metadata = Base.metadata
 

@@ -37,8 +37,8 @@ os.environ.setdefault("SWAPFLEET_SWAP_ROLLUP_INTERVAL_S", "0")
 # (--workers): each worker is a Python that imports the app, slow on a busy test machine.
 os.environ.setdefault("SWAPFLEET_API_WORKERS", "1")
 
-from app.config import get_settings, normalize_database_url  # noqa: E402
-from app.db import (  # noqa: E402
+from app.core.config import get_settings, normalize_database_url  # noqa: E402
+from app.core.db import (  # noqa: E402
     Prepared,
     Statements,
     async_unit_of_work,
@@ -47,14 +47,14 @@ from app.db import (  # noqa: E402
     unit_of_work,
 )
 from app.main import create_app  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--clock",
         metavar="ISO_TIME",
-        help="run as if it were this UTC time (e.g. 2028-02-29T12:00:00): shifts app.clock, "
+        help="run as if it were this UTC time (e.g. 2028-02-29T12:00:00): shifts app.core.clock, "
         "in this process, its xdist workers and every server or ingest a test starts",
     )
 

@@ -23,12 +23,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app import clock
-from app.config import Settings
+from app.core import clock
+from app.core.config import Settings
 from app.ingest.client import IngestService
-from app.local_broker import free_port
+from app.local.local_broker import free_port
 from app.models import OrgRole
-from tests import factories
+from tests.fixtures import factories
 
 REPO = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from app.local_broker import free_port
+from app.local.local_broker import free_port
 
 MOSQUITTO = os.environ.get("SWAPFLEET_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"

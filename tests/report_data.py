@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.ingest.aggregates import update_daily_aggregates
 from app.ingest.partitions import create_partitions, month_start
 from devices.contract import RecordKind

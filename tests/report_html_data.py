@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from devices.contract import RecordKind
-from tests import factories
-from tests.report_data import ingest
+from tests.fixtures import factories
+from tests.fixtures.report_data import ingest
 
 NOMINAL_AH = 280.0
 DAYS = 40

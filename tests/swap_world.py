@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from app.models import Battery, KeyRole, Organization, OrgRole, PackType, Station, Vehicle
-from tests.factories import (
+from tests.fixtures.factories import (
     make_battery,
     make_key,
     make_org,

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app.config import normalize_database_url
-from app.db import POOL_TIMEOUT_S
-from app.embedded_db import EmbeddedDatabase, start_embedded_database
-from app.migrate import upgrade
+from app.core.config import normalize_database_url
+from app.core.db import POOL_TIMEOUT_S
+from app.local.embedded_db import EmbeddedDatabase, start_embedded_database
+from app.core.migrate import upgrade
 from tests.conftest import ADMIN_URL, TEST_DATABASE_URL, TEST_DB, recreate_database
-from tests.factories import auth
+from tests.fixtures.factories import auth
 from tests.fixtures.api_server import running_api
-from tests.swap_world import SwapWorld, build_swap_world
+from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 POOL_DB = f"{TEST_DB}_async_pool"
 POOL_DATABASE_URL = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + POOL_DB

@@ -8,13 +8,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
-from app.config import normalize_database_url
-from app.migrate import upgrade
+from app.core.config import normalize_database_url
+from app.core.migrate import upgrade
 from app.models import Battery, KeyRole, LocationKind, OrgRole, SwapEvent, SwapOutcome
 from tests.conftest import TEST_DATABASE_URL, TEST_DB, recreate_database
-from tests.factories import auth, make_key, make_org, make_pack_type
+from tests.fixtures.factories import auth, make_key, make_org, make_pack_type
 from tests.fixtures.api_server import ApiServer, running_api
-from tests.swap_world import SwapWorld, build_swap_world
+from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 # Its own database: these tests commit, and one installs a trigger that fails every commit.
 COMMIT_DB = f"{TEST_DB}_commit"
@@ -93,7 +93,7 @@ def test_300_create_then_use_then_read_triples_are_never_refused(
             if battery.status_code != 201:
                 refused.append(f"{n}: {battery.status_code} {battery.text}")
                 continue
-            # The read is an async route on another pool (app/db.py): it sees the commit too.
+            # The read is an async route on another pool (app/core/db.py): it sees the commit too.
             read = http.get(f"/v1/batteries/RYW-BAT-{n:04d}")
             if read.status_code != 200 or read.json()["location"]["station_code"] != code:
                 refused.append(f"{n}: read {read.status_code} {read.text}")

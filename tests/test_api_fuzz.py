@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 from app.main import create_app
 from app.models import KeyRole
 from tests.conftest import override_units, same_session, savepoint_unit_of_work
-from tests.factories import make_key
-from tests.swap_world import build_swap_world
+from tests.fixtures.factories import make_key
+from tests.fixtures.swap_world import build_swap_world
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from app.models import DeadLetter, KeyRole, OrgRole, Station
 from devices.contract import RecordKind
-from tests import factories
-from tests.factories import assert_problem, auth
-from tests.report_data import ingest
+from tests.fixtures import factories
+from tests.fixtures.factories import assert_problem, auth
+from tests.fixtures.report_data import ingest
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

@@ -19,8 +19,8 @@ from app.models import (
     Station,
     Vehicle,
 )
-from app.pagination import encode_cursor
-from tests.factories import (
+from app.core.pagination import encode_cursor
+from tests.fixtures.factories import (
     auth,
     make_battery,
     make_key,

@@ -15,7 +15,7 @@ from app.auth.service import Principal, create_key
 from app.batteries import service as battery_service
 from app.batteries.exceptions import SlotOccupied
 from app.batteries.schemas import SlotPlace
-from app.errors import AppError
+from app.core.errors import AppError
 from app.models import (
     ApiKey,
     Battery,
@@ -27,7 +27,7 @@ from app.models import (
     PackType,
     Station,
 )
-from tests.factories import (
+from tests.fixtures.factories import (
     make_battery,
     make_org,
     make_pack_type,

@@ -15,8 +15,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from app.provisioning.service import Credential, CredentialKind, provision
 from devices.client import BrokerSettings, DeviceClient, PublishOptions
 from devices.contract import RecordKind
-from tests.mqtt_collector import Collector
-from tests.private_mosquitto import PrivateMosquitto
+from tests.fixtures.mqtt_collector import Collector
+from tests.fixtures.private_mosquitto import PrivateMosquitto
 
 PREFIX = "swapfleet/v1"
 

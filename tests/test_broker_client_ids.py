@@ -17,12 +17,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine
 
-from app.config import Settings
+from app.core.config import Settings
 from app.ingest.client import libpq_url
 from app.provisioning.service import Credential, CredentialKind, provision
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import (
+from tests.fixtures.ingest_harness import (
     Fleet,
     Publisher,
     charging,
@@ -33,7 +33,7 @@ from tests.ingest_harness import (
     unique_prefix,
     wait_for,
 )
-from tests.private_mosquitto import PrivateMosquitto
+from tests.fixtures.private_mosquitto import PrivateMosquitto
 
 pytestmark = pytest.mark.timeout(120)
 

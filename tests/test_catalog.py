@@ -3,7 +3,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import KeyRole, OrgRole
-from tests.factories import (
+from tests.fixtures.factories import (
     assert_problem,
     auth,
     make_key,

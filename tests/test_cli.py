@@ -30,11 +30,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.config import get_settings
-from app.db import get_engine, get_session_factory
-from app.local_broker import free_port
+from app.core.config import get_settings
+from app.core.db import get_engine, get_session_factory
+from app.local.local_broker import free_port
 from app.main import create_app
-from app.migrate import upgrade
+from app.core.migrate import upgrade
 from app.models import (
     ApiKey,
     Battery,

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.config import Settings
+from app.core.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

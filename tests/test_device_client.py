@@ -19,8 +19,8 @@ import pytest
 
 from devices.client import BrokerSettings, DeviceClient, PublishOptions
 from devices.contract import ChargingSample, RecordKind
-from tests.mqtt_collector import Collector
-from tests.private_mosquitto import PrivateMosquitto, free_port
+from tests.fixtures.mqtt_collector import Collector
+from tests.fixtures.private_mosquitto import PrivateMosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

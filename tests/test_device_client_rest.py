@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.models import SwapEvent
 from devices.rest import RetryPolicy, SwapApiClient, SwapDeliveryError
-from tests.swap_world import build_swap_world
+from tests.fixtures.swap_world import build_swap_world
 
 NO_WAIT = RetryPolicy(max_attempts=4, initial_delay_s=0.01, max_delay_s=0.02)
 

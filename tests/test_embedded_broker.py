@@ -27,16 +27,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine
 
-import app.local_broker as local_broker
-from app import clock
+import app.local.local_broker as local_broker
+from app.core import clock
 from app.ingest.client import IngestService, libpq_url
-from app.local_broker import BrokerUnavailable, free_port, prepare_local_broker
+from app.local.local_broker import BrokerUnavailable, free_port, prepare_local_broker
 from devices.client import BrokerSettings, DeviceClient
 from devices.contract import RecordKind, station_topic, vehicle_topic
 from simulators.backend import SharedMqttSink
 from simulators.fleet import Fleet, FleetConfig
 from tests.conftest import ADMIN_URL, TEST_DATABASE_URL, TEST_DB, recreate_database
-from tests.ingest_harness import (
+from tests.fixtures.ingest_harness import (
     Publisher,
     charging,
     count,
@@ -83,7 +83,7 @@ def stop_broker(process: subprocess.Popen[bytes]) -> None:
 def broker_port() -> Iterator[int]:
     port = free_port()
     process = start_broker(
-        [sys.executable, "-m", "app.embedded_broker", "--port", str(port)], os.environ, port
+        [sys.executable, "-m", "app.local.embedded_broker", "--port", str(port)], os.environ, port
     )
     yield port
     stop_broker(process)
@@ -250,7 +250,7 @@ def test_without_mosquitto_up_prepares_the_embedded_broker_and_it_serves_mqtt_31
     monkeypatch.setattr(local_broker, "MOSQUITTO_CANDIDATES", ("no-such-mosquitto-binary",))
     broker = prepare_local_broker(tmp_path, dict(os.environ))
     assert broker.protocol == "3.1.1"
-    assert broker.spec.argv[1:3] == ["-m", "app.embedded_broker"]
+    assert broker.spec.argv[1:3] == ["-m", "app.local.embedded_broker"]
     assert broker.description.startswith("embedded Python broker (amqtt, MQTT 3.1.1, demo only)")
     process = start_broker(list(broker.spec.argv), broker.spec.env, broker.port)
     try:
@@ -286,7 +286,7 @@ def test_without_any_broker_up_names_both_ways_to_get_one(
 
 # `swapfleet up` itself, with Mosquitto out of sight: only the parent chooses the broker.
 UP_WITHOUT_MOSQUITTO = (
-    "import sys, app.local_broker as lb; lb.find_mosquitto = lambda: None; "
+    "import sys, app.local.local_broker as lb; lb.find_mosquitto = lambda: None; "
     "from app.cli import main; sys.argv[0] = 'swapfleet'; main()"
 )
 KEY_LINE = re.compile(r"^sfk_[A-Za-z0-9_-]{40,}$")

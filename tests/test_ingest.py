@@ -8,11 +8,11 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from app import metrics
+from app.core import metrics
 from app.ingest.client import IngestService, libpq_url
 from devices.contract import RecordKind, station_topic, vehicle_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import (
+from tests.fixtures.ingest_harness import (
     Fleet,
     Publisher,
     charging,

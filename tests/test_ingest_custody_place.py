@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.batteries.custody import relocate
 from app.ingest.client import IngestService, libpq_url
 from app.models import CustodyCause, CustodyEvent, LocationKind, OrgRole, Station
 from devices.contract import RecordKind, station_topic, vehicle_topic
-from tests import factories
+from tests.fixtures import factories
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import (
+from tests.fixtures.ingest_harness import (
     Fleet,
     Publisher,
     charging,

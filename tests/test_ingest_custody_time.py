@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.batteries.custody import relocate
 from app.ingest.client import IngestService, libpq_url
 from app.models import Battery, CustodyCause, CustodyEvent, LocationKind, Station
 from devices.contract import RecordKind, station_topic, vehicle_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.factories import slot_of
-from tests.ingest_harness import (
+from tests.fixtures.factories import slot_of
+from tests.fixtures.ingest_harness import (
     Fleet,
     Publisher,
     count,

@@ -11,12 +11,12 @@ import orjson
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from app.config import normalize_database_url
+from app.core.config import normalize_database_url
 from app.ingest.client import libpq_url
-from app.migrate import upgrade
+from app.core.migrate import upgrade
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import (
+from tests.fixtures.ingest_harness import (
     Fleet,
     PrivateBroker,
     PrivatePostgres,

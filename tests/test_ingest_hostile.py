@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from app.ingest.client import IngestService, libpq_url
 from devices.contract import RECORD_MODELS, RecordKind, station_topic, vehicle_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import (
+from tests.fixtures.ingest_harness import (
     Fleet,
     Publisher,
     charging,

@@ -3,12 +3,12 @@ and a record refused later still keeps its own JSON in its dead letter."""
 
 import orjson
 
-from app import clock
-from app.config import Settings
+from app.core import clock
+from app.core.config import Settings
 from app.ingest import payloads
 from app.ingest.payloads import decode_message
 from devices.contract import RecordKind, station_topic, validate_record
-from tests.ingest_harness import charging
+from tests.fixtures.ingest_harness import charging
 
 SETTINGS = Settings(
     environment="test",

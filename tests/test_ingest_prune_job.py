@@ -4,8 +4,8 @@ import time
 import psycopg
 from sqlalchemy import Engine
 
-from app import clock
-from app.config import get_settings
+from app.core import clock
+from app.core.config import get_settings
 from app.ingest.cli import prune_periodically
 from app.ingest.client import libpq_url
 from app.ingest.partitions import add_months, month_start, partition_name

@@ -8,8 +8,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
 import app.models  # noqa: F401  (every table on the metadata)
-from app import clock
-from app.db import Base
+from app.core import clock
+from app.core.db import Base
 from app.ingest.client import libpq_url
 from app.ingest.partitions import (
     TABLES,
@@ -21,7 +21,7 @@ from app.ingest.partitions import (
     prune,
 )
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import ingest_settings
+from tests.fixtures.ingest_harness import ingest_settings
 
 OWN_TABLES = set(TABLES.values()) | {"dead_letters", "charging_sessions"}
 

@@ -22,8 +22,8 @@ from app.ingest.derived import _RUNS, Run, roll_up_new_charging, roll_up_session
 from app.ingest.partitions import create_partitions, month_start
 from app.models import OrgRole
 from devices.contract import RecordKind
-from tests import factories
-from tests.report_data import GAP_S, midnight_minus, raw_connection
+from tests.fixtures import factories
+from tests.fixtures.report_data import GAP_S, midnight_minus, raw_connection
 
 Connection = psycopg.Connection[Any]
 Row = tuple[Any, ...]

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from app import clock
+from app.core import clock
 from app.ingest.payloads import decode_message
 from app.ingest.worker import READY, JobOutcome, serve
 from app.ingest.writer import BatchWriter, libpq_url
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import Fleet, charging, ingest_settings, seed_fleet, unique_prefix
-from tests.test_ingest_set_based import per_row_python
+from tests.fixtures.ingest_harness import Fleet, charging, ingest_settings, seed_fleet, unique_prefix
+from tests.ingest.test_ingest_set_based import per_row_python
 
 DB = libpq_url(TEST_DATABASE_URL)
 Job = list[tuple[str, bytes, float]]

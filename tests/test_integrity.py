@@ -1,4 +1,4 @@
-"""The one mapping from a database constraint violation to the client's error (app/integrity.py),
+"""The one mapping from a database constraint violation to the client's error (app/core/integrity.py),
 on real violations: what a service expects by name, its own write refused, and the rest."""
 
 from collections.abc import Callable
@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from app.errors import AppError
-from app.integrity import ConstraintViolation, refused_writes
+from app.core.errors import AppError
+from app.core.integrity import ConstraintViolation, refused_writes
 from app.models import Battery, BatteryState, LocationKind, OrgRole
-from tests.factories import make_org, make_pack_type, unique
+from tests.fixtures.factories import make_org, make_pack_type, unique
 
 
 def battery(session: Session, **overrides: object) -> Battery:

@@ -2,7 +2,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import KeyRole, OrgRole
-from tests.factories import auth, make_key, make_org
+from tests.fixtures.factories import auth, make_key, make_org
 
 
 def test_metrics_without_key_is_401_problem(client: TestClient) -> None:

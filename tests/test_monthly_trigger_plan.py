@@ -12,7 +12,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from tests.conftest import TEST_DATABASE_URL
-from tests.ingest_harness import unique_prefix
+from tests.fixtures.ingest_harness import unique_prefix
 
 DB = TEST_DATABASE_URL.replace("postgresql+psycopg://", "postgresql://", 1)
 UPSERT = (

@@ -2,11 +2,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict
-from app.integrity import flush_or_raise
+from app.core.errors import Conflict
+from app.core.integrity import flush_or_raise
 from app.models import KeyRole, Organization, OrgRole
 from app.organizations import repository as organization_repository
-from tests.factories import assert_problem, auth, make_key, make_org, unique, walk_pages
+from tests.fixtures.factories import assert_problem, auth, make_key, make_org, unique, walk_pages
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from app.provisioning import mosquitto_files
 from app.provisioning.cli import devices_cli
 from devices.client import BrokerSettings, DeviceClient, PublishOptions
 from devices.contract import RecordKind
-from tests.mqtt_collector import Collector
-from tests.private_mosquitto import PrivateMosquitto
+from tests.fixtures.mqtt_collector import Collector
+from tests.fixtures.private_mosquitto import PrivateMosquitto
 
 runner = CliRunner()
 

@@ -12,16 +12,16 @@ from sqlalchemy.orm import Session
 from app.models import OrgRole
 from app.reports.aggregates import rebuild_aggregates, roll_up_swaps
 from devices.contract import RecordKind
-from tests import factories
-from tests.factories import auth
-from tests.report_data import (
+from tests.fixtures import factories
+from tests.fixtures.factories import auth
+from tests.fixtures.report_data import (
     GAP_S,
     ChargingPlan,
     ingest,
     ingest_in_batches,
     midnight_minus,
 )
-from tests.swap_world import build_swap_world
+from tests.fixtures.swap_world import build_swap_world
 
 COMPARED = (
     "charging_samples", "charging_sessions", "energy_charged_kwh", "charged_ah",

@@ -14,17 +14,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app import clock
-from app.config import get_settings
+from app.core import clock
+from app.core.config import get_settings
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from app.reports import repository as report_repo
 from app.reports.anomalies import find_anomalies
 from app.reports.figures import least_squares_slope
 from app.reports.service import iter_battery_rows, refresh_recommendations
 from devices.contract import RecordKind
-from tests import factories
-from tests.factories import assert_problem, auth, walk_pages
-from tests.report_data import ChargingPlan, ingest
+from tests.fixtures import factories
+from tests.fixtures.factories import assert_problem, auth, walk_pages
+from tests.fixtures.report_data import ChargingPlan, ingest
 
 NOMINAL_AH = 280.0
 DAYS = 40

@@ -10,11 +10,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.reports.render import svg
-from tests.factories import auth
-from tests.report_html_data import build_report_fleet, window
-from tests.swap_world import build_swap_world
+from tests.fixtures.factories import auth
+from tests.fixtures.report_html_data import build_report_fleet, window
+from tests.fixtures.swap_world import build_swap_world
 
 CHROMIUM = Path("/usr/bin/chromium")
 WIDTH, HEIGHT = 1280, 2000

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.models import KeyRole, OrgRole
 from devices.contract import CapacityRecord, ChargingSample, HealthRecord, RecordKind
-from tests import factories
-from tests.factories import auth
-from tests.report_data import ingest
+from tests.fixtures import factories
+from tests.fixtures.factories import auth
+from tests.fixtures.report_data import ingest
 
 # A fixed window: the reports take explicit dates, so nothing here depends on today.
 DAY = datetime(2026, 6, 10, tzinfo=UTC)

@@ -9,7 +9,7 @@ through the REST API (simulators.backend.RestFleetRegistrar), committed, in a da
 this module's own that is dropped afterwards: the writer works on its own connection and
 needs committed registry rows. Batteries are registered in the warehouse, which the ingest
 accepts from any station or vehicle, because the swaps of the simulated months are not
-replayed into the custody core here (tests/test_simulators_backend.py covers that).
+replayed into the custody core here (tests/simulators/test_simulators_backend.py covers that).
 
 Ground truth: the truth rows the fleet writes at each capacity measurement (true capacity,
 true equivalent full cycles, same instant), fitted the way the report fits the measured
@@ -33,14 +33,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import clock
+from app.core import clock
 from app.auth.service import create_key
 from app.batteries.custody import relocate
-from app.config import get_settings, normalize_database_url
+from app.core.config import get_settings, normalize_database_url
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import BatchWriter
 from app.main import create_app
-from app.migrate import upgrade
+from app.core.migrate import upgrade
 from app.models import (
     Battery,
     CustodyCause,
@@ -57,7 +57,7 @@ from simulators.battery import FaultMode
 from simulators.fleet import Fleet, FleetConfig
 from simulators.sinks import InMemorySink
 from tests.conftest import ADMIN_URL, TEST_DB, override_units, recreate_database
-from tests.factories import auth
+from tests.fixtures.factories import auth
 
 GT_DB = f"{TEST_DB}_gt"
 GT_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + GT_DB

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.reports.render import svg
-from tests.factories import assert_problem, auth
-from tests.report_html_data import HOSTILE, ReportFleet, build_report_fleet, window
-from tests.swap_world import build_swap_world
+from tests.fixtures.factories import assert_problem, auth
+from tests.fixtures.report_html_data import HOSTILE, ReportFleet, build_report_fleet, window
+from tests.fixtures.swap_world import build_swap_world
 
 PATH = "/v1/reports/fleet-summary.html"
 

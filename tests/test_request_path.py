@@ -12,10 +12,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import principal_cache
-from app.config import get_settings
+from app.core.config import get_settings
 from app.models import KeyRole
 from tests.conftest import TEST_DATABASE_URL
-from tests.factories import auth, make_key
+from tests.fixtures.factories import auth, make_key
 from tests.fixtures.api_server import running_api
 
 

@@ -19,7 +19,7 @@ from devices.rest import RetryPolicy, SwapApiClient
 from simulators.backend import RestFleetRegistrar, RestSwapRecorder, battery_body
 from simulators.fleet import Fleet, FleetConfig
 from simulators.sinks import InMemorySink, SwapRequest, SwapResult
-from tests.factories import auth, make_key, unique
+from tests.fixtures.factories import auth, make_key, unique
 
 
 class Recording:

@@ -30,8 +30,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app.config import normalize_database_url
-from app.migrate import upgrade
+from app.core.config import normalize_database_url
+from app.core.migrate import upgrade
 from app.models import KeyRole
 from devices.client import BrokerSettings
 from devices.contract import RecordKind
@@ -40,8 +40,8 @@ from simulators.backend import RestFleetRegistrar, RestSwapRecorder, SharedMqttS
 from simulators.fleet import Fleet, FleetConfig
 from simulators.sinks import InMemorySink, Record
 from tests.conftest import ADMIN_URL, TEST_DB, recreate_database
-from tests.factories import make_key
-from tests.private_mosquitto import PrivateMosquitto, free_port
+from tests.fixtures.factories import make_key
+from tests.fixtures.private_mosquitto import PrivateMosquitto, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Naumann-style coulomb counting: the simulator's capacity readings carry 0.4 % (1 sigma) of

@@ -8,7 +8,7 @@ from devices.client import BrokerSettings, PublishOptions
 from devices.contract import RecordKind, parse_topic
 from simulators.backend import MqttDeviceSink
 from simulators.fleet import Fleet, FleetConfig
-from tests.mqtt_collector import Collector
+from tests.fixtures.mqtt_collector import Collector
 
 
 def test_every_simulated_record_reaches_the_broker_on_its_devices_topic(tmp_path: Path) -> None:

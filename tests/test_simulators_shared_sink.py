@@ -15,8 +15,8 @@ from devices.contract import RecordKind, parse_topic
 from simulators.backend import SharedMqttSink
 from simulators.cli import simulate_cli, up_simulator_command
 from simulators.fleet import Fleet, FleetConfig
-from tests.mqtt_collector import Collector
-from tests.private_mosquitto import PrivateMosquitto, free_port
+from tests.fixtures.mqtt_collector import Collector
+from tests.fixtures.private_mosquitto import PrivateMosquitto, free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session
 from app.models import KeyRole, Organization, OrgRole
 from app.stations import repository as station_repository
 from app.stations.schemas import MAX_SLOTS
-from tests.factories import (
+from tests.fixtures.factories import (
     assert_problem,
     auth,
     make_battery,

@@ -5,7 +5,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm
+from app.local.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm
 
 
 def python_child(name: str, code: str, pid_file: Path) -> ChildSpec:

@@ -7,7 +7,7 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
-from app.idempotency import claim
+from app.swaps.idempotency import claim
 from app.models import (
     Battery,
     BatteryState,
@@ -23,7 +23,7 @@ from app.models import (
 from app.swaps import service
 from app.swaps.schemas import SwapCreate
 from tests.conftest import SessionStatements
-from tests.factories import (
+from tests.fixtures.factories import (
     auth,
     make_battery,
     make_key,
@@ -34,7 +34,7 @@ from tests.factories import (
     make_vehicle_model,
     slot_of,
 )
-from tests.swap_world import SwapWorld, build_swap_world
+from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.models import (
     ChargingSample,
     ChargingSession,
@@ -15,8 +15,8 @@ from app.models import (
     OrgRole,
     VehicleTelemetry,
 )
-from tests import factories
-from tests.factories import auth
+from tests.fixtures import factories
+from tests.fixtures.factories import auth
 
 T0 = clock.now().replace(microsecond=0) - timedelta(days=1)
 

@@ -11,9 +11,9 @@ from app.batteries.custody import relocate
 from app.models import Battery, ChargingSession, CustodyCause, KeyRole, LocationKind, OrgRole
 from app.models import Station as StationModel
 from devices.contract import RecordKind
-from tests import factories
-from tests.factories import auth
-from tests.report_data import ingest
+from tests.fixtures import factories
+from tests.fixtures.factories import auth
+from tests.fixtures.report_data import ingest
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 WINDOW = {"from": "2026-02-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}

@@ -4,7 +4,7 @@ from sqlalchemy.orm import Session
 
 from app.models import KeyRole, Organization, OrgRole, PackType, VehicleModel
 from app.vehicles import repository as vehicle_repository
-from tests.factories import (
+from tests.fixtures.factories import (
     assert_problem,
     auth,
     make_battery,

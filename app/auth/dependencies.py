@@ -4,8 +4,8 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.service import Principal, authenticate, authenticate_async
-from app.db import ReadDep, SessionDep
-from app.errors import Unauthorized
+from app.core.db import ReadDep, SessionDep
+from app.core.errors import Unauthorized
 from app.models import KeyRole
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sfk_...`")

@@ -8,9 +8,9 @@ from functools import cache
 from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
-from app.db import NamedRow, Prepared, Statements, prepare
-from app.errors import AppError, Forbidden, NotFound, Unauthorized
+from app.core.config import get_settings
+from app.core.db import NamedRow, Prepared, Statements, prepare
+from app.core.errors import AppError, Forbidden, NotFound, Unauthorized
 from app.models import ApiKey, KeyRole, Organization, OrgRole
 
 KEY_PREFIX = "sfk_"

@@ -1,4 +1,4 @@
-from app.errors import AppError, Conflict, Forbidden, NotFound, Unprocessable
+from app.core.errors import AppError, Conflict, Forbidden, NotFound, Unprocessable
 
 
 class BatteryNotFound(NotFound):

@@ -21,8 +21,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from app.auth.service import Principal
 from app.batteries.schemas import BatteryFilter
-from app.db import NamedRow, Prepared, Statements, prepare
-from app.keyset import after_cursor
+from app.core.db import NamedRow, Prepared, Statements, prepare
+from app.core.keyset import after_cursor
 from app.models import (
     Battery,
     CustodyEvent,

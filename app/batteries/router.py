@@ -27,10 +27,10 @@ from app.batteries.schemas import (
     QuarantineRequest,
     StateChangeRequest,
 )
-from app.db import ReadDep, SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.core.db import ReadDep, SessionDep
+from app.core.errors import Forbidden, Unauthorized, problem_responses
 from app.models import BatteryState, CustodyCause, LocationKind
-from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 
 router = APIRouter(prefix="/batteries", tags=["batteries"])
 

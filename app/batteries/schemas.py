@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from app.models import BatteryState, CustodyCause, LocationKind
-from app.request_models import RequestModel, Text
+from app.core.schemas import RequestModel, Text
 from app.stations.schemas import MAX_SLOT_NUMBER
 from app.vehicles import schemas as vehicle_schemas
 

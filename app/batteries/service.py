@@ -45,10 +45,10 @@ from app.batteries.schemas import (
     SlotPlace,
     VehiclePlace,
 )
-from app.db import NamedRow, Statements
-from app.integrity import refused_writes
+from app.core.db import NamedRow, Statements
+from app.core.integrity import refused_writes
 from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
-from app.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
+from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)

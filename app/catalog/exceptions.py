@@ -1,4 +1,4 @@
-from app.errors import AppError
+from app.core.errors import AppError
 
 
 class PackTypeNotFound(AppError):

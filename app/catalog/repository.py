@@ -4,7 +4,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.auth.service import Principal
-from app.keyset import after_cursor
+from app.core.keyset import after_cursor
 from app.models import Organization, PackType, VehicleModel, vehicle_model_pack_types
 
 

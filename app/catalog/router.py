@@ -19,10 +19,10 @@ from app.catalog.schemas import (
     VehicleModelRead,
     VehicleModelUpdate,
 )
-from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
+from app.core.db import SessionDep
+from app.core.errors import Forbidden, Unauthorized, problem_responses
 from app.organizations.exceptions import OrganizationRoleMismatch, UnknownOrganization
-from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 
 router = APIRouter()
 

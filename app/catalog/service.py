@@ -19,10 +19,10 @@ from app.catalog.schemas import (
     VehicleModelRead,
     VehicleModelUpdate,
 )
-from app.integrity import flush_or_raise
+from app.core.integrity import flush_or_raise
 from app.models import OrgRole, PackType, VehicleModel
 from app.organizations import service as organization_service
-from app.pagination import Page, page_of
+from app.core.pagination import Page, page_of
 
 
 def get_pack_type(session: Session, code: str) -> PackType:

@@ -9,8 +9,8 @@ from typing import Annotated
 import psycopg
 import typer
 
-from app import clock
-from app.config import Settings, get_settings
+from app.core import clock
+from app.core.config import Settings, get_settings
 from app.ingest.client import IngestService, libpq_url
 from app.ingest.partitions import PruneResult
 from app.ingest.partitions import prune as prune_partitions

@@ -24,8 +24,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from app import clock, metrics
-from app.config import Settings
+from app.core import clock, metrics
+from app.core.config import Settings
 from app.ingest.worker import Job, JobOutcome, Quarantine, WriterProcess
 from app.ingest.writer import WriteResult
 from app.ingest.writer import libpq_url as libpq_url

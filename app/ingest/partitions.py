@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from app.config import Settings
+from app.core.config import Settings
 from devices.contract import RecordKind
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.config import Settings
+from app.core.config import Settings
 from app.ingest.partitions import retention
 from devices.contract import (
     MAX_RECORDS_PER_MESSAGE,

@@ -33,8 +33,8 @@ from multiprocessing.connection import Connection as Pipe
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from app import clock
-from app.config import Settings
+from app.core import clock
+from app.core.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import (
     BatchWriter,

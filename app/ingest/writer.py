@@ -19,7 +19,7 @@ import psycopg
 from psycopg.pq import Format
 from pydantic import BaseModel
 
-from app.config import Settings
+from app.core.config import Settings
 from app.ingest.daily_charging import (
     NEW_CHARGING_COLUMNS,
     NEW_CHARGING_DDL,

@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Enum, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app import clock
+from app.core import clock
 
 
 def utcnow() -> datetime:

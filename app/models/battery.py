@@ -11,7 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base
+from app.core.db import Base
 from app.models.base import created_at_column, id_column, pg_enum, updated_at_column
 from app.models.enums import BatteryState, LocationKind
 from app.models.organization import Organization

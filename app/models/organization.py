@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base
+from app.core.db import Base
 from app.models.base import created_at_column, id_column, pg_enum
 from app.models.enums import OrgRole
 

@@ -5,7 +5,7 @@ from sqlalchemy import CheckConstraint, DateTime, Double, ForeignKey, Index, Str
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base
+from app.core.db import Base
 from app.models.base import created_at_column, pg_enum
 from app.models.enums import SwapOutcome
 

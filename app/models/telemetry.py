@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base
+from app.core.db import Base
 from app.models.base import JSONDict, id_column
 
 PARTITION_BY_MONTH = {"postgresql_partition_by": "RANGE (ts)"}

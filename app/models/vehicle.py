@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base
+from app.core.db import Base
 from app.models.base import created_at_column, id_column, updated_at_column
 from app.models.organization import Organization
 from app.models.pack_type import VehicleModel

@@ -4,7 +4,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models import OrgRole
-from app.request_models import RequestModel, Text
+from app.core.schemas import RequestModel, Text
 
 # The same rule as the code_format check constraints in the database.
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.provisioning.service import CredentialKind, provision
 
 logger = logging.getLogger(__name__)

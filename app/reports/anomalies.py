@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.reports.figures import fade_per_year, least_squares_slope
 from app.reports.rows import CohortInputs
 from app.reports.schemas import Anomaly

@@ -16,9 +16,9 @@ from typing import Annotated, TextIO
 import typer
 
 from app.auth.service import Principal
-from app.config import get_settings
-from app.db import get_session_factory
-from app.errors import AppError
+from app.core.config import get_settings
+from app.core.db import get_session_factory
+from app.core.errors import AppError
 from app.models import KeyRole
 from app.reports import aggregates, service
 from app.reports.render.csv_report import batteries_csv

@@ -1,4 +1,4 @@
-from app.errors import Forbidden, Unprocessable
+from app.core.errors import Forbidden, Unprocessable
 
 
 class ReportsForbidden(Forbidden):

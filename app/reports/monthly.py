@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 # The same rules as the triggers of migration d5e9f3a2b8c4, which keep a frozen copy;
-# tests/test_report_aggregates.py checks that trigger-kept and recomputed rows agree.
+# tests/reports/test_report_aggregates.py checks that trigger-kept and recomputed rows agree.
 INT_SUMS = (
     "charging_samples", "charging_sessions", "capacity_records", "fit_cycles_n",
     "swaps_in", "swaps_out", "health_rejections", "health_records",

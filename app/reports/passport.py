@@ -4,7 +4,7 @@ data cannot support is null and listed in `not_derivable`, never estimated from 
 
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
 from app.reports import repository as repo

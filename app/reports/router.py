@@ -6,10 +6,10 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.auth.dependencies import CurrentPrincipal
 from app.batteries.exceptions import BatteryNotFound
-from app.db import SessionDep, StreamingSessionDep
-from app.errors import Unauthorized, problem_responses
+from app.core.db import SessionDep, StreamingSessionDep
+from app.core.errors import Unauthorized, problem_responses
 from app.models import BatteryState
-from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.reports import passport, service
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
 from app.reports.render import csv_report

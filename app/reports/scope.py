@@ -10,9 +10,9 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
-from app import clock
+from app.core import clock
 from app.auth.service import Principal
-from app.config import get_settings
+from app.core.config import get_settings
 from app.models import KeyRole, OrgRole
 from app.reports import repository as repo
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType

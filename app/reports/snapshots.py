@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
+from app.core.config import get_settings
 from app.reports import repository as repo
 from app.reports.anomalies import find_anomalies
 from app.reports.schemas import Anomaly

@@ -12,7 +12,7 @@ import threading
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import get_engine
+from app.core.db import get_engine
 from app.reports.aggregates import roll_up_swaps
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.keyset import AnyRow, AnySelect, after_cursor
+from app.core.keyset import AnyRow, AnySelect, after_cursor
 from app.models import Battery, Organization, PackType, Slot, Station, StationStatus
 
 SelectT = TypeVar("SelectT", bound=AnySelect)

@@ -7,7 +7,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.models import BatteryState, StationStatus
 from app.organizations.schemas import Code, Name, PatchModel
-from app.request_models import RequestModel
+from app.core.schemas import RequestModel
 
 # A station cabinet holds tens of slots; the cap keeps one request from creating millions.
 MAX_SLOTS = 500

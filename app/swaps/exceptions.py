@@ -1,4 +1,4 @@
-from app.errors import AppError, NotFound
+from app.core.errors import AppError, NotFound
 
 
 class StationNotFound(NotFound):

@@ -26,7 +26,7 @@ from sqlalchemy.types import TypeEngine
 
 from app.auth.service import Principal
 from app.batteries import repository as battery_repo
-from app.db import NamedRow, Prepared, Statements, prepare
+from app.core.db import NamedRow, Prepared, Statements, prepare
 from app.models import Slot, Station, SwapEvent, Vehicle
 from app.swaps.schemas import SwapFilter
 

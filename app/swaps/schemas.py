@@ -7,7 +7,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from app.batteries import schemas as battery_schemas
 from app.models import SwapOutcome
 from app.organizations import schemas as organization_schemas
-from app.request_models import RequestModel
+from app.core.schemas import RequestModel
 from app.vehicles import schemas as vehicle_schemas
 
 Percent = float

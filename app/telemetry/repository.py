@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.batteries import repository as battery_repo
-from app.keyset import AnyRow, AnySelect
+from app.core.keyset import AnyRow, AnySelect
 from app.models import (
     Battery,
     ChargingSession,

@@ -4,9 +4,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.auth.dependencies import CurrentPrincipal, WriterPrincipal
-from app.db import SessionDep
-from app.errors import Forbidden, NotFound, Unauthorized, problem_responses
-from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.core.db import SessionDep
+from app.core.errors import Forbidden, NotFound, Unauthorized, problem_responses
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.telemetry import service
 from app.telemetry.schemas import (
     BatteryTelemetryKind,

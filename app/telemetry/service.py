@@ -9,8 +9,8 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.errors import AppError, NotFound
-from app.keyset import AnyRow
+from app.core.errors import AppError, NotFound
+from app.core.keyset import AnyRow
 from app.models import (
     Battery,
     CapacityRecord,
@@ -19,7 +19,7 @@ from app.models import (
     HealthRecord,
     Vehicle,
 )
-from app.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
+from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 from app.telemetry import repository
 from app.telemetry.schemas import (
     BatteryTelemetryKind,

@@ -6,7 +6,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from app.auth.service import Principal
 from app.batteries import repository as battery_repo
-from app.keyset import AnyRow, AnySelect, after_cursor
+from app.core.keyset import AnyRow, AnySelect, after_cursor
 from app.models import Battery, Organization, Vehicle, VehicleModel, vehicle_model_pack_types
 
 # A column or attribute that holds a VIN (vehicles, custody events, swaps).

@@ -3,9 +3,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.auth.dependencies import CurrentPrincipal, WriterPrincipal
-from app.db import SessionDep
-from app.errors import Forbidden, Unauthorized, problem_responses
-from app.pagination import Cursor, InvalidCursor, Limit, Page
+from app.core.db import SessionDep
+from app.core.errors import Forbidden, Unauthorized, problem_responses
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.vehicles import service
 from app.vehicles.exceptions import (
     InstalledBatteryIncompatible,

@@ -4,10 +4,10 @@ OEM keys read only their own, and another OEM's vehicle is 404 so its VIN does n
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.integrity import flush_or_raise
-from app.keyset import AnyRow
+from app.core.integrity import flush_or_raise
+from app.core.keyset import AnyRow
 from app.models import Vehicle, VehicleModel
-from app.pagination import Page, page_of
+from app.core.pagination import Page, page_of
 from app.vehicles import repository
 from app.vehicles.exceptions import (
     InstalledBatteryIncompatible,
