@@ -17,15 +17,15 @@ from sqlalchemy.engine import make_url
 from app.auth.service import create_key
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine, get_session_factory
-from app.local.demo import SeedSummary, seed_demo
 from app.core.errors import AppError
 from app.ingest import cli as ingest_cli
+from app.local.demo import SeedSummary, seed_demo
 from app.local.local_broker import BrokerUnavailable, prepare_local_broker
+from app.local.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
 from app.models import ApiKey, KeyRole, Organization
 from app.models.base import utcnow
 from app.provisioning.cli import devices_cli
 from app.reports import cli as reports_cli
-from app.local.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm, swapfleet_command
 from simulators.cli import UP_BACKFILL_DAYS, UP_SPEED, simulate_cli, up_simulator_command
 
 logger = logging.getLogger("app.cli")

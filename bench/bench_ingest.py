@@ -52,14 +52,15 @@ from sqlalchemy import create_engine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core.config import Settings, normalize_database_url  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
+from app.local.local_broker import free_port  # noqa: E402
+from tests.fixtures.ingest_harness import MOSQUITTO, Publisher, seed_fleet, wait_for  # noqa: E402
+
 from app.ingest.client import IngestService  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.ingest.payloads import decode_message  # noqa: E402
 from app.ingest.writer import SPECS, WriteResult  # noqa: E402
-from app.local.local_broker import free_port  # noqa: E402
-from app.core.migrate import upgrade  # noqa: E402
 from devices.contract import RecordKind, station_topic, subscription_filters  # noqa: E402
-from tests.fixtures.ingest_harness import MOSQUITTO, Publisher, seed_fleet, wait_for  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "SWAPFLEET_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

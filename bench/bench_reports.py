@@ -53,14 +53,14 @@ os.environ.setdefault("SWAPFLEET_ENVIRONMENT", "development")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.core.config import get_settings  # noqa: E402
+from app.core.db import get_session_factory  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from app.auth.service import create_key  # noqa: E402
-from app.core.config import get_settings  # noqa: E402
-from app.core.db import get_session_factory  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.core.migrate import upgrade  # noqa: E402
 from app.models import KeyRole  # noqa: E402
 from app.reports.aggregates import rebuild_aggregates  # noqa: E402
 

@@ -1,9 +1,9 @@
 from alembic import context
+from app.core.config import get_settings, normalize_database_url
+from app.core.db import Base
 from sqlalchemy import create_engine, pool
 
 import app.models  # noqa: F401  (registers every table on Base.metadata)
-from app.core.config import get_settings, normalize_database_url
-from app.core.db import Base
 
 target_metadata = Base.metadata
 

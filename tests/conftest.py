@@ -46,8 +46,9 @@ from app.core.db import (  # noqa: E402
     streaming_session,
     unit_of_work,
 )
-from app.main import create_app  # noqa: E402
 from app.core.migrate import upgrade  # noqa: E402
+
+from app.main import create_app  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

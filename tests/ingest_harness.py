@@ -19,14 +19,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+from app.core import clock
+from app.core.config import Settings
+from app.local.local_broker import free_port
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app.core import clock
-from app.core.config import Settings
 from app.ingest.client import IngestService
-from app.local.local_broker import free_port
 from app.models import OrgRole
 from tests.fixtures import factories
 

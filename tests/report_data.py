@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from app.core import clock
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.ingest.aggregates import update_daily_aggregates
 from app.ingest.partitions import create_partitions, month_start
 from devices.contract import RecordKind

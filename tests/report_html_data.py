@@ -5,9 +5,9 @@ second OEM whose batteries must never show up in the first one's report."""
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from app.core import clock
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from devices.contract import RecordKind
 from tests.fixtures import factories

@@ -9,16 +9,16 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from app.core.config import normalize_database_url
+from app.core.db import POOL_TIMEOUT_S
+from app.core.migrate import upgrade
+from app.local.embedded_db import EmbeddedDatabase, start_embedded_database
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app.core.config import normalize_database_url
-from app.core.db import POOL_TIMEOUT_S
-from app.local.embedded_db import EmbeddedDatabase, start_embedded_database
-from app.core.migrate import upgrade
 from tests.conftest import ADMIN_URL, TEST_DATABASE_URL, TEST_DB, recreate_database
-from tests.fixtures.factories import auth
 from tests.fixtures.api_server import running_api
+from tests.fixtures.factories import auth
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 POOL_DB = f"{TEST_DB}_async_pool"

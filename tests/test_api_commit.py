@@ -5,15 +5,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from app.core.config import normalize_database_url
+from app.core.migrate import upgrade
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
-from app.core.config import normalize_database_url
-from app.core.migrate import upgrade
 from app.models import Battery, KeyRole, LocationKind, OrgRole, SwapEvent, SwapOutcome
 from tests.conftest import TEST_DATABASE_URL, TEST_DB, recreate_database
-from tests.fixtures.factories import auth, make_key, make_org, make_pack_type
 from tests.fixtures.api_server import ApiServer, running_api
+from tests.fixtures.factories import auth, make_key, make_org, make_pack_type
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 # Its own database: these tests commit, and one installs a trigger that fails every commit.

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from app.core.pagination import encode_cursor
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
@@ -19,7 +20,6 @@ from app.models import (
     Station,
     Vehicle,
 )
-from app.core.pagination import encode_cursor
 from tests.fixtures.factories import (
     auth,
     make_battery,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from app.core.errors import AppError
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +16,6 @@ from app.auth.service import Principal, create_key
 from app.batteries import service as battery_service
 from app.batteries.exceptions import SlotOccupied
 from app.batteries.schemas import SlotPlace
-from app.core.errors import AppError
 from app.models import (
     ApiKey,
     Battery,

@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from app.core.config import Settings
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine
 
-from app.core.config import Settings
 from app.ingest.client import libpq_url
 from app.provisioning.service import Credential, CredentialKind, provision
 from devices.contract import RecordKind, station_topic

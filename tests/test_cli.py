@@ -25,16 +25,16 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
+from app.core.config import get_settings
+from app.core.db import get_engine, get_session_factory
+from app.core.migrate import upgrade
+from app.local.local_broker import free_port
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.core.config import get_settings
-from app.core.db import get_engine, get_session_factory
-from app.local.local_broker import free_port
 from app.main import create_app
-from app.core.migrate import upgrade
 from app.models import (
     ApiKey,
     Battery,

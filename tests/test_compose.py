@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from app.core.config import Settings
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.core.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

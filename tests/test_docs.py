@@ -6,8 +6,8 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from app.local import demo
 from app.core.config import Settings
+from app.local import demo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = (REPO_ROOT / "README.md").read_text()

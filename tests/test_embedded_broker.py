@@ -19,18 +19,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import app.local.local_broker as local_broker
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from app.core import clock
+from app.local.local_broker import BrokerUnavailable, free_port, prepare_local_broker
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine
 
-import app.local.local_broker as local_broker
-from app.core import clock
 from app.ingest.client import IngestService, libpq_url
-from app.local.local_broker import BrokerUnavailable, free_port, prepare_local_broker
 from devices.client import BrokerSettings, DeviceClient
 from devices.contract import RecordKind, station_topic, vehicle_topic
 from simulators.backend import SharedMqttSink

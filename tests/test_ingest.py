@@ -6,9 +6,9 @@ from collections.abc import Iterator
 import orjson
 import psycopg
 import pytest
+from app.core import metrics
 from sqlalchemy import Engine
 
-from app.core import metrics
 from app.ingest.client import IngestService, libpq_url
 from devices.contract import RecordKind, station_topic, vehicle_topic
 from tests.conftest import TEST_DATABASE_URL

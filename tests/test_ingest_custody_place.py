@@ -9,16 +9,16 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from app.core import clock
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.batteries.custody import relocate
 from app.ingest.client import IngestService, libpq_url
 from app.models import CustodyCause, CustodyEvent, LocationKind, OrgRole, Station
 from devices.contract import RecordKind, station_topic, vehicle_topic
-from tests.fixtures import factories
 from tests.conftest import TEST_DATABASE_URL
+from tests.fixtures import factories
 from tests.fixtures.ingest_harness import (
     Fleet,
     Publisher,

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from app.core import clock
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.batteries.custody import relocate
 from app.ingest.client import IngestService, libpq_url
 from app.models import Battery, CustodyCause, CustodyEvent, LocationKind, Station

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from app.core.config import normalize_database_url
+from app.core.migrate import upgrade
 from sqlalchemy import Engine, create_engine
 
-from app.core.config import normalize_database_url
 from app.ingest.client import libpq_url
-from app.core.migrate import upgrade
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.ingest_harness import (

@@ -2,9 +2,9 @@
 and a record refused later still keeps its own JSON in its dead letter."""
 
 import orjson
-
 from app.core import clock
 from app.core.config import Settings
+
 from app.ingest import payloads
 from app.ingest.payloads import decode_message
 from devices.contract import RecordKind, station_topic, validate_record

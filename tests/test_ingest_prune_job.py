@@ -2,10 +2,10 @@ import threading
 import time
 
 import psycopg
-from sqlalchemy import Engine
-
 from app.core import clock
 from app.core.config import get_settings
+from sqlalchemy import Engine
+
 from app.ingest.cli import prune_periodically
 from app.ingest.client import libpq_url
 from app.ingest.partitions import add_months, month_start, partition_name

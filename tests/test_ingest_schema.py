@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 import psycopg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from app.core import clock
+from app.core.db import Base
 from sqlalchemy import Engine
 
 import app.models  # noqa: F401  (every table on the metadata)
-from app.core import clock
-from app.core.db import Base
 from app.ingest.client import libpq_url
 from app.ingest.partitions import (
     TABLES,

@@ -13,15 +13,21 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from app.core import clock
 from sqlalchemy import Engine
 
-from app.core import clock
 from app.ingest.payloads import decode_message
 from app.ingest.worker import READY, JobOutcome, serve
 from app.ingest.writer import BatchWriter, libpq_url
 from devices.contract import RecordKind, station_topic
 from tests.conftest import TEST_DATABASE_URL
-from tests.fixtures.ingest_harness import Fleet, charging, ingest_settings, seed_fleet, unique_prefix
+from tests.fixtures.ingest_harness import (
+    Fleet,
+    charging,
+    ingest_settings,
+    seed_fleet,
+    unique_prefix,
+)
 from tests.ingest.test_ingest_set_based import per_row_python
 
 DB = libpq_url(TEST_DATABASE_URL)

@@ -5,10 +5,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy.orm import Session
-
 from app.core.errors import AppError
 from app.core.integrity import ConstraintViolation, refused_writes
+from sqlalchemy.orm import Session
+
 from app.models import Battery, BatteryState, LocationKind, OrgRole
 from tests.fixtures.factories import make_org, make_pack_type, unique
 

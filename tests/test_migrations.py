@@ -4,12 +4,12 @@ import re
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine
-
-import app.models  # noqa: F401  (every table on the metadata)
 from app.core.config import normalize_database_url
 from app.core.db import Base
 from app.core.migrate import alembic_config
+from sqlalchemy import Engine, create_engine
+
+import app.models  # noqa: F401  (every table on the metadata)
 from tests.conftest import ADMIN_URL, TEST_DB, recreate_database
 
 MONTHLY_PARTITION = re.compile(r"_p\d{4}_\d{2}$")

@@ -1,9 +1,9 @@
 import pytest
+from app.core.errors import Conflict
+from app.core.integrity import flush_or_raise
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict
-from app.core.integrity import flush_or_raise
 from app.models import KeyRole, Organization, OrgRole
 from app.organizations import repository as organization_repository
 from tests.fixtures.factories import assert_problem, auth, make_key, make_org, unique, walk_pages

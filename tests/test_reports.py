@@ -10,12 +10,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
+from app.core import clock
+from app.core.config import get_settings
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from app.core import clock
-from app.core.config import get_settings
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from app.reports import repository as report_repo
 from app.reports.anomalies import find_anomalies

@@ -6,11 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from app.core import clock
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.reports.render import svg
 from tests.fixtures.factories import auth
 from tests.fixtures.report_html_data import build_report_fleet, window

@@ -15,14 +15,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
-
 from app.core.config import get_settings
 from app.core.db import get_engine, get_session_factory
 from app.core.migrate import upgrade
+from typer.testing import CliRunner
+
 from app.reports.cli import report_cli
 from tests.conftest import TEST_DATABASE_URL, recreate_database
-from tests.fixtures.report_html_data import DAYS, HOSTILE, ReportFleet, build_report_fleet, window_start
+from tests.fixtures.report_html_data import (
+    DAYS,
+    HOSTILE,
+    ReportFleet,
+    build_report_fleet,
+    window_start,
+)
 
 DB = TEST_DATABASE_URL.rsplit("/", 1)[1] + "_reportcli"
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from annotated_types import Le
+from app.core.config import get_settings
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.core.config import get_settings
 from app.models import KeyRole, OrgRole
 from devices.contract import CapacityRecord, ChargingSample, HealthRecord, RecordKind
 from tests.fixtures import factories

@@ -29,18 +29,18 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from app.core import clock
+from app.core.config import get_settings, normalize_database_url
+from app.core.migrate import upgrade
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core import clock
 from app.auth.service import create_key
 from app.batteries.custody import relocate
-from app.core.config import get_settings, normalize_database_url
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import BatchWriter
 from app.main import create_app
-from app.core.migrate import upgrade
 from app.models import (
     Battery,
     CustodyCause,

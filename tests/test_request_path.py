@@ -7,16 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from app.core.config import get_settings
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import principal_cache
-from app.core.config import get_settings
 from app.models import KeyRole
 from tests.conftest import TEST_DATABASE_URL
-from tests.fixtures.factories import auth, make_key
 from tests.fixtures.api_server import running_api
+from tests.fixtures.factories import auth, make_key
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from app.core.config import normalize_database_url
+from app.core.migrate import upgrade
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app.core.config import normalize_database_url
-from app.core.migrate import upgrade
 from app.models import KeyRole
 from devices.client import BrokerSettings
 from devices.contract import RecordKind

@@ -13,18 +13,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from app.core.config import get_settings
+from app.core.db import get_engine, get_session_factory
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from app.core.config import get_settings
-from app.core.db import get_engine, get_session_factory
 from app.main import create_app
 from app.reports import repository as report_repository
 from app.reports.aggregates import roll_up_swaps
 from tests.conftest import TEST_DATABASE_URL
-from tests.fixtures.factories import auth, make_battery, slot_of
 from tests.fixtures.api_server import running_api
+from tests.fixtures.factories import auth, make_battery, slot_of
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 DAY_1 = date(2026, 3, 10)

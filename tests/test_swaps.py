@@ -2,12 +2,12 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from app.swaps.idempotency import claim
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
-from app.swaps.idempotency import claim
 from app.models import (
     Battery,
     BatteryState,

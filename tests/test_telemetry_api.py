@@ -2,10 +2,10 @@
 
 from datetime import timedelta
 
+from app.core import clock
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.models import (
     ChargingSample,
     ChargingSession,

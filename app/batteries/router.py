@@ -29,8 +29,8 @@ from app.batteries.schemas import (
 )
 from app.core.db import ReadDep, SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
-from app.models import BatteryState, CustodyCause, LocationKind
 from app.core.pagination import Cursor, InvalidCursor, Limit, Page
+from app.models import BatteryState, CustodyCause, LocationKind
 
 router = APIRouter(prefix="/batteries", tags=["batteries"])
 

@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.models import BatteryState, CustodyCause, LocationKind
 from app.core.schemas import RequestModel, Text
+from app.models import BatteryState, CustodyCause, LocationKind
 from app.stations.schemas import MAX_SLOT_NUMBER
 from app.vehicles import schemas as vehicle_schemas
 

@@ -47,8 +47,8 @@ from app.batteries.schemas import (
 )
 from app.core.db import NamedRow, Statements
 from app.core.integrity import refused_writes
-from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
 from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
+from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)

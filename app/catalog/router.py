@@ -21,8 +21,8 @@ from app.catalog.schemas import (
 )
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
-from app.organizations.exceptions import OrganizationRoleMismatch, UnknownOrganization
 from app.core.pagination import Cursor, InvalidCursor, Limit, Page
+from app.organizations.exceptions import OrganizationRoleMismatch, UnknownOrganization
 
 router = APIRouter()
 

@@ -3,8 +3,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.organizations.schemas import Code, Name, PatchModel
 from app.core.schemas import RequestModel, Text
+from app.organizations.schemas import Code, Name, PatchModel
 
 # Numeric(10, 3) in the database: stay well inside it so no value is rejected there.
 Nominal = Annotated[float, Field(gt=0, le=1_000_000)]

@@ -20,9 +20,9 @@ from app.catalog.schemas import (
     VehicleModelUpdate,
 )
 from app.core.integrity import flush_or_raise
+from app.core.pagination import Page, page_of
 from app.models import OrgRole, PackType, VehicleModel
 from app.organizations import service as organization_service
-from app.core.pagination import Page, page_of
 
 
 def get_pack_type(session: Session, code: str) -> PackType:

@@ -5,11 +5,11 @@ from fastapi import APIRouter, Query, status
 from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.models import OrgRole
 from app.organizations import service
 from app.organizations.exceptions import OrganizationExists, OrganizationNotFound
 from app.organizations.schemas import OrganizationCreate, OrganizationRead, OrganizationUpdate
-from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 
 router = APIRouter(prefix="/organizations", tags=["organizations"])
 

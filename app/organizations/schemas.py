@@ -3,8 +3,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.models import OrgRole
 from app.core.schemas import RequestModel, Text
+from app.models import OrgRole
 
 # The same rule as the code_format check constraints in the database.
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

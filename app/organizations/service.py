@@ -2,6 +2,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.integrity import flush_or_raise
+from app.core.pagination import Page, page_of
 from app.models import Organization, OrgRole
 from app.organizations import repository
 from app.organizations.exceptions import (
@@ -11,7 +12,6 @@ from app.organizations.exceptions import (
     UnknownOrganization,
 )
 from app.organizations.schemas import OrganizationCreate, OrganizationRead, OrganizationUpdate
-from app.core.pagination import Page, page_of
 
 
 def get_visible(session: Session, principal: Principal, code: str) -> Organization:

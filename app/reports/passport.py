@@ -4,9 +4,9 @@ data cannot support is null and listed in `not_derivable`, never estimated from 
 
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
+from app.core import clock
 from app.reports import repository as repo
 from app.reports.figures import fade_rates, resistance_increase_pct
 from app.reports.schemas import (

@@ -8,8 +8,8 @@ from app.auth.dependencies import CurrentPrincipal
 from app.batteries.exceptions import BatteryNotFound
 from app.core.db import SessionDep, StreamingSessionDep
 from app.core.errors import Unauthorized, problem_responses
-from app.models import BatteryState
 from app.core.pagination import Cursor, InvalidCursor, Limit, Page
+from app.models import BatteryState
 from app.reports import passport, service
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
 from app.reports.render import csv_report

@@ -10,8 +10,8 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.auth.service import Principal
+from app.core import clock
 from app.core.config import get_settings
 from app.models import KeyRole, OrgRole
 from app.reports import repository as repo

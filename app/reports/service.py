@@ -17,10 +17,10 @@ from datetime import date
 from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
-from app.core import clock
 from app.auth.service import Principal
-from app.models import BatteryState
+from app.core import clock
 from app.core.pagination import CursorText, Page, decode_cursor, page_of
+from app.models import BatteryState
 from app.reports import repository as repo
 from app.reports.anomalies import find_anomalies
 from app.reports.figures import binned_percentiles, cycles_of, report_row, soh_histogram

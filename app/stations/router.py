@@ -5,9 +5,9 @@ from fastapi import APIRouter, Path, Query
 from app.auth.dependencies import CurrentPrincipal, WriterPrincipal
 from app.core.db import SessionDep
 from app.core.errors import Forbidden, Unauthorized, problem_responses
+from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.models import StationStatus
 from app.organizations.exceptions import OrganizationRoleMismatch, UnknownOrganization
-from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.stations import service
 from app.stations.exceptions import (
     OperatorCodeRequired,

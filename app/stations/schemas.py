@@ -5,9 +5,9 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.core.schemas import RequestModel
 from app.models import BatteryState, StationStatus
 from app.organizations.schemas import Code, Name, PatchModel
-from app.core.schemas import RequestModel
 
 # A station cabinet holds tens of slots; the cap keeps one request from creating millions.
 MAX_SLOTS = 500

@@ -13,9 +13,9 @@ from app.auth.service import Principal
 from app.core.errors import Forbidden
 from app.core.integrity import flush_or_raise
 from app.core.keyset import AnyRow
+from app.core.pagination import Page, page_of
 from app.models import OrgRole, Slot, Station, StationStatus
 from app.organizations import service as organization_service
-from app.core.pagination import Page, page_of
 from app.stations import repository
 from app.stations.exceptions import (
     OperatorCodeRequired,

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Header, Query, Response, status
 from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal
 from app.core.db import AsyncUnitDep, SessionDep
 from app.core.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
-from app.swaps.idempotency import IdempotencyKeyReused, StoredResponse
-from app.models import SwapOutcome
 from app.core.pagination import Cursor, Limit, Page
+from app.models import SwapOutcome
 from app.swaps import service
 from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound
+from app.swaps.idempotency import IdempotencyKeyReused, StoredResponse
 from app.swaps.schemas import SwapCreate, SwapFilter, SwapRead
 
 router = APIRouter(prefix="/swaps", tags=["swaps"])

@@ -5,9 +5,9 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from app.batteries import schemas as battery_schemas
+from app.core.schemas import RequestModel
 from app.models import SwapOutcome
 from app.organizations import schemas as organization_schemas
-from app.core.schemas import RequestModel
 from app.vehicles import schemas as vehicle_schemas
 
 Percent = float

@@ -19,13 +19,13 @@ from app.auth.service import Principal
 from app.core.config import get_settings
 from app.core.db import Statements
 from app.core.errors import Forbidden, problem_body
-from app.swaps.idempotency import StoredResponse, claim, request_fingerprint, store
 from app.core.metrics import SWAPS
+from app.core.pagination import CursorTime, Page, decode_cursor, page_of
 from app.models import KeyRole, SwapEvent, SwapOutcome
 from app.models.base import utcnow
-from app.core.pagination import CursorTime, Page, decode_cursor, page_of
 from app.swaps import repository
 from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
+from app.swaps.idempotency import StoredResponse, claim, request_fingerprint, store
 from app.swaps.schemas import SwapCreate, SwapFilter, SwapRead
 
 SWAP_WRITERS = (KeyRole.admin, KeyRole.operator)

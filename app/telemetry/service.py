@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal
 from app.core.errors import AppError, NotFound
 from app.core.keyset import AnyRow
+from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 from app.models import (
     Battery,
     CapacityRecord,
@@ -19,7 +20,6 @@ from app.models import (
     HealthRecord,
     Vehicle,
 )
-from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 from app.telemetry import repository
 from app.telemetry.schemas import (
     BatteryTelemetryKind,

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.organizations.schemas import Code, PatchModel
 from app.core.schemas import RequestModel
+from app.organizations.schemas import Code, PatchModel
 
 VIN_LENGTH = 17
 # ISO 3779: digits and capital letters except I, O and Q (they read as 1 and 0).

@@ -6,8 +6,8 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal
 from app.core.integrity import flush_or_raise
 from app.core.keyset import AnyRow
-from app.models import Vehicle, VehicleModel
 from app.core.pagination import Page, page_of
+from app.models import Vehicle, VehicleModel
 from app.vehicles import repository
 from app.vehicles.exceptions import (
     InstalledBatteryIncompatible,
