@@ -29,6 +29,20 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role is KeyRole.admin
 
+    # The one rule of whose rows a scoped key reads; each domain's repository applies it in
+    # its readable_statement.
+    @property
+    def oem_scope(self) -> int | None:
+        """An OEM key's organization: it reads its own program's records only. None for admin
+        and operator keys (operators serve every OEM)."""
+        return self.organization_id if self.role is KeyRole.oem else None
+
+    @property
+    def operator_scope(self) -> int | None:
+        """An operator key's organization: it reads its own stations only. None for admin and
+        OEM keys."""
+        return self.organization_id if self.role is KeyRole.operator else None
+
     def require_role(self, *roles: KeyRole) -> None:
         if self.role not in roles:
             allowed = ", ".join(r.value for r in roles)

@@ -19,13 +19,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from app.auth.service import Principal
+from app.batteries.schemas import BatteryFilter
 from app.core.db import NamedRow, Prepared, Statements, prepare
 from app.core.keyset import after_cursor
 from app.models import (
     Battery,
-    BatteryState,
     CustodyEvent,
-    LocationKind,
     Organization,
     PackType,
     Slot,
@@ -59,6 +59,19 @@ def readable_serial(serial: SerialColumn, viewer_oem_id: ViewerOem) -> SerialCol
     candidate = aliased(Battery)
     own = exists().where(candidate.serial == serial, candidate.oem_id == viewer_oem_id)
     return case((own, serial), else_=null())
+
+
+def readable_batteries(viewer_oem_id: ViewerOem) -> list[ColumnElement[bool]]:
+    """Which batteries a key reads, the one rule of every battery route: an OEM key
+    (viewer_oem_id set, see Principal.oem_scope) its own program's; admin and operator keys
+    every battery. Another OEM's battery is then a 404, as a missing one."""
+    return [] if viewer_oem_id is None else [Battery.oem_id == viewer_oem_id]
+
+
+def readable_statement(principal: Principal) -> Select[*tuple[Any, ...]]:
+    """The batteries the key may read, as the battery views of the list and read routes."""
+    scope = principal.oem_scope
+    return _battery_view(scope).where(*readable_batteries(scope))
 
 
 def _battery_view(viewer_oem_id: ViewerOem = None) -> Select[*tuple[Any, ...]]:
@@ -101,7 +114,7 @@ def _battery_by_serial(for_oem: bool) -> Select[*tuple[Any, ...]]:
     read GET /batteries/{serial}: building a statement and its cache key cost more CPU than
     PostgreSQL spends running it. One for OEM viewers, one for the rest."""
     if for_oem:
-        return _battery_view(_VIEWER).where(Battery.serial == _SERIAL, Battery.oem_id == _VIEWER)
+        return _battery_view(_VIEWER).where(Battery.serial == _SERIAL, *readable_batteries(_VIEWER))
     return _battery_view(None).where(Battery.serial == _SERIAL)
 
 
@@ -125,20 +138,6 @@ async def read_battery_view(
     return rows[0] if rows else None
 
 
-@dataclass(frozen=True)
-class BatteryFilter:
-    state: BatteryState | None = None
-    pack_type_code: str | None = None
-    owner_code: str | None = None
-    oem_code: str | None = None
-    station_code: str | None = None
-    location_kind: LocationKind | None = None
-    min_soc_pct: float | None = None
-    max_soh_pct: float | None = None
-    # Set for OEM keys: they see only their own program's batteries.
-    oem_id: int | None = None
-
-
 def _filter_conditions(f: BatteryFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if f.state is not None:
@@ -157,17 +156,15 @@ def _filter_conditions(f: BatteryFilter) -> list[ColumnElement[bool]]:
         conditions.append(Battery.soc_pct >= f.min_soc_pct)
     if f.max_soh_pct is not None:
         conditions.append(Battery.soh_pct <= f.max_soh_pct)
-    if f.oem_id is not None:
-        conditions.append(Battery.oem_id == f.oem_id)
     return conditions
 
 
 def list_battery_views(
-    session: Session, f: BatteryFilter, *, cursor: str | None, limit: int
+    session: Session, principal: Principal, f: BatteryFilter, *, cursor: str | None, limit: int
 ) -> list[RowMapping]:
     """Up to limit + 1 rows after the cursor, in serial order."""
     query = after_cursor(
-        _battery_view(f.oem_id).where(*_filter_conditions(f)), Battery.serial, cursor, limit
+        readable_statement(principal).where(*_filter_conditions(f)), Battery.serial, cursor, limit
     )
     return list(session.execute(query).mappings())
 
@@ -285,8 +282,8 @@ def custody_history(
     return list(session.execute(query).mappings())
 
 
-def battery_id_for(session: Session, serial: str, *, oem_id: int | None = None) -> int | None:
-    query = select(Battery.id).where(Battery.serial == serial)
-    if oem_id is not None:
-        query = query.where(Battery.oem_id == oem_id)
+def battery_id_for(session: Session, principal: Principal, serial: str) -> int | None:
+    query = select(Battery.id).where(
+        Battery.serial == serial, *readable_batteries(principal.oem_scope)
+    )
     return session.scalar(query)

@@ -3,7 +3,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, status
 
 from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal, WriterPrincipal
-from app.batteries import repository as repo
 from app.batteries import service
 from app.batteries.exceptions import (
     PLACEMENT_ERRORS,
@@ -20,6 +19,7 @@ from app.batteries.exceptions import (
 )
 from app.batteries.schemas import (
     BatteryCreate,
+    BatteryFilter,
     BatteryRead,
     BatteryUpdate,
     CustodyEventRead,
@@ -74,7 +74,7 @@ def list_batteries(
     limit: Limit = 100,
 ) -> Page[BatteryRead]:
     """OEM keys see only the batteries of their own program."""
-    filters = repo.BatteryFilter(
+    filters = BatteryFilter(
         state=state,
         pack_type_code=pack_type_code,
         owner_code=owner_code,

@@ -1,4 +1,5 @@
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Literal
 
@@ -120,3 +121,17 @@ class CustodyEventRead(BaseModel):
     state_to: BatteryState
     swap_id: uuid.UUID | None
     note: str | None
+
+
+@dataclass(frozen=True)
+class BatteryFilter:
+    """The query parameters of GET /v1/batteries."""
+
+    state: BatteryState | None = None
+    pack_type_code: str | None = None
+    owner_code: str | None = None
+    oem_code: str | None = None
+    station_code: str | None = None
+    location_kind: LocationKind | None = None
+    min_soc_pct: float | None = None
+    max_soh_pct: float | None = None

@@ -6,13 +6,11 @@ check constraints still decide under concurrency, and their violations become th
 """
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 
-import psycopg
 from pydantic import TypeAdapter
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import RowMapping
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
@@ -37,6 +35,7 @@ from app.batteries.exceptions import (
 )
 from app.batteries.schemas import (
     BatteryCreate,
+    BatteryFilter,
     BatteryRead,
     BatteryUpdate,
     CustodyEventRead,
@@ -47,9 +46,9 @@ from app.batteries.schemas import (
     VehiclePlace,
 )
 from app.core.db import NamedRow, Statements
-from app.core.keyset import split_page
-from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, encode_cursor
-from app.models import Battery, BatteryState, CustodyCause, KeyRole, LocationKind, OrgRole
+from app.core.integrity import refused_writes
+from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
+from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)
@@ -64,10 +63,6 @@ class Destination:
 
 
 # ---------------------------------------------------------------- reads
-
-
-def _oem_scope(principal: Principal) -> int | None:
-    return principal.organization_id if principal.role is KeyRole.oem else None
 
 
 def _location_read(
@@ -106,12 +101,12 @@ def _battery_read(row: NamedRow) -> BatteryRead:
 
 
 def get_battery(session: Session, principal: Principal, serial: str) -> BatteryRead:
-    return _found(repo.battery_view(session, serial, oem_id=_oem_scope(principal)), serial)
+    return _found(repo.battery_view(session, serial, oem_id=principal.oem_scope), serial)
 
 
 async def read_battery(statements: Statements, principal: Principal, serial: str) -> BatteryRead:
     """get_battery for the async route."""
-    row = await repo.read_battery_view(statements, serial, oem_id=_oem_scope(principal))
+    row = await repo.read_battery_view(statements, serial, oem_id=principal.oem_scope)
     return _found(row, serial)
 
 
@@ -125,15 +120,13 @@ def _found(row: NamedRow | None, serial: str) -> BatteryRead:
 def list_batteries(
     session: Session,
     principal: Principal,
-    filters: repo.BatteryFilter,
+    filters: BatteryFilter,
     *,
     cursor: str | None,
     limit: int,
 ) -> Page[BatteryRead]:
-    scoped = dataclasses.replace(filters, oem_id=_oem_scope(principal))
-    rows = repo.list_battery_views(session, scoped, cursor=cursor, limit=limit)
-    page, next_cursor = split_page(rows, limit, key=lambda row: str(row["serial"]))
-    return Page[BatteryRead](items=[_battery_read(row) for row in page], next_cursor=next_cursor)
+    rows = repo.list_battery_views(session, principal, filters, cursor=cursor, limit=limit)
+    return page_of(rows, limit, read=_battery_read, key=lambda row: (str(row["serial"]),))
 
 
 _HISTORY_CURSOR = TypeAdapter(tuple[CursorTime, CursorInt])
@@ -147,36 +140,34 @@ def battery_history(
     session: Session, principal: Principal, serial: str, *, cursor: str | None, limit: int
 ) -> Page[CustodyEventRead]:
     after = _history_cursor(cursor)
-    battery_id = repo.battery_id_for(session, serial, oem_id=_oem_scope(principal))
+    battery_id = repo.battery_id_for(session, principal, serial)
     if battery_id is None:
         raise BatteryNotFound(f"battery {serial!r} not found")
     rows = repo.custody_history(
-        session, battery_id, after=after, limit=limit + 1, viewer_oem_id=_oem_scope(principal)
+        session, battery_id, after=after, limit=limit + 1, viewer_oem_id=principal.oem_scope
     )
-    items = [
-        CustodyEventRead(
-            at=row["at"],
-            cause=row["cause"],
-            from_location=_location_read(
-                row["from_kind"], row["from_station_code"], row["from_slot_number"], row["from_vin"]
-            )
-            if row["from_kind"] is not None
-            else None,
-            to_location=_location_read(
-                row["to_kind"], row["to_station_code"], row["to_slot_number"], row["to_vin"]
-            ),
-            state_from=row["state_from"],
-            state_to=row["state_to"],
-            swap_id=row["swap_id"],
-            note=row["note"],
+    return page_of(
+        rows, limit, read=_custody_event_read, key=lambda row: (row["at"].isoformat(), row["id"])
+    )
+
+
+def _custody_event_read(row: RowMapping) -> CustodyEventRead:
+    return CustodyEventRead(
+        at=row["at"],
+        cause=row["cause"],
+        from_location=_location_read(
+            row["from_kind"], row["from_station_code"], row["from_slot_number"], row["from_vin"]
         )
-        for row in rows[:limit]
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last["at"].isoformat(), last["id"])
-    return Page[CustodyEventRead](items=items, next_cursor=next_cursor)
+        if row["from_kind"] is not None
+        else None,
+        to_location=_location_read(
+            row["to_kind"], row["to_station_code"], row["to_slot_number"], row["to_vin"]
+        ),
+        state_from=row["state_from"],
+        state_to=row["state_to"],
+        swap_id=row["swap_id"],
+        note=row["note"],
+    )
 
 
 # ---------------------------------------------------------------- references and scope
@@ -264,28 +255,19 @@ def _vehicle_destination(
     return Destination(kind=LocationKind.vehicle, vehicle_id=target.vehicle_id, note=place.note)
 
 
-def _constraint_name(exc: IntegrityError) -> str | None:
-    if isinstance(exc.orig, psycopg.Error) and exc.orig.diag is not None:
-        return exc.orig.diag.constraint_name
-    return None
-
-
-@contextmanager
-def _place_conflicts(serial: str, destination: Destination) -> Iterator[None]:
+def _place_conflicts(serial: str) -> AbstractContextManager[None]:
     """A concurrent request can take the slot, the vehicle or the serial between our check and
     our write; the unique index then refuses, and the caller gets the 409 it would have got a
     moment later."""
-    try:
-        yield
-    except IntegrityError as exc:
-        constraint = _constraint_name(exc)
-        if constraint == "uq_batteries_slot_id":
-            raise SlotOccupied("the slot was filled by a concurrent request") from exc
-        if constraint == "uq_batteries_vehicle_id":
-            raise VehicleHasBattery("the vehicle got a battery in a concurrent request") from exc
-        if constraint == "uq_batteries_serial":
-            raise BatterySerialTaken(f"battery {serial!r} already exists") from exc
-        raise
+    return refused_writes(
+        expected={
+            "uq_batteries_slot_id": SlotOccupied("the slot was filled by a concurrent request"),
+            "uq_batteries_vehicle_id": VehicleHasBattery(
+                "the vehicle got a battery in a concurrent request"
+            ),
+            "uq_batteries_serial": BatterySerialTaken(f"battery {serial!r} already exists"),
+        }
+    )
 
 
 def _locked_battery(session: Session, serial: str) -> Battery:
@@ -324,7 +306,7 @@ def register_battery(session: Session, principal: Principal, data: BatteryCreate
         soh_pct=data.soh_pct,
         equivalent_full_cycles=data.equivalent_full_cycles,
     )
-    with _place_conflicts(data.serial, destination):
+    with _place_conflicts(data.serial):
         session.add(battery)
         session.flush()
     custody.record_registration(
@@ -363,7 +345,7 @@ def move_battery(session: Session, principal: Principal, serial: str, place: Pla
     if battery.state is BatteryState.quarantined and isinstance(place, VehiclePlace):
         raise BatteryQuarantined(f"battery {serial!r} is quarantined")
     destination = _resolve_destination(session, principal, place, battery.pack_type_id)
-    with _place_conflicts(serial, destination):
+    with _place_conflicts(serial):
         custody.relocate(
             session,
             battery,

@@ -3,6 +3,7 @@ from collections.abc import Sequence
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from app.auth.service import Principal
 from app.core.keyset import after_cursor
 from app.models import Organization, PackType, VehicleModel, vehicle_model_pack_types
 
@@ -31,22 +32,35 @@ def _models_with_relations() -> Select[VehicleModel]:
     )
 
 
+def readable_statement(principal: Principal) -> Select[VehicleModel]:
+    """The vehicle models a key may read: an OEM key its own; operators serve every OEM and,
+    like admins, read all."""
+    statement = _models_with_relations()
+    if principal.oem_scope is not None:
+        statement = statement.where(VehicleModel.oem_id == principal.oem_scope)
+    return statement
+
+
 def get_vehicle_model(session: Session, code: str) -> VehicleModel | None:
     return session.scalar(_models_with_relations().where(VehicleModel.code == code))
 
 
+def get_readable_vehicle_model(
+    session: Session, principal: Principal, code: str
+) -> VehicleModel | None:
+    return session.scalar(readable_statement(principal).where(VehicleModel.code == code))
+
+
 def list_vehicle_models(
     session: Session,
+    principal: Principal,
     *,
-    oem_id: int | None,
     oem_code: str | None,
     pack_type_code: str | None,
     cursor: str | None,
     limit: int,
 ) -> Sequence[VehicleModel]:
-    statement = _models_with_relations()
-    if oem_id is not None:
-        statement = statement.where(VehicleModel.oem_id == oem_id)
+    statement = readable_statement(principal)
     if oem_code is not None:
         statement = statement.where(
             VehicleModel.oem_id.in_(select(Organization.id).where(Organization.code == oem_code))

@@ -51,10 +51,7 @@ def list_pack_types(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[PackTypeRead]:
-    packs, next_cursor = service.list_pack_types(
-        session, chemistry=chemistry, cursor=cursor, limit=limit
-    )
-    return Page(items=[PackTypeRead.model_validate(p) for p in packs], next_cursor=next_cursor)
+    return service.list_pack_types(session, chemistry=chemistry, cursor=cursor, limit=limit)
 
 
 @router.get(
@@ -115,7 +112,7 @@ def list_vehicle_models(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[VehicleModelRead]:
-    models, next_cursor = service.list_vehicle_models(
+    return service.list_vehicle_models(
         session,
         principal,
         oem_code=oem_code,
@@ -123,7 +120,6 @@ def list_vehicle_models(
         cursor=cursor,
         limit=limit,
     )
-    return Page(items=[service.model_read(m) for m in models], next_cursor=next_cursor)
 
 
 @router.get(

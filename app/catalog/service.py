@@ -13,14 +13,15 @@ from app.catalog.exceptions import (
 )
 from app.catalog.schemas import (
     PackTypeCreate,
+    PackTypeRead,
     PackTypeUpdate,
     VehicleModelCreate,
     VehicleModelRead,
     VehicleModelUpdate,
 )
 from app.core.integrity import flush_or_raise
-from app.core.keyset import split_page
-from app.models import KeyRole, OrgRole, PackType, VehicleModel
+from app.core.pagination import Page, page_of
+from app.models import OrgRole, PackType, VehicleModel
 from app.organizations import service as organization_service
 
 
@@ -33,9 +34,9 @@ def get_pack_type(session: Session, code: str) -> PackType:
 
 def list_pack_types(
     session: Session, *, chemistry: str | None, cursor: str | None, limit: int
-) -> tuple[list[PackType], str | None]:
+) -> Page[PackTypeRead]:
     rows = repository.list_pack_types(session, chemistry=chemistry, cursor=cursor, limit=limit)
-    return split_page(rows, limit, lambda pack: pack.code)
+    return page_of(rows, limit, read=PackTypeRead.model_validate, key=lambda pack: (pack.code,))
 
 
 def create_pack_type(session: Session, data: PackTypeCreate) -> PackType:
@@ -76,15 +77,9 @@ def model_read(model: VehicleModel) -> VehicleModelRead:
     )
 
 
-def _oem_scope(principal: Principal) -> int | None:
-    # OEM keys see only their own models; operators serve every OEM and see all.
-    return principal.organization_id if principal.role is KeyRole.oem else None
-
-
 def get_vehicle_model(session: Session, principal: Principal, code: str) -> VehicleModel:
-    model = repository.get_vehicle_model(session, code)
-    scope = _oem_scope(principal)
-    if model is None or (scope is not None and model.oem_id != scope):
+    model = repository.get_readable_vehicle_model(session, principal, code)
+    if model is None:
         raise VehicleModelNotFound(f"vehicle model {code!r} not found")
     return model
 
@@ -97,16 +92,16 @@ def list_vehicle_models(
     pack_type_code: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[VehicleModel], str | None]:
+) -> Page[VehicleModelRead]:
     rows = repository.list_vehicle_models(
         session,
-        oem_id=_oem_scope(principal),
+        principal,
         oem_code=oem_code,
         pack_type_code=pack_type_code,
         cursor=cursor,
         limit=limit,
     )
-    return split_page(rows, limit, lambda model: model.code)
+    return page_of(rows, limit, read=model_read, key=lambda model: (model.code,))
 
 
 def create_vehicle_model(session: Session, data: VehicleModelCreate) -> VehicleModel:

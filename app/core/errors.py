@@ -76,8 +76,11 @@ class CommitFailed(ServiceUnavailable):
     the idempotency record rolled back with everything else."""
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {
+def problem_body(
+    status: int, code: str, title: str, detail: str | None, **extra: Any
+) -> dict[str, Any]:
+    """An RFC 9457 problem detail; also what a recorded swap rejection stores for replays."""
+    return {
         "type": f"urn:swapfleet:problem:{code}",
         "title": title,
         "status": status,
@@ -85,6 +88,10 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
         "code": code,
         **extra,
     }
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = problem_body(status, code, title, detail, **extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_S)}
@@ -114,24 +121,16 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem(422, "ValidationError", "Invalid request", detail, errors=errors)
 
-    # The last line of defence: services check first, but the database has the final word
-    # under concurrency and on values that only fail once rounded to the column's type.
-    # Also what a refused commit (a deferred constraint) of the unit of work raises: the
-    # transaction was rolled back, so nothing of the request is stored.
+    # Imported here: app.core.integrity builds on the errors above.
+    from app.core.integrity import violation_error
+
+    # The last line of defence: a violation no service expected, and what a refused commit
+    # (a deferred constraint) of the unit of work raises: the transaction was rolled back,
+    # so nothing of the request is stored.
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        diag = getattr(exc.orig, "diag", None)
-        constraint = getattr(diag, "constraint_name", None)
-        message = getattr(diag, "message_primary", None) or "constraint violated"
-        log.warning("event=constraint_violation constraint=%s", constraint)
-        return problem(
-            409,
-            "ConstraintViolation",
-            "Conflicts with stored data",
-            f"the database refused the change: {message} (constraint {constraint}); "
-            "nothing was stored",
-            constraint=constraint,
-        )
+        error = violation_error(exc)
+        return problem(error.status, error.code, error.title, error.detail, **error.extra)
 
     # The database was unreachable or failed the transaction (a lost connection, a failover,
     # a commit that raised): nothing was stored and the same request may succeed later. A

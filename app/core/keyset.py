@@ -1,15 +1,14 @@
-"""Keyset pagination on one unique column (a natural key), shared by the list routes."""
+"""Keyset pagination on one unique column (a natural key), shared by the list routes; the
+page itself is pagination.page_of, as for every list."""
 
-from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 from sqlalchemy import Row, Select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.core.pagination import CursorInt, CursorText, decode_cursor, encode_cursor
+from app.core.pagination import CursorInt, CursorText, decode_cursor
 
-RowT = TypeVar("RowT")
 # Statements and rows of any shape (SQLAlchemy 2.1 types them by their column tuple).
 AnySelect = Select[*tuple[Any, ...]]
 AnyRow = Row[*tuple[Any, ...]]
@@ -32,12 +31,3 @@ def after_cursor(
     if values is not None:
         statement = statement.where(column > values[0])
     return statement.order_by(column).limit(limit + 1)
-
-
-def split_page(
-    rows: Sequence[RowT], limit: int, key: Callable[[RowT], str | int]
-) -> tuple[list[RowT], str | None]:
-    if len(rows) <= limit:
-        return list(rows), None
-    page = list(rows[:limit])
-    return page, encode_cursor(key(page[-1]))

@@ -1,5 +1,6 @@
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
@@ -44,6 +45,24 @@ CursorTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 def encode_cursor(*values: object) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+RowT = TypeVar("RowT")
+
+
+def page_of(
+    rows: Sequence[RowT],
+    limit: int,
+    *,
+    read: Callable[[RowT], ItemT],
+    key: Callable[[RowT], tuple[object, ...]],
+) -> Page[ItemT]:
+    """The one way a list route pages: its query fetches up to limit + 1 rows in cursor order
+    (the extra one only says that more follow), and the cursor is the sort key of the last
+    row shown, as decode_cursor reads it back."""
+    items = [read(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(*key(rows[limit - 1])) if len(rows) > limit else None
+    return Page[ItemT](items=items, next_cursor=next_cursor)
 
 
 def decode_cursor(cursor: str | None, shape: TypeAdapter[CursorT]) -> CursorT | None:

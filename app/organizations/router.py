@@ -38,10 +38,7 @@ def list_organizations(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[OrganizationRead]:
-    orgs, next_cursor = service.list_visible(
-        session, principal, role=role, cursor=cursor, limit=limit
-    )
-    return Page(items=[OrganizationRead.model_validate(o) for o in orgs], next_cursor=next_cursor)
+    return service.list_visible(session, principal, role=role, cursor=cursor, limit=limit)
 
 
 @router.get(

@@ -2,7 +2,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.integrity import flush_or_raise
-from app.core.keyset import split_page
+from app.core.pagination import Page, page_of
 from app.models import Organization, OrgRole
 from app.organizations import repository
 from app.organizations.exceptions import (
@@ -11,13 +11,13 @@ from app.organizations.exceptions import (
     OrganizationRoleMismatch,
     UnknownOrganization,
 )
-from app.organizations.schemas import OrganizationCreate, OrganizationUpdate
+from app.organizations.schemas import OrganizationCreate, OrganizationRead, OrganizationUpdate
 
 
 def get_visible(session: Session, principal: Principal, code: str) -> Organization:
     """Scoped keys see only their own organization; others look absent, not forbidden."""
-    org = repository.get_by_code(session, code)
-    if org is None or not (principal.is_admin or org.id == principal.organization_id):
+    org = repository.get_readable(session, principal, code)
+    if org is None:
         raise OrganizationNotFound(f"organization {code!r} not found")
     return org
 
@@ -29,10 +29,9 @@ def list_visible(
     role: OrgRole | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[Organization], str | None]:
-    only_id = None if principal.is_admin else principal.organization_id
-    rows = repository.list_page(session, only_id=only_id, role=role, cursor=cursor, limit=limit)
-    return split_page(rows, limit, lambda org: org.code)
+) -> Page[OrganizationRead]:
+    rows = repository.list_page(session, principal, role=role, cursor=cursor, limit=limit)
+    return page_of(rows, limit, read=OrganizationRead.model_validate, key=lambda org: (org.code,))
 
 
 def create(session: Session, data: OrganizationCreate) -> Organization:

@@ -21,7 +21,9 @@ from app.core.db import get_session_factory
 from app.core.errors import AppError
 from app.models import KeyRole
 from app.reports import aggregates, service
-from app.reports.html import render_fleet_summary
+from app.reports.render.csv_report import batteries_csv
+from app.reports.render.html import render_fleet_summary
+from app.reports.scope import resolve_window
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def _report_chunks(
             query = service.batteries_query(
                 session, CLI_PRINCIPAL, day_from=day_from, day_to=day_to, oem_code=oem
             )
-            return list(service.batteries_csv(session, query))
+            return list(batteries_csv(session, query))
         summary = service.fleet_summary(
             session, CLI_PRINCIPAL, day_from=day_from, day_to=day_to, oem_code=oem
         )
@@ -156,7 +158,7 @@ def detect_anomalies(day_from: FromOption = None, day_to: ToOption = None) -> No
     recommendation; nothing is quarantined (an operator decides)."""
     _require_database()
     try:
-        start, end = service.resolve_window(_day(day_from), _day(day_to))
+        start, end = resolve_window(_day(day_from), _day(day_to))
     except AppError as exc:
         raise _fail(exc.detail) from exc
     with get_session_factory().begin() as session:

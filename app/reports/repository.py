@@ -5,11 +5,30 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, text
+from sqlalchemy import Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from app.models import (
+    Battery,
+    BatteryRecommendation,
+    CustodyCause,
+    CustodyEvent,
+    Organization,
+    PackType,
+)
 from app.reports.aggregates import OEM_SWAP_ROWS, QUEUED_SWAPS
+from app.reports.rows import (
+    AnomalySnapshot,
+    BatteryCount,
+    BatteryWindow,
+    CohortInputs,
+    OpenRecommendation,
+    Quarantined,
+    QuarantineEvent,
+    SohPoint,
+    SwapCount,
+)
 
 # The columns a window sums, from whole months of battery_monthly and from the days of
 # partial months in battery_daily (`p`, see _PARTS): about 40 rows for a year instead of 365.
@@ -174,7 +193,7 @@ class BatteryQuery:
 
 def battery_rows(
     session: Session, query: BatteryQuery, *, after: str | None, limit: int
-) -> Sequence[RowMapping]:
+) -> list[BatteryWindow]:
     full_from, full_to = month_split(query.day_from, query.day_to)
     params: dict[str, Any] = {
         "day_from": query.day_from,
@@ -191,7 +210,7 @@ def battery_rows(
         "limit": limit,
     }
     set_report_plan_settings(session)
-    return session.execute(text(BATTERY_ROWS), params).mappings().all()
+    return BatteryWindow.all_of(session.execute(text(BATTERY_ROWS), params).mappings())
 
 
 def set_report_plan_settings(session: Session) -> None:
@@ -258,45 +277,31 @@ ORDER BY b.serial
 """
 
 
-def anomaly_inputs(session: Session, day_from: date, day_to: date) -> Sequence[RowMapping]:
+def anomaly_inputs(session: Session, day_from: date, day_to: date) -> list[CohortInputs]:
     full_from, full_to = month_split(day_from, day_to)
     params = {"day_from": day_from, "day_to": day_to, "full_from": full_from, "full_to": full_to}
     set_report_plan_settings(session)
-    return session.execute(text(ANOMALY_INPUTS), params).mappings().all()
+    return CohortInputs.all_of(session.execute(text(ANOMALY_INPUTS), params).mappings())
 
 
-def organization_by_code(session: Session, code: str) -> RowMapping | None:
-    return (
-        session.execute(
-            text("SELECT id, code, role::text AS role FROM organizations WHERE code = :code"),
-            {"code": code},
-        )
-        .mappings()
-        .one_or_none()
-    )
+def organization_by_code(session: Session, code: str) -> Organization | None:
+    return session.scalar(select(Organization).where(Organization.code == code))
 
 
 def pack_type_id(session: Session, code: str) -> int | None:
-    value = session.execute(
-        text("SELECT id FROM pack_types WHERE code = :code"), {"code": code}
-    ).scalar_one_or_none()
-    return int(value) if value is not None else None
+    return session.scalar(select(PackType.id).where(PackType.code == code))
 
 
-def battery_counts(session: Session, oem_id: int | None) -> Sequence[RowMapping]:
-    return (
-        session.execute(
-            text(
-                "SELECT b.state::text AS state, pt.code AS pack_type_code, count(*) AS n"
-                " FROM batteries b JOIN pack_types pt ON pt.id = b.pack_type_id"
-                " WHERE CAST(:oem_id AS bigint) IS NULL OR b.oem_id = :oem_id"
-                " GROUP BY 1, 2"
-            ),
-            {"oem_id": oem_id},
-        )
-        .mappings()
-        .all()
+def battery_counts(session: Session, oem_id: int | None) -> list[BatteryCount]:
+    state = cast(Battery.state, Text).label("state")
+    statement = (
+        select(state, PackType.code.label("pack_type_code"), func.count().label("n"))
+        .join(PackType, PackType.id == Battery.pack_type_id)
+        .group_by(state, PackType.code)
     )
+    if oem_id is not None:
+        statement = statement.where(Battery.oem_id == oem_id)
+    return BatteryCount.all_of(session.execute(statement).mappings())
 
 
 # The rolled-up counts plus the swaps still queued: each swap is in exactly one of the two in
@@ -315,20 +320,14 @@ GROUP BY 1, 2
 
 def swap_counts(
     session: Session, oem_id: int | None, day_from: date, day_to: date
-) -> Sequence[RowMapping]:
-    return (
-        session.execute(
-            text(SWAP_COUNTS),
-            {"oem_id": oem_id, "day_from": day_from, "day_to": day_to},
-        )
-        .mappings()
-        .all()
-    )
+) -> list[SwapCount]:
+    params = {"oem_id": oem_id, "day_from": day_from, "day_to": day_to}
+    return SwapCount.all_of(session.execute(text(SWAP_COUNTS), params).mappings())
 
 
-def quarantined(session: Session, oem_id: int | None) -> Sequence[RowMapping]:
+def quarantined(session: Session, oem_id: int | None) -> list[Quarantined]:
     """Quarantined batteries with their latest quarantine's custody event."""
-    return (
+    return Quarantined.all_of(
         session.execute(
             text(
                 "SELECT b.serial, pt.code AS pack_type_code, b.soh_pct, q.at, q.note"
@@ -341,47 +340,36 @@ def quarantined(session: Session, oem_id: int | None) -> Sequence[RowMapping]:
                 " ORDER BY b.serial"
             ),
             {"oem_id": oem_id},
-        )
-        .mappings()
-        .all()
+        ).mappings()
     )
 
 
-def quarantine_events(session: Session, battery_id: int) -> Sequence[RowMapping]:
-    return (
-        session.execute(
-            text(
-                "SELECT at, note FROM custody_events"
-                " WHERE battery_id = :battery_id AND cause = 'quarantine' ORDER BY at, id"
-            ),
-            {"battery_id": battery_id},
-        )
-        .mappings()
-        .all()
+def quarantine_events(session: Session, battery_id: int) -> list[QuarantineEvent]:
+    statement = (
+        select(CustodyEvent.at, CustodyEvent.note)
+        .where(CustodyEvent.battery_id == battery_id, CustodyEvent.cause == CustodyCause.quarantine)
+        .order_by(CustodyEvent.at, CustodyEvent.id)
     )
+    return QuarantineEvent.all_of(session.execute(statement).mappings())
 
 
-def open_recommendations(session: Session, battery_id: int) -> Sequence[RowMapping]:
-    return (
-        session.execute(
-            text(
-                "SELECT kind, reason, value, cohort_median, robust_z, window_from, window_to,"
-                " detected_at FROM battery_recommendations"
-                " WHERE battery_id = :battery_id AND resolved_at IS NULL ORDER BY kind"
-            ),
-            {"battery_id": battery_id},
+def open_recommendations(session: Session, battery_id: int) -> list[OpenRecommendation]:
+    r = BatteryRecommendation
+    statement = (
+        select(
+            r.kind,
+            r.reason,
+            r.value,
+            r.cohort_median,
+            r.robust_z,
+            r.window_from,
+            r.window_to,
+            r.detected_at,
         )
-        .mappings()
-        .all()
+        .where(r.battery_id == battery_id, r.resolved_at.is_(None))
+        .order_by(r.kind)
     )
-
-
-def lifetime_bounds(session: Session, serial: str) -> tuple[date | None, date | None]:
-    row = session.execute(
-        text("SELECT min(day), max(day) FROM battery_daily WHERE battery_serial = :serial"),
-        {"serial": serial},
-    ).one()
-    return row[0], row[1]
+    return OpenRecommendation.all_of(session.execute(statement).mappings())
 
 
 def upsert_recommendation(session: Session, values: dict[str, Any]) -> None:
@@ -442,10 +430,10 @@ FROM (
 
 def soh_points(
     session: Session, oem_id: int | None, day_from: date, day_to: date
-) -> Sequence[RowMapping]:
+) -> list[SohPoint]:
     params = {"day_from": day_from, "day_to": day_to, "oem_id": oem_id}
     set_report_plan_settings(session)
-    return session.execute(text(SOH_POINTS), params).mappings().all()
+    return SohPoint.all_of(session.execute(text(SOH_POINTS), params).mappings())
 
 
 def anomaly_fingerprint(session: Session, day_from: date, day_to: date) -> str:
@@ -455,8 +443,8 @@ def anomaly_fingerprint(session: Session, day_from: date, day_to: date) -> str:
 
 def _snapshot(
     session: Session, day_from: date, day_to: date, condition: str, params: dict[str, Any]
-) -> RowMapping | None:
-    return (
+) -> AnomalySnapshot | None:
+    row = (
         session.execute(
             text(
                 "SELECT anomalies, energy_by_oem FROM report_anomaly_snapshots"
@@ -467,11 +455,12 @@ def _snapshot(
         .mappings()
         .one_or_none()
     )
+    return None if row is None else AnomalySnapshot.of(row)
 
 
 def anomaly_snapshot(
     session: Session, day_from: date, day_to: date, fingerprint: str
-) -> RowMapping | None:
+) -> AnomalySnapshot | None:
     return _snapshot(
         session, day_from, day_to, "fingerprint = :fingerprint", {"fingerprint": fingerprint}
     )
@@ -479,7 +468,7 @@ def anomaly_snapshot(
 
 def recent_anomaly_snapshot(
     session: Session, day_from: date, day_to: date, max_age_s: float
-) -> RowMapping | None:
+) -> AnomalySnapshot | None:
     return _snapshot(
         session,
         day_from,

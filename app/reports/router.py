@@ -10,9 +10,10 @@ from app.core.db import SessionDep, StreamingSessionDep
 from app.core.errors import Unauthorized, problem_responses
 from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.models import BatteryState
-from app.reports import html as report_html
-from app.reports import service
+from app.reports import passport, service
 from app.reports.exceptions import InvalidWindow, ReportsForbidden, UnknownOem, UnknownPackType
+from app.reports.render import csv_report
+from app.reports.render import html as report_html
 from app.reports.schemas import BatteryPassport, BatteryReportRow, FleetSummary
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -141,7 +142,7 @@ def batteries_report(
     if "text/csv" in request.headers.get("accept", ""):
         filename = f"batteries_{report.day_from}_{report.day_to}.csv"
         return StreamingResponse(
-            service.batteries_csv(stream_session, report),
+            csv_report.batteries_csv(stream_session, report),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
@@ -158,4 +159,4 @@ def battery_passport(
 ) -> BatteryPassport:
     """Lifetime figures from the daily aggregates. Attributes the data cannot support are
     present, null, and listed in `not_derivable`; none is estimated from a model."""
-    return service.passport(session, principal, serial)
+    return passport.passport(session, principal, serial)

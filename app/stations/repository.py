@@ -1,14 +1,32 @@
 from collections.abc import Sequence
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.auth.service import Principal
 from app.core.keyset import AnyRow, AnySelect, after_cursor
 from app.models import Battery, Organization, PackType, Slot, Station, StationStatus
 
+SelectT = TypeVar("SelectT", bound=AnySelect)
 
-def get_station(session: Session, code: str, *, for_update: bool = False) -> Station | None:
-    statement = select(Station).where(Station.code == code)
+
+def readable_statement(principal: Principal, statement: SelectT) -> SelectT:
+    """`statement` (of stations) narrowed to the stations a key may see: an operator its own
+    organization's; admin and OEM keys every station."""
+    if principal.operator_scope is not None:
+        statement = statement.where(Station.operator_id == principal.operator_scope)
+    return statement
+
+
+def get_station(session: Session, code: str) -> Station | None:
+    return session.scalar(select(Station).where(Station.code == code))
+
+
+def get_readable_station(
+    session: Session, principal: Principal, code: str, *, for_update: bool = False
+) -> Station | None:
+    statement = readable_statement(principal, select(Station).where(Station.code == code))
     if for_update:
         statement = statement.with_for_update()
     return session.scalar(statement)
@@ -33,16 +51,14 @@ def station_row(session: Session, code: str) -> AnyRow | None:
 
 def list_station_rows(
     session: Session,
+    principal: Principal,
     *,
-    operator_id: int | None,
     operator_code: str | None,
     status: StationStatus | None,
     cursor: str | None,
     limit: int,
 ) -> Sequence[AnyRow]:
-    statement = _station_rows()
-    if operator_id is not None:
-        statement = statement.where(Station.operator_id == operator_id)
+    statement = readable_statement(principal, _station_rows())
     if operator_code is not None:
         statement = statement.where(Organization.code == operator_code)
     if status is not None:

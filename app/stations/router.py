@@ -66,10 +66,9 @@ def list_stations(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[StationRead]:
-    items, next_cursor = service.list_stations(
+    return service.list_stations(
         session, principal, operator_code=operator_code, status=status, cursor=cursor, limit=limit
     )
-    return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get(
@@ -108,8 +107,7 @@ def list_slots(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[SlotRead]:
-    items, next_cursor = service.list_slots(session, principal, code, cursor=cursor, limit=limit)
-    return Page(items=items, next_cursor=next_cursor)
+    return service.list_slots(session, principal, code, cursor=cursor, limit=limit)
 
 
 @router.post(

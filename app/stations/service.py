@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal
 from app.core.errors import Forbidden
 from app.core.integrity import flush_or_raise
-from app.core.keyset import AnyRow, split_page
-from app.models import KeyRole, OrgRole, Slot, Station, StationStatus
+from app.core.keyset import AnyRow
+from app.core.pagination import Page, page_of
+from app.models import OrgRole, Slot, Station, StationStatus
 from app.organizations import service as organization_service
 from app.stations import repository
 from app.stations.exceptions import (
@@ -31,10 +32,6 @@ from app.stations.schemas import (
     StationRead,
     StationUpdate,
 )
-
-
-def _operator_scope(principal: Principal) -> int | None:
-    return principal.organization_id if principal.role is KeyRole.operator else None
 
 
 def _not_found(code: str) -> StationNotFound:
@@ -64,7 +61,7 @@ def _slot_read(row: AnyRow, principal: Principal) -> SlotRead:
     slot, serial, pack_type_code, state, soc_pct, soh_pct, battery_oem_id = row
     # Availability (pack type, charge) helps an OEM route vehicles; identity and health of
     # a battery belong to its OEM and owner only.
-    hide = principal.role is KeyRole.oem and battery_oem_id != principal.organization_id
+    hide = principal.oem_scope not in (None, battery_oem_id)
     return SlotRead(
         number=slot.number,
         enabled=slot.enabled,
@@ -80,9 +77,8 @@ def _slot_read(row: AnyRow, principal: Principal) -> SlotRead:
 def _visible_station(
     session: Session, principal: Principal, code: str, *, for_update: bool = False
 ) -> Station:
-    station = repository.get_station(session, code, for_update=for_update)
-    scope = _operator_scope(principal)
-    if station is None or (scope is not None and station.operator_id != scope):
+    station = repository.get_readable_station(session, principal, code, for_update=for_update)
+    if station is None:
         raise _not_found(code)
     return station
 
@@ -102,28 +98,26 @@ def list_stations(
     status: StationStatus | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[StationRead], str | None]:
+) -> Page[StationRead]:
     rows = repository.list_station_rows(
         session,
-        operator_id=_operator_scope(principal),
+        principal,
         operator_code=operator_code,
         status=status,
         cursor=cursor,
         limit=limit,
     )
-    page, next_cursor = split_page(rows, limit, lambda row: row[0].code)
-    return [_station_read(row) for row in page], next_cursor
+    return page_of(rows, limit, read=_station_read, key=lambda row: (row[0].code,))
 
 
 def _operator_for_new_station(session: Session, principal: Principal, data: StationCreate) -> int:
-    if principal.role is KeyRole.operator:
-        assert principal.organization_id is not None  # guaranteed by the api_keys check
+    if principal.operator_scope is not None:
         if data.operator_code is not None and data.operator_code != principal.organization_code:
             raise Forbidden(
                 f"operator_code: this key creates stations only for "
                 f"{principal.organization_code!r}, not {data.operator_code!r}"
             )
-        return principal.organization_id
+        return principal.operator_scope
     if data.operator_code is None:
         raise OperatorCodeRequired("operator_code: required when an admin key creates a station")
     operator = organization_service.resolve_reference(
@@ -166,11 +160,12 @@ def update_station(
 
 def list_slots(
     session: Session, principal: Principal, code: str, *, cursor: str | None, limit: int
-) -> tuple[list[SlotRead], str | None]:
+) -> Page[SlotRead]:
     station = _visible_station(session, principal, code)
     rows = repository.list_slot_rows(session, station.id, cursor=cursor, limit=limit)
-    page, next_cursor = split_page(rows, limit, lambda row: int(row[0].number))
-    return [_slot_read(row, principal) for row in page], next_cursor
+    return page_of(
+        rows, limit, read=lambda row: _slot_read(row, principal), key=lambda row: (row[0].number,)
+    )
 
 
 def add_slots(session: Session, principal: Principal, code: str, count: int) -> list[SlotRead]:

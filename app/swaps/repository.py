@@ -24,9 +24,11 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import TypeEngine
 
+from app.auth.service import Principal
 from app.batteries import repository as battery_repo
 from app.core.db import NamedRow, Prepared, Statements, prepare
-from app.models import Slot, Station, SwapEvent, SwapOutcome, Vehicle
+from app.models import Slot, Station, SwapEvent, Vehicle
+from app.swaps.schemas import SwapFilter
 
 # Slot numbers are null for rejected swaps (outer joins); the last two are the removed and
 # installed serials as the viewer may read them (see battery_repo.readable_serial).
@@ -58,57 +60,60 @@ def swap_rows(
     )
 
 
-def get_swap_row(
-    session: Session, swap_id: uuid.UUID, *, viewer_oem_id: int | None
-) -> SwapRow | None:
-    query = swap_rows(viewer_oem_id).where(SwapEvent.id == swap_id)
+def readable_statement(
+    principal: Principal,
+) -> Select[SwapEvent, str, int, int, str | None, str | None]:
+    """The swaps a key may read, with the serials as it may read them: an operator the swaps
+    at its own stations, an OEM those of its vehicles, an admin every swap."""
+    statement = swap_rows(principal.oem_scope)
+    if principal.operator_scope is not None:
+        statement = statement.where(Station.operator_id == principal.operator_scope)
+    if principal.oem_scope is not None:
+        statement = statement.where(
+            SwapEvent.vehicle_id.in_(
+                select(Vehicle.id).where(Vehicle.oem_id == principal.oem_scope)
+            )
+        )
+    return statement
+
+
+def get_swap_row(session: Session, principal: Principal, swap_id: uuid.UUID) -> SwapRow | None:
+    query = readable_statement(principal).where(SwapEvent.id == swap_id)
     return session.execute(query).one_or_none()
 
 
 def list_swap_rows(
     session: Session,
+    principal: Principal,
+    f: SwapFilter,
     *,
-    station_ids_of_operator: int | None,
-    oem_id: int | None,
-    station_code: str | None,
-    vin: str | None,
-    battery_serial: str | None,
-    outcome: SwapOutcome | None,
-    reason_code: str | None,
-    started_from: datetime | None,
-    started_to: datetime | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> Sequence[SwapRow]:
-    query = swap_rows(oem_id)
-    if station_ids_of_operator is not None:
-        query = query.where(Station.operator_id == station_ids_of_operator)
-    if oem_id is not None:
-        query = query.where(
-            SwapEvent.vehicle_id.in_(select(Vehicle.id).where(Vehicle.oem_id == oem_id))
-        )
-    if station_code is not None:
-        query = query.where(Station.code == station_code)
-    if vin is not None:
-        query = query.where(SwapEvent.vin == vin)
-    if battery_serial is not None:
+    query = readable_statement(principal)
+    if f.station_code is not None:
+        query = query.where(Station.code == f.station_code)
+    if f.vin is not None:
+        query = query.where(SwapEvent.vin == f.vin)
+    if f.battery_serial is not None:
         # On the serials the viewer may read: a foreign serial finds nothing for an OEM.
+        oem_id = principal.oem_scope
         query = query.where(
             or_(
                 battery_repo.readable_serial(SwapEvent.removed_battery_serial, oem_id)
-                == battery_serial,
+                == f.battery_serial,
                 battery_repo.readable_serial(SwapEvent.installed_battery_serial, oem_id)
-                == battery_serial,
+                == f.battery_serial,
             )
         )
-    if outcome is not None:
-        query = query.where(SwapEvent.outcome == outcome)
-    if reason_code is not None:
-        query = query.where(SwapEvent.reason_code == reason_code)
-    if started_from is not None:
-        query = query.where(SwapEvent.started_at >= started_from)
-    if started_to is not None:
-        query = query.where(SwapEvent.started_at < started_to)
+    if f.outcome is not None:
+        query = query.where(SwapEvent.outcome == f.outcome)
+    if f.reason_code is not None:
+        query = query.where(SwapEvent.reason_code == f.reason_code)
+    if f.started_from is not None:
+        query = query.where(SwapEvent.started_at >= f.started_from)
+    if f.started_to is not None:
+        query = query.where(SwapEvent.started_at < f.started_to)
     if after is not None:
         # Newest first: the next page holds what sorts strictly after the last row seen.
         query = query.where(

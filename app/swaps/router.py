@@ -2,26 +2,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import TypeAdapter
 
 from app.auth.dependencies import AsyncPrincipal, CurrentPrincipal
 from app.core.db import AsyncUnitDep, SessionDep
 from app.core.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem_responses
-from app.core.metrics import SWAPS
-from app.core.pagination import Cursor, CursorTime, Limit, Page, decode_cursor, encode_cursor
-from app.models import KeyRole, SwapOutcome
-from app.swaps import repository, service
-from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
+from app.core.pagination import Cursor, Limit, Page
+from app.models import SwapOutcome
+from app.swaps import service
+from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound
 from app.swaps.idempotency import (
     IdempotencyKeyReused,
     StoredResponse,
-    claim,
-    request_fingerprint,
-    store,
 )
-from app.swaps.schemas import SwapCreate, SwapRead
+from app.swaps.schemas import SwapCreate, SwapFilter, SwapRead
 
 router = APIRouter(prefix="/swaps", tags=["swaps"])
 
@@ -40,10 +34,6 @@ REJECTION_DOC = (
     "codes where one exists): " + ", ".join(sorted(REASON_STATUS)) + ". The body also "
     "carries `swap_id` and the recorded `swap`."
 )
-
-
-# Newest first: the started_at and id of the last swap of the previous page.
-_SWAP_CURSOR = TypeAdapter(tuple[CursorTime, uuid.UUID])
 
 
 @router.post(
@@ -72,47 +62,10 @@ async def create_swap(
 ) -> Response:
     """Async, on psycopg's pool: the claim, the swap and the stored response are three
     round trips of one transaction, committed before the response (AsyncUnitDep)."""
-    fingerprint = request_fingerprint("POST", "/v1/swaps", request.model_dump(mode="json"))
-    if idempotency_key is not None:
-        stored = await claim(
-            statements,
-            api_key_id=principal.api_key_id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-        )
-        if stored is not None:
-            return _render(stored, replayed=True)
-
-    swap_read = await service.record_swap(statements, principal, request)
-    response = _response_for(swap_read)
-    if idempotency_key is not None:
-        await store(
-            statements,
-            api_key_id=principal.api_key_id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-            response=response,
-        )
-    SWAPS.labels(swap_read.outcome.value, swap_read.reason_code or "none").inc()
-    return _render(response, replayed=False)
-
-
-def _response_for(swap: SwapRead) -> StoredResponse:
-    payload = swap.model_dump(mode="json")
-    if swap.outcome is SwapOutcome.completed:
-        return StoredResponse(status.HTTP_201_CREATED, orjson.dumps(payload))
-    assert swap.reason_code is not None
-    status_code = REASON_STATUS.get(swap.reason_code, SwapRejected.status)
-    body = {
-        "type": f"urn:swapfleet:problem:{swap.reason_code}",
-        "title": SwapRejected.title,
-        "status": status_code,
-        "detail": swap.detail,
-        "code": swap.reason_code,
-        "swap_id": str(swap.id),
-        "swap": payload,
-    }
-    return StoredResponse(status_code, orjson.dumps(body))
+    response, replayed = await service.create_swap(
+        statements, principal, request, idempotency_key=idempotency_key
+    )
+    return _render(response, replayed=replayed)
 
 
 def _render(stored: StoredResponse, *, replayed: bool) -> Response:
@@ -145,13 +98,7 @@ def list_swaps(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[SwapRead]:
-    after = decode_cursor(cursor, _SWAP_CURSOR)
-    rows = repository.list_swap_rows(
-        session,
-        station_ids_of_operator=(
-            principal.organization_id if principal.role is KeyRole.operator else None
-        ),
-        oem_id=principal.organization_id if principal.role is KeyRole.oem else None,
+    filters = SwapFilter(
         station_code=station_code,
         vin=vin,
         battery_serial=battery_serial,
@@ -159,15 +106,8 @@ def list_swaps(
         reason_code=reason_code,
         started_from=started_from,
         started_to=started_to,
-        after=after,
-        limit=limit + 1,
     )
-    items = [service.to_read(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = items[-1]
-        next_cursor = encode_cursor(last.started_at.isoformat(), str(last.id))
-    return Page[SwapRead](items=items, next_cursor=next_cursor)
+    return service.list_swaps(session, principal, filters, cursor=cursor, limit=limit)
 
 
 @router.get(

@@ -1,4 +1,5 @@
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -75,3 +76,16 @@ class SwapRead(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class SwapFilter:
+    """The query parameters of GET /v1/swaps."""
+
+    station_code: str | None = None
+    vin: str | None = None
+    battery_serial: str | None = None
+    outcome: SwapOutcome | None = None
+    reason_code: str | None = None
+    started_from: datetime | None = None
+    started_to: datetime | None = None

@@ -11,19 +11,59 @@ builds its statement and turns the row it returns into the answer or an error.
 
 import uuid
 
+import orjson
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.config import get_settings
 from app.core.db import Statements
-from app.core.errors import Forbidden
-from app.models import KeyRole, Station, SwapEvent, Vehicle
+from app.core.errors import Forbidden, problem_body
+from app.core.metrics import SWAPS
+from app.core.pagination import CursorTime, Page, decode_cursor, page_of
+from app.models import KeyRole, SwapEvent, SwapOutcome
 from app.models.base import utcnow
 from app.swaps import repository
-from app.swaps.exceptions import StationNotFound, SwapNotFound
-from app.swaps.schemas import SwapCreate, SwapRead
+from app.swaps.exceptions import REASON_STATUS, StationNotFound, SwapNotFound, SwapRejected
+from app.swaps.idempotency import StoredResponse, claim, request_fingerprint, store
+from app.swaps.schemas import SwapCreate, SwapFilter, SwapRead
 
 SWAP_WRITERS = (KeyRole.admin, KeyRole.operator)
+
+
+async def create_swap(
+    statements: Statements,
+    principal: Principal,
+    request: SwapCreate,
+    *,
+    idempotency_key: str | None,
+) -> tuple[StoredResponse, bool]:
+    """POST /v1/swaps: the response, and whether it replays the first request of this
+    Idempotency-Key. The claim, the swap and the stored response are three round trips of
+    the request's one transaction."""
+    fingerprint = request_fingerprint("POST", "/v1/swaps", request.model_dump(mode="json"))
+    if idempotency_key is not None:
+        stored = await claim(
+            statements,
+            api_key_id=principal.api_key_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        if stored is not None:
+            return stored, True
+
+    swap_read = await record_swap(statements, principal, request)
+    response = swap_response(swap_read)
+    if idempotency_key is not None:
+        await store(
+            statements,
+            api_key_id=principal.api_key_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            response=response,
+        )
+    SWAPS.labels(swap_read.outcome.value, swap_read.reason_code or "none").inc()
+    return response, False
 
 
 async def record_swap(
@@ -98,21 +138,48 @@ def to_read(row: repository.SwapRow) -> SwapRead:
 
 
 def read_swap(session: Session, principal: Principal, swap_id: uuid.UUID) -> SwapRead:
-    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
-    row = repository.get_swap_row(session, swap_id, viewer_oem_id=viewer_oem_id)
-    if row is None or not _visible(session, principal, row):
+    row = repository.get_swap_row(session, principal, swap_id)
+    if row is None:
         raise SwapNotFound(f"swap {swap_id} not found")
     return to_read(row)
 
 
-def _visible(session: Session, principal: Principal, row: repository.SwapRow) -> bool:
-    if principal.is_admin:
-        return True
-    swap: SwapEvent = row[0]
-    if principal.role is KeyRole.operator:
-        station = session.get(Station, swap.station_id)
-        return station is not None and station.operator_id == principal.organization_id
-    if swap.vehicle_id is None:
-        return False
-    vehicle = session.get(Vehicle, swap.vehicle_id)
-    return vehicle is not None and vehicle.oem_id == principal.organization_id
+# Newest first: the started_at and id of the last swap of the previous page.
+_SWAP_CURSOR = TypeAdapter(tuple[CursorTime, uuid.UUID])
+
+
+def list_swaps(
+    session: Session,
+    principal: Principal,
+    filters: SwapFilter,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[SwapRead]:
+    after = decode_cursor(cursor, _SWAP_CURSOR)
+    rows = repository.list_swap_rows(session, principal, filters, after=after, limit=limit + 1)
+    return page_of(
+        rows,
+        limit,
+        read=to_read,
+        key=lambda row: (row[0].started_at.isoformat(), str(row[0].id)),
+    )
+
+
+def swap_response(swap: SwapRead) -> StoredResponse:
+    """What the client gets, and what a replay of its Idempotency-Key gets again: the swap, or
+    a problem detail with the rejection's reason code and the recorded swap."""
+    payload = swap.model_dump(mode="json")
+    if swap.outcome is SwapOutcome.completed:
+        return StoredResponse(201, orjson.dumps(payload))
+    assert swap.reason_code is not None
+    status = REASON_STATUS.get(swap.reason_code, SwapRejected.status)
+    body = problem_body(
+        status,
+        swap.reason_code,
+        SwapRejected.title,
+        swap.detail,
+        swap_id=str(swap.id),
+        swap=payload,
+    )
+    return StoredResponse(status, orjson.dumps(body))

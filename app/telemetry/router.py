@@ -10,11 +10,8 @@ from app.core.pagination import Cursor, InvalidCursor, Limit, Page
 from app.telemetry import service
 from app.telemetry.schemas import (
     BatteryTelemetryKind,
-    CapacityRecordRead,
-    ChargingSampleRead,
     ChargingSessionRead,
     DeadLetterRead,
-    HealthRecordRead,
     VehicleTelemetryRead,
 )
 
@@ -36,12 +33,7 @@ _BATTERY_ACCESS = (
 )
 _READ_ERRORS = problem_responses(Unauthorized, NotFound, InvalidCursor, service.InvalidTimeRange)
 
-BatteryRecordRead = ChargingSampleRead | HealthRecordRead | CapacityRecordRead
-_READS: dict[BatteryTelemetryKind, type[BatteryRecordRead]] = {
-    BatteryTelemetryKind.charging: ChargingSampleRead,
-    BatteryTelemetryKind.health: HealthRecordRead,
-    BatteryTelemetryKind.capacity: CapacityRecordRead,
-}
+BatteryRecordRead = service.BatteryRecordRead
 
 
 @router.get(
@@ -60,14 +52,10 @@ def battery_telemetry(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[BatteryRecordRead]:
-    items, next_cursor = service.battery_telemetry(
+    return service.battery_telemetry(
         session, principal, serial=serial, kind=kind, start=from_, end=to, limit=limit,
         cursor=cursor,
     )  # fmt: skip
-    read = _READS[kind]
-    return Page[BatteryRecordRead](
-        items=[read.model_validate(i) for i in items], next_cursor=next_cursor
-    )
 
 
 @router.get(
@@ -85,11 +73,8 @@ def battery_charging_sessions(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[ChargingSessionRead]:
-    items, next_cursor = service.charging_sessions(
+    return service.charging_sessions(
         session, principal, serial=serial, start=from_, end=to, limit=limit, cursor=cursor
-    )
-    return Page[ChargingSessionRead](
-        items=[ChargingSessionRead.model_validate(i) for i in items], next_cursor=next_cursor
     )
 
 
@@ -107,11 +92,8 @@ def vehicle_telemetry(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[VehicleTelemetryRead]:
-    items, next_cursor = service.vehicle_telemetry(
+    return service.vehicle_telemetry(
         session, principal, vin=vin, start=from_, end=to, limit=limit, cursor=cursor
-    )
-    return Page[VehicleTelemetryRead](
-        items=[VehicleTelemetryRead.model_validate(i) for i in items], next_cursor=next_cursor
     )
 
 
@@ -129,18 +111,6 @@ def list_dead_letters(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[DeadLetterRead]:
-    items, next_cursor = service.dead_letters(
+    return service.dead_letters(
         session, principal, reason=reason, start=from_, end=to, limit=limit, cursor=cursor
     )
-    return Page[DeadLetterRead](
-        items=[
-            DeadLetterRead(
-                id=d.id, received_at=d.received_at, topic=d.topic, reason=d.reason,
-                detail=d.detail, record_index=d.record_index, station_code=d.station_code,
-                vin=d.vin, payload_bytes=d.payload_bytes,
-                payload=bytes(d.payload).decode("utf-8", errors="replace"),
-            )
-            for d in items
-        ],
-        next_cursor=next_cursor,
-    )  # fmt: skip

@@ -1,30 +1,35 @@
-"""Read-back of stored telemetry, scoped to what the caller's key may see."""
+"""Read-back of stored telemetry, scoped to what the caller's key may see
+(repository.may_read_battery, readable_records, may_read_vehicle, readable_dead_letters)."""
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
-from app.batteries import repository as battery_repo
 from app.core.errors import AppError, NotFound
-from app.core.pagination import CursorInt, CursorTime, decode_cursor, encode_cursor
+from app.core.keyset import AnyRow
+from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
 from app.models import (
     Battery,
     CapacityRecord,
     ChargingSample,
-    ChargingSession,
     DeadLetter,
     HealthRecord,
-    KeyRole,
-    Station,
     Vehicle,
-    VehicleTelemetry,
 )
 from app.telemetry import repository
-from app.telemetry.schemas import BatteryTelemetryKind
+from app.telemetry.schemas import (
+    BatteryTelemetryKind,
+    CapacityRecordRead,
+    ChargingSampleRead,
+    ChargingSessionRead,
+    DeadLetterRead,
+    HealthRecordRead,
+    VehicleTelemetryRead,
+)
 
 
 class InvalidTimeRange(AppError):
@@ -42,7 +47,7 @@ def check_range(start: datetime | None, end: datetime | None) -> None:
 
 
 def visible_battery(session: Session, principal: Principal, serial: str) -> Battery:
-    battery = session.scalar(select(Battery).where(Battery.serial == serial))
+    battery = repository.battery_by_serial(session, serial)
     # Out of scope looks exactly like absent, so that serials do not leak across companies.
     if battery is None or not repository.may_read_battery(session, principal, battery):
         raise NotFound(f"battery {serial!r} not found")
@@ -50,11 +55,8 @@ def visible_battery(session: Session, principal: Principal, serial: str) -> Batt
 
 
 def visible_vehicle(session: Session, principal: Principal, vin: str) -> Vehicle:
-    vehicle = session.scalar(select(Vehicle).where(Vehicle.vin == vin))
-    if vehicle is None or not (
-        principal.is_admin
-        or (principal.role is KeyRole.oem and vehicle.oem_id == principal.organization_id)
-    ):
+    vehicle = repository.vehicle_by_vin(session, vin)
+    if vehicle is None or not repository.may_read_vehicle(principal, vehicle):
         raise NotFound(f"vehicle {vin!r} not found")
     return vehicle
 
@@ -68,33 +70,26 @@ def _cursor_time(cursor: str | None) -> datetime | None:
     return None if values is None else values[0]
 
 
-def _page(
-    session: Session, query: Any, time_column: Any, limit: int, cursor: str | None
-) -> tuple[list[Any], str | None]:
-    after = _cursor_time(cursor)
-    if after is not None:
-        query = query.where(time_column > after)
-    rows = list(session.execute(query.order_by(time_column).limit(limit + 1)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(getattr(rows[-1][0], time_column.key).isoformat())
-    return rows, next_cursor
+def _time_key(time_attribute: str) -> Callable[[AnyRow], tuple[object, ...]]:
+    """The cursor of a time-ordered page: the time of its last record, as _cursor_time reads it."""
+    return lambda row: (getattr(row[0], time_attribute).isoformat(),)
 
 
-def _in_range(query: Any, column: Any, start: datetime | None, end: datetime | None) -> Any:
-    if start is not None:
-        query = query.where(column >= start)
-    if end is not None:
-        query = query.where(column < end)
-    return query
-
-
-_BATTERY_MODELS: dict[BatteryTelemetryKind, Any] = {
-    BatteryTelemetryKind.charging: ChargingSample,
-    BatteryTelemetryKind.health: HealthRecord,
-    BatteryTelemetryKind.capacity: CapacityRecord,
+BatteryRecordRead = ChargingSampleRead | HealthRecordRead | CapacityRecordRead
+_BATTERY_KINDS: dict[BatteryTelemetryKind, tuple[Any, type[BatteryRecordRead]]] = {
+    BatteryTelemetryKind.charging: (ChargingSample, ChargingSampleRead),
+    BatteryTelemetryKind.health: (HealthRecord, HealthRecordRead),
+    BatteryTelemetryKind.capacity: (CapacityRecord, CapacityRecordRead),
 }
+
+
+def _columns(record: Any) -> dict[str, Any]:
+    return {c.key: getattr(record, c.key) for c in record.__table__.columns}
+
+
+def _with_station(row: AnyRow) -> dict[str, Any]:
+    record, station_code = row
+    return {**_columns(record), "station_code": station_code}
 
 
 def battery_telemetry(
@@ -107,26 +102,27 @@ def battery_telemetry(
     end: datetime | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> Page[BatteryRecordRead]:
     check_range(start, end)
     battery = visible_battery(session, principal, serial)
-    model = _BATTERY_MODELS[kind]
-    query = (
-        select(model, Station.code)
-        .outerjoin(Station, Station.id == model.station_id)
-        .where(model.battery_serial == serial)
+    model, read = _BATTERY_KINDS[kind]
+    after = _cursor_time(cursor)
+    rows = repository.station_records(
+        session, principal, battery, model, start=start, end=end, after=after, limit=limit
     )
-    query = repository.readable_records(query, model.station_id, principal, battery)
-    rows, next_cursor = _page(
-        session, _in_range(query, model.ts, start, end), model.ts, limit, cursor
+    return page_of(
+        rows,
+        limit,
+        read=lambda row: read.model_validate(_with_station(row)),
+        key=_time_key("ts"),
     )
-    return [_with_station(record, code) for record, code in rows], next_cursor
 
 
-def _with_station(record: Any, station_code: str | None) -> dict[str, Any]:
-    values = {c.key: getattr(record, c.key) for c in record.__table__.columns}
-    values["station_code"] = station_code
-    return values
+def _vehicle_record_read(row: AnyRow) -> VehicleTelemetryRead:
+    record, readable_serial = row
+    return VehicleTelemetryRead.model_validate(
+        {**_columns(record), "battery_serial": readable_serial}
+    )
 
 
 def vehicle_telemetry(
@@ -138,24 +134,20 @@ def vehicle_telemetry(
     end: datetime | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> Page[VehicleTelemetryRead]:
     check_range(start, end)
     visible_vehicle(session, principal, vin)
-    viewer_oem_id = principal.organization_id if principal.role is KeyRole.oem else None
-    serial = battery_repo.readable_serial(VehicleTelemetry.battery_serial, viewer_oem_id)
-    query = _in_range(
-        select(VehicleTelemetry, serial).where(VehicleTelemetry.vin == vin),
-        VehicleTelemetry.ts,
-        start,
-        end,
+    after = _cursor_time(cursor)
+    rows = repository.vehicle_records(
+        session, principal, vin, start=start, end=end, after=after, limit=limit
     )
-    rows, next_cursor = _page(session, query, VehicleTelemetry.ts, limit, cursor)
-    items = []
-    for record, readable in rows:
-        values = {c.key: getattr(record, c.key) for c in record.__table__.columns}
-        values["battery_serial"] = readable
-        items.append(values)
-    return items, next_cursor
+    return page_of(rows, limit, read=_vehicle_record_read, key=_time_key("ts"))
+
+
+def _charging_session_read(row: AnyRow) -> ChargingSessionRead:
+    values = _with_station(row)
+    values["energy_kwh"] = row[0].energy_kwh
+    return ChargingSessionRead.model_validate(values)
 
 
 def charging_sessions(
@@ -167,23 +159,23 @@ def charging_sessions(
     end: datetime | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> Page[ChargingSessionRead]:
     check_range(start, end)
     battery = visible_battery(session, principal, serial)
-    query = (
-        select(ChargingSession, Station.code)
-        .outerjoin(Station, Station.id == ChargingSession.station_id)
-        .where(ChargingSession.battery_serial == serial)
+    after = _cursor_time(cursor)
+    rows = repository.charging_sessions(
+        session, principal, battery, start=start, end=end, after=after, limit=limit
     )
-    query = repository.readable_records(query, ChargingSession.station_id, principal, battery)
-    query = _in_range(query, ChargingSession.started_at, start, end)
-    rows, next_cursor = _page(session, query, ChargingSession.started_at, limit, cursor)
-    items = []
-    for record, code in rows:
-        values = _with_station(record, code)
-        values["energy_kwh"] = record.energy_kwh
-        items.append(values)
-    return items, next_cursor
+    return page_of(rows, limit, read=_charging_session_read, key=_time_key("started_at"))
+
+
+def _dead_letter_read(d: DeadLetter) -> DeadLetterRead:
+    return DeadLetterRead(
+        id=d.id, received_at=d.received_at, topic=d.topic, reason=d.reason,
+        detail=d.detail, record_index=d.record_index, station_code=d.station_code,
+        vin=d.vin, payload_bytes=d.payload_bytes,
+        payload=bytes(d.payload).decode("utf-8", errors="replace"),
+    )  # fmt: skip
 
 
 def dead_letters(
@@ -195,20 +187,16 @@ def dead_letters(
     end: datetime | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[DeadLetter], str | None]:
+) -> Page[DeadLetterRead]:
     check_range(start, end)
-    query = select(DeadLetter)
-    if not principal.is_admin:
-        # Operators see what their own stations sent; vehicle and unattributable dead
-        # letters are for admins.
-        own_codes = select(Station.code).where(Station.operator_id == principal.organization_id)
-        query = query.where(DeadLetter.station_code.in_(own_codes))
-    if reason is not None:
-        query = query.where(DeadLetter.reason == reason)
-    query = _in_range(query, DeadLetter.received_at, start, end)
     values = decode_cursor(cursor, _ID_CURSOR)
-    if values is not None:
-        query = query.where(DeadLetter.id > values[0])
-    rows = list(session.scalars(query.order_by(DeadLetter.id).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    rows = repository.dead_letters(
+        session,
+        principal,
+        reason=reason,
+        start=start,
+        end=end,
+        after_id=None if values is None else values[0],
+        limit=limit,
+    )
+    return page_of(rows, limit, read=_dead_letter_read, key=lambda d: (d.id,))

@@ -4,6 +4,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, exists, func, null, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from app.auth.service import Principal
 from app.batteries import repository as battery_repo
 from app.core.keyset import AnyRow, AnySelect, after_cursor
 from app.models import Battery, Organization, Vehicle, VehicleModel, vehicle_model_pack_types
@@ -31,6 +32,16 @@ def readable_vin(vin: VinColumn, viewer_oem_id: "battery_repo.ViewerOem") -> Vin
     return case((own, vin), else_=null())
 
 
+def readable_statement(principal: Principal) -> AnySelect:
+    """The vehicles a key may read, with their OEM's and model's codes and the installed
+    battery's serial as the key may read it: an OEM key its own vehicles (another OEM's is a
+    404, so its VIN does not leak); admin and operator keys (operators serve every OEM) all."""
+    statement = _vehicle_rows(principal.oem_scope)
+    if principal.oem_scope is not None:
+        statement = statement.where(Vehicle.oem_id == principal.oem_scope)
+    return statement
+
+
 def _vehicle_rows(viewer_oem_id: int | None) -> AnySelect:
     installed = battery_repo.readable_serial(Battery.serial, viewer_oem_id)
     return (
@@ -41,24 +52,20 @@ def _vehicle_rows(viewer_oem_id: int | None) -> AnySelect:
     )
 
 
-def vehicle_row(session: Session, vin: str, *, viewer_oem_id: int | None) -> AnyRow | None:
-    """The vehicle with its OEM's and model's codes and its installed battery's serial."""
-    query = _vehicle_rows(viewer_oem_id).where(Vehicle.vin == vin)
-    return session.execute(query).one_or_none()
+def vehicle_row(session: Session, principal: Principal, vin: str) -> AnyRow | None:
+    return session.execute(readable_statement(principal).where(Vehicle.vin == vin)).one_or_none()
 
 
 def list_vehicle_rows(
     session: Session,
+    principal: Principal,
     *,
-    oem_id: int | None,
     oem_code: str | None,
     model_code: str | None,
     cursor: str | None,
     limit: int,
 ) -> Sequence[AnyRow]:
-    statement = _vehicle_rows(oem_id)
-    if oem_id is not None:
-        statement = statement.where(Vehicle.oem_id == oem_id)
+    statement = readable_statement(principal)
     if oem_code is not None:
         statement = statement.where(Organization.code == oem_code)
     if model_code is not None:

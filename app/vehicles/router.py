@@ -44,10 +44,9 @@ def list_vehicles(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[VehicleRead]:
-    items, next_cursor = service.list_vehicles(
+    return service.list_vehicles(
         session, principal, oem_code=oem_code, model_code=model_code, cursor=cursor, limit=limit
     )
-    return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get(

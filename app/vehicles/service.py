@@ -5,8 +5,9 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.core.integrity import flush_or_raise
-from app.core.keyset import AnyRow, split_page
-from app.models import KeyRole, Vehicle, VehicleModel
+from app.core.keyset import AnyRow
+from app.core.pagination import Page, page_of
+from app.models import Vehicle, VehicleModel
 from app.vehicles import repository
 from app.vehicles.exceptions import (
     InstalledBatteryIncompatible,
@@ -16,10 +17,6 @@ from app.vehicles.exceptions import (
     VehicleNotFound,
 )
 from app.vehicles.schemas import VehicleCreate, VehicleRead, VehicleUpdate
-
-
-def _oem_scope(principal: Principal) -> int | None:
-    return principal.organization_id if principal.role is KeyRole.oem else None
 
 
 def _vehicle_read(row: AnyRow) -> VehicleRead:
@@ -42,9 +39,8 @@ def _resolve_model(session: Session, code: str) -> VehicleModel:
 
 
 def read_vehicle(session: Session, principal: Principal, vin: str) -> VehicleRead:
-    scope = _oem_scope(principal)
-    row = repository.vehicle_row(session, vin, viewer_oem_id=scope)
-    if row is None or (scope is not None and row[0].oem_id != scope):
+    row = repository.vehicle_row(session, principal, vin)
+    if row is None:
         raise VehicleNotFound(f"vehicle {vin!r} not found")
     return _vehicle_read(row)
 
@@ -57,17 +53,11 @@ def list_vehicles(
     model_code: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[VehicleRead], str | None]:
+) -> Page[VehicleRead]:
     rows = repository.list_vehicle_rows(
-        session,
-        oem_id=_oem_scope(principal),
-        oem_code=oem_code,
-        model_code=model_code,
-        cursor=cursor,
-        limit=limit,
+        session, principal, oem_code=oem_code, model_code=model_code, cursor=cursor, limit=limit
     )
-    page, next_cursor = split_page(rows, limit, lambda row: str(row[0].vin))
-    return [_vehicle_read(row) for row in page], next_cursor
+    return page_of(rows, limit, read=_vehicle_read, key=lambda row: (str(row[0].vin),))
 
 
 def create_vehicle(session: Session, principal: Principal, data: VehicleCreate) -> VehicleRead:
@@ -98,7 +88,7 @@ def update_vehicle(
             session, model.id, battery.pack_type_id
         ):
             # The battery may be another OEM's, whose serial an OEM key may not read.
-            readable = _oem_scope(principal) in (None, battery.oem_id)
+            readable = principal.oem_scope in (None, battery.oem_id)
             named = f" {battery.serial!r}" if readable else ""
             raise InstalledBatteryIncompatible(
                 f"model_code: {data.model_code!r} does not take the pack type of the "

@@ -1,6 +1,7 @@
 """OEM reports: scopes, parameters, fade-rate fit, passport and anomalies."""
 
 import csv
+import dataclasses
 import io
 import statistics
 from collections.abc import Callable, Iterator
@@ -17,12 +18,9 @@ from app.core import clock
 from app.core.config import get_settings
 from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, PackType
 from app.reports import repository as report_repo
-from app.reports.service import (
-    find_anomalies,
-    iter_battery_rows,
-    least_squares_slope,
-    refresh_recommendations,
-)
+from app.reports.anomalies import find_anomalies
+from app.reports.figures import least_squares_slope
+from app.reports.service import iter_battery_rows, refresh_recommendations
 from devices.contract import RecordKind
 from tests.fixtures import factories
 from tests.fixtures.factories import assert_problem, auth, walk_pages
@@ -441,12 +439,12 @@ def test_anomaly_inputs_equal_the_report_rows_bit_for_bit(
     end = start + timedelta(days=days)
     full = list(iter_battery_rows(session, report_repo.BatteryQuery(start, end)))
     slim = report_repo.anomaly_inputs(session, start, end)
-    assert [r["serial"] for r in slim] == [r["serial"] for r in full]
+    assert [r.serial for r in slim] == [r.serial for r in full]
     compared = 0
     for a, b in zip(slim, full, strict=True):
-        for column, value in a.items():
+        for column, value in dataclasses.asdict(a).items():
             # Exact equality, floats included.
-            assert value == b[column], (a["serial"], column, value, b[column])
+            assert value == getattr(b, column), (a.serial, column, value, getattr(b, column))
             compared += value is not None and value != 0
     assert compared > 0
     as_anomalies = [anomaly for _, anomaly in find_anomalies(slim)]

@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from app.core import clock
-from app.reports import svg
+from app.reports.render import svg
 from tests.fixtures.factories import auth
 from tests.fixtures.report_html_data import build_report_fleet, window
 from tests.fixtures.swap_world import build_swap_world

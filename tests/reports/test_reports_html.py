@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.reports import svg
+from app.reports.render import svg
 from tests.fixtures.factories import assert_problem, auth
 from tests.fixtures.report_html_data import HOSTILE, ReportFleet, build_report_fleet, window
 from tests.fixtures.swap_world import build_swap_world

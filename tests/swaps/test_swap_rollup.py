@@ -76,7 +76,7 @@ def record_swaps(client: TestClient, session: Session, world: SwapWorld) -> int:
 
 def oem_counts(session: Session, oem_id: int) -> dict[tuple[str, str], int]:
     rows = report_repository.swap_counts(session, oem_id, DAY_1, DAY_2)
-    return {(r["outcome"], r["reason_code"]): int(r["n"]) for r in rows}
+    return {(r.outcome, r.reason_code): int(r.n) for r in rows}
 
 
 def battery_swaps(session: Session, serials: list[str]) -> dict[tuple[str, str], Any]:

@@ -9,8 +9,16 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from app.reports.render.svg import (
+    BandPoint,
+    Bar,
+    band_chart,
+    bar_chart,
+    esc,
+    fmt,
+    horizontal_bar_chart,
+)
 from app.reports.schemas import Anomaly, FleetSummary, QuarantinedBattery, SohPercentiles
-from app.reports.svg import BandPoint, Bar, band_chart, bar_chart, esc, fmt, horizontal_bar_chart
 
 # Banned everything but inline styles and data: images; the page needs nothing else.
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
