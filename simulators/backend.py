@@ -18,7 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,9 @@ from devices.contract import (
     station_topic,
     vehicle_topic,
 )
-from devices.rest import SwapApiClient, SwapDeliveryError
+from devices.rest import SwapApiClient, SwapDeliveryError, SwapResult
 from simulators.catalog import BatteryEntry, FleetManifest
-from simulators.sinks import Record, SwapRequest, SwapResult
+from simulators.sinks import Record, SwapRequest
 
 log = logging.getLogger(__name__)
 
@@ -253,15 +253,20 @@ class RestSwapRecorder:
             result = self._client.record_swap(body, idempotency_key=request.idempotency_key)
         except SwapDeliveryError as exc:
             log.error("event=swap_undelivered key=%s error=%s", exc.idempotency_key, exc)
-            return SwapResult(False, reason_code="Undelivered")
+            return SwapResult(
+                False,
+                reason_code="Undelivered",
+                idempotency_key=exc.idempotency_key,
+                attempts=exc.attempts,
+            )
         if not result.accepted:
-            return SwapResult(False, reason_code=result.code or f"HTTP{result.status_code}")
-        installed = result.body.get("installed_battery_serial")
-        return SwapResult(
-            True,
-            str(installed) if installed else request.proposed_battery_serial,
-            swap_id=str(result.body.get("id")),
-        )
+            if result.reason_code is None:
+                return replace(result, reason_code=f"HTTP{result.status_code}")
+            return result
+        if result.installed_battery_serial is None:
+            # An answer that names no battery installed the one the station proposed.
+            return replace(result, installed_battery_serial=request.proposed_battery_serial)
+        return result
 
 
 class TooManyDeviceClients(RuntimeError):
