@@ -48,8 +48,6 @@ class Fleet:
     ) -> None:
         self.config = config
         self.sink = sink
-        self.recorder: SwapRecorder = swap_recorder or AcceptProposedSwaps()
-        self.truth = truth
         self.stats = FleetStats()
         self.engine = Engine(config, self.stats)
         self.start = self.engine.start
@@ -73,7 +71,7 @@ class Fleet:
         self._ground_truth = GroundTruth(config, self.engine, self.batteries, truth)
         self._swaps = SwapProtocol(
             config, self.engine, stations=self._stations, vehicles=self._vehicles,
-            recorder=self.recorder, reported_soh=self.reported_soh,
+            recorder=swap_recorder or AcceptProposedSwaps(), reported_soh=self.reported_soh,
             reported_cycles=self.reported_cycles, stats=self.stats,
         )  # fmt: skip
         self._stations.swaps = self._swaps
@@ -101,6 +99,25 @@ class Fleet:
     def _on_end(self, _: int) -> None:
         self._vehicles.flush_all()
         self._ground_truth.snapshot()
+
+    # The recorder and the truth sink may be swapped before a run (a restarted fleet records
+    # through the backend it registered with): they live where they are used.
+
+    @property
+    def recorder(self) -> SwapRecorder:
+        return self._swaps.recorder
+
+    @recorder.setter
+    def recorder(self, recorder: SwapRecorder) -> None:
+        self._swaps.recorder = recorder
+
+    @property
+    def truth(self) -> TruthSink | None:
+        return self._ground_truth.sink
+
+    @truth.setter
+    def truth(self, truth: TruthSink | None) -> None:
+        self._ground_truth.sink = truth
 
     # ---- time --------------------------------------------------------------------------------
 
