@@ -413,9 +413,9 @@ class SharedMqttSink:
     the number of messages awaiting PUBACK is bounded by the device client's flow control
     (devices.client.PublishWindow: paho's in-flight window, honouring the broker's Receive
     Maximum, plus a queue behind it), so memory stays flat and the producer slows down to the
-    broker's pace instead of piling up. Station status is state: published
-    retained at once, and each station is marked offline on close (one connection cannot carry
-    a Last Will per station).
+    broker's pace instead of piling up. Station status is state: published retained at once,
+    and each station is marked offline on close (one connection cannot carry a Last Will per
+    station).
     """
 
     def __init__(
