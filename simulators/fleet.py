@@ -45,6 +45,7 @@ class Fleet:
         *,
         swap_recorder: SwapRecorder | None = None,
         truth: TruthSink | None = None,
+        world_builder: type[WorldBuilder] = WorldBuilder,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -52,7 +53,8 @@ class Fleet:
         self.engine = Engine(config, self.stats)
         self.start = self.engine.start
         self.end = self.engine.end
-        self.world = WorldBuilder(config, self.start).build()
+        # A scenario with another layout of the world brings a WorldBuilder of its own.
+        self.world = world_builder(config, self.start).build()
         self.stations = self.world.stations
         self.vehicles = self.world.vehicles
         self.batteries = self.world.batteries

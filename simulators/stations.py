@@ -32,14 +32,30 @@ class SimSlot:
 
 
 class SimStation:
-    __slots__ = ("index", "code", "name", "lat", "lon", "slots", "waiting", "ticking")
+    __slots__ = (
+        "index", "code", "name", "lat", "lon", "power_kw", "charger_kw", "slots", "waiting",
+        "ticking",
+    )  # fmt: skip
 
-    def __init__(self, index: int, code: str, name: str, lat: float, lon: float) -> None:
+    def __init__(
+        self,
+        index: int,
+        code: str,
+        name: str,
+        lat: float,
+        lon: float,
+        *,
+        power_kw: float,
+        charger_kw: float,
+    ) -> None:
         self.index = index
         self.code = code
         self.name = name
         self.lat = lat
         self.lon = lon
+        # The station's grid budget, shared by its slots, and each slot's charger.
+        self.power_kw = power_kw
+        self.charger_kw = charger_kw
         self.slots: list[SimSlot] = []
         self.waiting: deque[int] = deque()
         self.ticking = False
@@ -102,8 +118,8 @@ class Stations:
         charging = [s for s in station.slots if s.charging and s.battery is not None]
         # Power goes first to the packs closest to ready: they are the ones drivers wait for.
         charging.sort(key=lambda s: -s.battery.soc_pct if s.battery else 0.0)
-        budget = cfg.station_power_kw
-        charger_kw = cfg.charger_kw
+        budget = station.power_kw
+        charger_kw = station.charger_kw
         target = cfg.target_soc_pct
         ts = engine.ts(now)
         records: list[Record] = []

@@ -123,7 +123,10 @@ class WorldBuilder:
         for i in range(cfg.stations):
             code = f"{cfg.prefix}-st{i + 1:03d}"
             lat, lon = self.random_point(rng, cfg.radius_km)
-            station = SimStation(i, code, f"Swap station {i + 1}", lat, lon)
+            station = SimStation(
+                i, code, f"Swap station {i + 1}", lat, lon,
+                power_kw=cfg.station_power_kw, charger_kw=cfg.charger_kw,
+            )  # fmt: skip
             station.slots = [SimSlot(n + 1) for n in range(cfg.slots_per_station)]
             self.world.stations.append(station)
             self.world.manifest.stations.append(
@@ -135,7 +138,7 @@ class WorldBuilder:
                     round(lon, 6),
                     cfg.timezone,
                     cfg.target_soc_pct,
-                    cfg.slots_per_station,
+                    len(station.slots),
                 )
             )
 
@@ -230,9 +233,8 @@ class WorldBuilder:
             demand = dict.fromkeys(self.packs, 1.0)
             first_oem = f"{cfg.prefix}-{self.catalog.oems[0].key}"
             oems_of_pack = {key: [first_oem] for key in self.packs}
-        stock = max(0, cfg.slots_per_station - 1)
-        counts = apportion(demand, stock)
         for station in world.stations:
+            counts = apportion(demand, max(0, len(station.slots) - 1))
             number = 0
             for key in sorted(counts):
                 for _ in range(counts[key]):

@@ -1,5 +1,7 @@
 """The world a fleet is built from comes from its config's catalog, not from fixed tables."""
 
+import random
+from collections import defaultdict
 from dataclasses import replace
 
 from devices.contract import RecordKind, validate_record
@@ -7,6 +9,7 @@ from simulators.battery import PackSpec
 from simulators.catalog import TWO_AND_THREE_WHEELERS, Catalog, OemSpec, VehicleModelSpec
 from simulators.fleet import Fleet, FleetConfig
 from simulators.sinks import InMemorySink
+from simulators.world import WorldBuilder
 
 VAN_PACK = PackSpec(
     code="lfp96-100", name="LFP 96 V 100 Ah van pack",
@@ -51,3 +54,25 @@ def test_the_default_catalog_is_the_two_and_three_wheeler_one() -> None:
     )  # fmt: skip
     assert default.manifest == explicit.manifest
     assert len(default.manifest.pack_types) == len(TWO_AND_THREE_WHEELERS.packs) == 3
+
+
+class OneWeakStation(WorldBuilder):
+    """The first station gets only one charger's worth of grid power."""
+
+    def build_stations(self, rng: random.Random) -> None:
+        super().build_stations(rng)
+        self.world.stations[0].power_kw = self.config.charger_kw
+
+
+def test_each_station_charges_within_its_own_power_budget() -> None:
+    config = FleetConfig(stations=2, vehicles=30, days=1.0, seed=8, slots_per_station=8)
+    sink = InMemorySink()
+    fleet = Fleet(config, sink, world_builder=OneWeakStation)
+    fleet.run()
+
+    power: dict[tuple[str, str], float] = defaultdict(float)
+    for code, record in sink.records[RecordKind.charging]:
+        power[(code, str(record["ts"]))] += float(record["power_kw"])
+    weak, strong = (s.code for s in fleet.stations)
+    assert max(p for (code, _), p in power.items() if code == weak) <= config.charger_kw + 0.01
+    assert max(p for (code, _), p in power.items() if code == strong) > 2 * config.charger_kw
