@@ -153,6 +153,117 @@ class PublishOptions:
             raise ValueError("inflight_window must be at least 1")
 
 
+# paho's answers to publish() that mean the message is queued: MQTT_ERR_NO_CONN with QoS 1
+# still means "queued", and paho sends it after reconnecting.
+PUBLISH_QUEUED = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
+
+class PublishStalled(RuntimeError):
+    """The broker acknowledged nothing for too long while the window was full."""
+
+
+class PublishWindow:
+    """QoS 1 flow control of one paho connection: how many messages may have been handed to
+    paho and not yet acknowledged.
+
+    paho puts at most `inflight_window` messages on the wire (its max_inflight_messages) and
+    queues the rest; `max_unacked` bounds the two together (by default the window itself, so
+    nothing waits in paho's queue). A broker accepts at most its Receive Maximum
+    unacknowledged (Mosquitto's max_inflight_messages, 20 by default) and drops a connection
+    that exceeds it; paho cannot change its window once connected, so a broker announcing less
+    than the window is honoured by handing paho no more than that. The publisher counts a
+    message with handed_over() before publish() (its PUBACK may arrive before publish()
+    returns), withdraws it if paho refuses it, and reports each PUBACK to acknowledged().
+    Thread-safe.
+    """
+
+    def __init__(self, inflight_window: int, max_unacked: int | None = None) -> None:
+        self.inflight_window = max(1, inflight_window)
+        self.max_unacked = max(1, self.inflight_window if max_unacked is None else max_unacked)
+        self._limit = self.max_unacked
+        self._progress = threading.Condition()
+        self.handed = 0
+        self.acked = 0
+        self.rejected = 0
+
+    def configure(self, client: mqtt.Client) -> None:
+        """Set paho's in-flight window, before the client connects."""
+        client.max_inflight_messages_set(self.inflight_window)
+
+    def connected(self, properties: Properties | None) -> int:
+        """Apply the Receive Maximum of the broker's CONNACK; returns it (65,535, the
+        protocol's maximum, when the broker announces none, as under MQTT 3.1.1)."""
+        receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 65_535)
+        with self._progress:
+            self._limit = (
+                self.max_unacked
+                if receive_maximum >= self.inflight_window
+                else min(self.max_unacked, receive_maximum)
+            )
+        return receive_maximum
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def unacked(self) -> int:
+        return self.handed - self.acked - self.rejected
+
+    @property
+    def room(self) -> int:
+        with self._progress:
+            return self._limit - self.unacked
+
+    def handed_over(self) -> None:
+        with self._progress:
+            self.handed += 1
+
+    def withdrawn(self) -> None:
+        with self._progress:
+            self.handed -= 1
+
+    def acknowledged(self, reason_code: ReasonCode) -> None:
+        """A PUBACK: a failure reason code counts as rejected (resending would be refused
+        again, typically an ACL denial)."""
+        with self._progress:
+            if reason_code.is_failure:
+                self.rejected += 1
+            else:
+                self.acked += 1
+            self._progress.notify_all()
+
+    def wait_for_room(self, *, stall_timeout_s: float, deadline: float | None = None) -> None:
+        """Block while the window is full; raises PublishStalled when no PUBACK came for
+        stall_timeout_s, or at deadline (time.monotonic())."""
+        with self._progress:
+            last_acked = self.acked
+            stalled_since = time.monotonic()
+            while self.unacked >= self._limit:
+                now = time.monotonic()
+                if self.acked != last_acked:
+                    last_acked, stalled_since = self.acked, now
+                if now - stalled_since > stall_timeout_s:
+                    raise PublishStalled(
+                        f"no PUBACK for {stall_timeout_s:.0f} s with "
+                        f"{self.unacked} messages unacknowledged"
+                    )
+                if deadline is not None and now >= deadline:
+                    raise PublishStalled(f"{self.unacked} messages still unacknowledged")
+                self._progress.wait(0.5)
+
+    def wait_acked(self, timeout: float) -> bool:
+        """True once every message handed over was acknowledged (or rejected)."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.unacked > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class ClientStats:
     connected: bool
@@ -182,6 +293,8 @@ class DeviceClient:
         self._options = options or PublishOptions()
         self._status_topic = status_topic
         self._outbox = Outbox(outbox_path, synchronous=self._options.outbox_synchronous)
+        # Counts the outbox's messages only: a status bypasses the outbox and the window.
+        self._window = PublishWindow(self._options.inflight_window)
 
         self._mqtt = broker.new_client(client_id)
         self._configure_mqtt()
@@ -194,14 +307,11 @@ class DeviceClient:
         # on_publish runs inside paho's message lock, so it only records the ack here and
         # never touches the outbox or anything the sender holds while calling publish().
         self._acks: deque[tuple[int, ReasonCode]] = deque()
-        self._receive_maximum = self._options.inflight_window
 
         # Owned by the sender thread.
         self._inflight: dict[int, int] = {}  # paho mid -> outbox message id
         self._last_dispatched = 0
         self._max_inflight_seen = 0
-        self._acked = 0
-        self._rejected = 0
         self._refusals = 0
 
         # Producers and the sealer agree on what is pending under this lock.
@@ -267,7 +377,7 @@ class DeviceClient:
         self._broker.configure(self._mqtt)
         if self._status_topic is not None:
             self._mqtt.will_set(self._status_topic, OFFLINE_WILL, qos=1, retain=True)
-        self._mqtt.max_inflight_messages_set(options.inflight_window)
+        self._window.configure(self._mqtt)
         self._mqtt.max_queued_messages_set(
             options.paho_max_queued
             if options.paho_max_queued is not None
@@ -375,8 +485,8 @@ class DeviceClient:
             outbox_messages=outbox.messages,
             inflight=len(self._inflight),
             max_inflight_seen=self._max_inflight_seen,
-            acked_messages=self._acked,
-            rejected_messages=self._rejected,
+            acked_messages=self._window.acked,
+            rejected_messages=self._window.rejected,
             publish_refusals=self._refusals,
         )
 
@@ -400,15 +510,12 @@ class DeviceClient:
         if reason_code.is_failure:
             log.warning("event=mqtt_connect_refused reason=%s", reason_code)
             return
-        receive_maximum = getattr(properties, "ReceiveMaximum", None)
-        self._receive_maximum = min(
-            self._options.inflight_window, int(receive_maximum or self._options.inflight_window)
-        )
+        self._window.connected(properties)
         log.info(
             "event=mqtt_connected host=%s port=%s receive_maximum=%s",
             self._broker.host,
             self._broker.port,
-            self._receive_maximum,
+            self._window.limit,
         )
         if self._status_topic is not None:
             status = dict(self._status or {})
@@ -467,6 +574,7 @@ class DeviceClient:
             message_id = self._inflight.pop(mid, None)
             if message_id is None:
                 continue  # a status message, which is not in the outbox
+            self._window.acknowledged(reason_code)
             if reason_code.is_failure:
                 # Resending would be refused again (typically an ACL denial): park it.
                 log.error(
@@ -478,8 +586,6 @@ class DeviceClient:
                 acked.append(message_id)
         if acked:
             self._outbox.acknowledge(acked)
-            self._acked += len(acked)
-        self._rejected += rejected
         if acked or rejected:
             with self._progress:
                 self._progress.notify_all()
@@ -510,18 +616,19 @@ class DeviceClient:
 
     def _dispatch(self) -> None:
         while self._connected.is_set() and not self._stopping.is_set():
-            room = self._receive_maximum - len(self._inflight)
+            room = self._window.room
             if room <= 0:
                 return
             messages = self._outbox.messages_after(self._last_dispatched, room)
             if not messages:
                 return
             for message in messages:
+                self._window.handed_over()
                 info = self._mqtt.publish(
                     message.topic, message.payload, qos=1, retain=message.retain
                 )
-                # MQTT_ERR_NO_CONN with QoS 1 still means "queued": paho sends it on reconnect.
-                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                if info.rc not in PUBLISH_QUEUED:
+                    self._window.withdrawn()
                     self._refusals += 1
                     log.debug(
                         "event=mqtt_publish_refused rc=%s message_id=%s",
@@ -538,7 +645,7 @@ class DeviceClient:
     def _send_status(self, document: Mapping[str, Any]) -> mqtt.MQTTMessageInfo | None:
         assert self._status_topic is not None
         info = self._mqtt.publish(self._status_topic, orjson.dumps(document), qos=1, retain=True)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+        if info.rc not in PUBLISH_QUEUED:
             log.warning("event=status_publish_refused rc=%s", mqtt.error_string(info.rc))
             return None
         return info

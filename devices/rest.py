@@ -28,22 +28,52 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class SwapResult:
-    status_code: int
-    body: dict[str, Any]
-    idempotency_key: str
-    attempts: int
+    """What became of one swap: the API's answer, and what a simulated fleet acts on (its
+    stand-in backends build one without an HTTP exchange)."""
+
+    accepted: bool
+    installed_battery_serial: str | None = None
+    # The problem's stable code (the rejection reason) when the swap was not accepted.
+    reason_code: str | None = None
+    swap_id: str | None = None
+    # The HTTP exchange behind it, when there was one.
+    status_code: int | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    attempts: int = 0
     # The server answered from its idempotency store: an earlier attempt had been recorded.
     replayed: bool = False
 
-    @property
-    def accepted(self) -> bool:
-        return 200 <= self.status_code < 300
+    @classmethod
+    def from_response(
+        cls,
+        status_code: int,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str,
+        attempts: int,
+        replayed: bool,
+    ) -> SwapResult:
+        accepted = 200 <= status_code < 300
+        installed = body.get("installed_battery_serial") if accepted else None
+        swap_id = body.get("id") if accepted else None
+        code = None if accepted else body.get("code")
+        return cls(
+            accepted=accepted,
+            installed_battery_serial=str(installed) if installed else None,
+            reason_code=str(code) if code is not None else None,
+            swap_id=str(swap_id) if swap_id is not None else None,
+            status_code=status_code,
+            body=body,
+            idempotency_key=idempotency_key,
+            attempts=attempts,
+            replayed=replayed,
+        )
 
     @property
     def code(self) -> str | None:
-        """The problem's stable code (the rejection reason) when the swap was not accepted."""
-        value = self.body.get("code")
-        return str(value) if value is not None and not self.accepted else None
+        """reason_code under the name the API's problem details give it."""
+        return self.reason_code
 
 
 class SwapDeliveryError(Exception):
@@ -108,9 +138,9 @@ class SwapApiClient:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code not in RETRYABLE_STATUS:
-                    return SwapResult(
-                        status_code=response.status_code,
-                        body=_json_body(response),
+                    return SwapResult.from_response(
+                        response.status_code,
+                        _json_body(response),
                         idempotency_key=key,
                         attempts=attempt,
                         replayed=response.headers.get("Idempotent-Replayed") == "true",

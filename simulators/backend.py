@@ -18,7 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,17 @@ from typing import Any
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devices.client import BrokerSettings, DeviceClient, PublishOptions
+from devices.client import (
+    PUBLISH_QUEUED,
+    BrokerSettings,
+    DeviceClient,
+    PublishOptions,
+    PublishStalled,
+    PublishWindow,
+)
 from devices.contract import (
     DEFAULT_TOPIC_PREFIX,
     MAX_RECORDS_PER_MESSAGE,
@@ -38,9 +44,9 @@ from devices.contract import (
     station_topic,
     vehicle_topic,
 )
-from devices.rest import SwapApiClient, SwapDeliveryError
+from devices.rest import SwapApiClient, SwapDeliveryError, SwapResult
 from simulators.catalog import BatteryEntry, FleetManifest
-from simulators.sinks import Record, SwapRequest, SwapResult
+from simulators.sinks import Record, SwapRequest
 
 log = logging.getLogger(__name__)
 
@@ -253,15 +259,20 @@ class RestSwapRecorder:
             result = self._client.record_swap(body, idempotency_key=request.idempotency_key)
         except SwapDeliveryError as exc:
             log.error("event=swap_undelivered key=%s error=%s", exc.idempotency_key, exc)
-            return SwapResult(False, reason_code="Undelivered")
+            return SwapResult(
+                False,
+                reason_code="Undelivered",
+                idempotency_key=exc.idempotency_key,
+                attempts=exc.attempts,
+            )
         if not result.accepted:
-            return SwapResult(False, reason_code=result.code or f"HTTP{result.status_code}")
-        installed = result.body.get("installed_battery_serial")
-        return SwapResult(
-            True,
-            str(installed) if installed else request.proposed_battery_serial,
-            swap_id=str(result.body.get("id")),
-        )
+            if result.reason_code is None:
+                return replace(result, reason_code=f"HTTP{result.status_code}")
+            return result
+        if result.installed_battery_serial is None:
+            # An answer that names no battery installed the one the station proposed.
+            return replace(result, installed_battery_serial=request.proposed_battery_serial)
+        return result
 
 
 class TooManyDeviceClients(RuntimeError):
@@ -376,10 +387,6 @@ class MqttDeviceSink:
         return len(self._clients)
 
 
-class PublishStalled(RuntimeError):
-    """The broker acknowledged nothing for too long while the window was full."""
-
-
 @dataclass
 class SharedSinkStats:
     messages_published: int = 0
@@ -403,11 +410,12 @@ class SharedMqttSink:
     a simulator only needs the records on the right topics. On a broker with per-device ACLs
     this connection needs a credential allowed to publish on every device topic (an admin or
     simulator account). Records are grouped per topic into messages of up to batch_records;
-    the number of messages awaiting PUBACK is bounded (paho's in-flight window, set from the
-    broker's Receive Maximum, plus a queue behind it), so memory stays flat and the producer
-    slows down to the broker's pace instead of piling up. Station status is state: published
-    retained at once, and each station is marked offline on close (one connection cannot carry
-    a Last Will per station).
+    the number of messages awaiting PUBACK is bounded by the device client's flow control
+    (devices.client.PublishWindow: paho's in-flight window, honouring the broker's Receive
+    Maximum, plus a queue behind it), so memory stays flat and the producer slows down to the
+    broker's pace instead of piling up. Station status is state: published retained at once,
+    and each station is marked offline on close (one connection cannot carry a Last Will per
+    station).
     """
 
     def __init__(
@@ -427,10 +435,7 @@ class SharedMqttSink:
         self._broker = broker
         self._prefix = prefix
         self._batch_records = batch_records
-        self._max_unacked = max(1, max_unacked_messages)
-        self._inflight_window = max(1, inflight_window)
-        # Lowered on connect if the broker's Receive Maximum is below paho's window.
-        self._room = self._max_unacked
+        self._window = PublishWindow(inflight_window, max_unacked_messages)
         self._stall_timeout_s = stall_timeout_s
         # Records wait encoded: hundreds of thousands of live dicts would make every garbage
         # collection pass walk them all.
@@ -440,16 +445,16 @@ class SharedMqttSink:
         self._status_min_interval_s = status_min_interval_s
         self._status_sent_at: dict[str, float] = {}
         self._status_pending: dict[str, Record] = {}
-        self._progress = threading.Condition()
         self._connected = threading.Event()
         self._refused: str | None = None
-        self.stats = SharedSinkStats()
+        self._bytes_published = 0
+        self._statuses_superseded = 0
+        self._records_published: dict[str, int] = defaultdict(int)
         self._mqtt = broker.new_client(client_id or f"swapfleet-sim-{uuid.uuid4().hex[:12]}")
         broker.configure(self._mqtt)
-        # paho cannot change its window once connected: 20 is Mosquitto's default Receive
-        # Maximum; a broker announcing less is honoured in _on_connect by publishing less.
-        self._mqtt.max_inflight_messages_set(self._inflight_window)
-        # Unbounded in paho; bounded here, by max_unacked_messages, where refusal can wait.
+        # 20, the default, is Mosquitto's default Receive Maximum.
+        self._window.configure(self._mqtt)
+        # Unbounded in paho; bounded by the window's max_unacked, where the producer can wait.
         self._mqtt.max_queued_messages_set(0)
         self._mqtt.reconnect_delay_set(1, 30)
         self._mqtt.on_connect = self._on_connect
@@ -479,7 +484,7 @@ class SharedMqttSink:
         """Publish what is buffered, mark stations offline, wait for every PUBACK; True if all
         were acknowledged within timeout. Never waits longer than timeout."""
         if not self._started:
-            return self.stats.unacked == 0
+            return self._window.unacked == 0
         deadline = time.monotonic() + timeout
         complete = False
         try:
@@ -501,7 +506,7 @@ class SharedMqttSink:
             self._mqtt.loop_stop()
             self._started = False
         if not complete:
-            log.error("event=sim_publish_incomplete unacked_messages=%d", self.stats.unacked)
+            log.error("event=sim_publish_incomplete unacked_messages=%d", self._window.unacked)
         return complete
 
     def __enter__(self) -> SharedMqttSink:
@@ -545,8 +550,8 @@ class SharedMqttSink:
         # five-minute heartbeats come thousands of times a second: send at most one per
         # status_min_interval_s, the latest, and hold the rest back for flush_buffers().
         if topic in self._status_pending:
-            self.stats.statuses_superseded += 1
-        self.stats.statuses_superseded += len(records) - 1
+            self._statuses_superseded += 1
+        self._statuses_superseded += len(records) - 1
         latest = records[-1]
         now = time.monotonic()
         if now - self._status_sent_at.get(topic, -math.inf) >= self._status_min_interval_s:
@@ -558,17 +563,23 @@ class SharedMqttSink:
     def _send_status(self, topic: str, status: Record, *, deadline: float | None = None) -> None:
         self._status_sent_at[topic] = time.monotonic()
         self._send(topic, orjson.dumps(status), retain=True, deadline=deadline)
-        self.stats.records_published[RecordKind.status.value] += 1
+        self._records_published[RecordKind.status.value] += 1
 
     def wait_acked(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._progress:
-            while self.stats.unacked > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._progress.wait(min(remaining, 0.5))
-        return True
+        return self._window.wait_acked(timeout)
+
+    @property
+    def stats(self) -> SharedSinkStats:
+        """A snapshot of what was published and acknowledged so far."""
+        window = self._window
+        return SharedSinkStats(
+            messages_published=window.handed,
+            messages_acked=window.acked,
+            messages_rejected=window.rejected,
+            bytes_published=self._bytes_published,
+            statuses_superseded=self._statuses_superseded,
+            records_published=defaultdict(int, self._records_published),
+        )
 
     def pending_records(self) -> int:
         return sum(len(b) for b in self._buffers.values())
@@ -592,43 +603,21 @@ class SharedMqttSink:
             # The contract's shapes: a bare record alone, {"records": [...]} for several.
             payload = chunk[0] if len(chunk) == 1 else b'{"records":[' + b",".join(chunk) + b"]}"
             self._send(topic, payload, retain=False, deadline=deadline)
-            self.stats.records_published[kind.value] += len(chunk)
+            self._records_published[kind.value] += len(chunk)
 
     def _send(
         self, topic: str, payload: bytes, *, retain: bool, deadline: float | None = None
     ) -> None:
         if not self._started:
             raise RuntimeError("SharedMqttSink.start() was not called")
-        self._wait_for_room(deadline)
-        # Counted before publish(): the PUBACK may arrive before publish() returns.
-        with self._progress:
-            self.stats.messages_published += 1
-            self.stats.bytes_published += len(payload)
-        # Never called under self._progress: paho calls on_publish holding its own lock.
+        self._window.wait_for_room(stall_timeout_s=self._stall_timeout_s, deadline=deadline)
+        self._window.handed_over()
+        # Never called holding the window's lock: paho calls on_publish holding its own.
         info = self._mqtt.publish(topic, payload, qos=1, retain=retain)
-        # MQTT_ERR_NO_CONN with QoS 1 still means queued: paho sends it after reconnecting.
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            with self._progress:
-                self.stats.messages_published -= 1
-                self.stats.bytes_published -= len(payload)
+        if info.rc not in PUBLISH_QUEUED:
+            self._window.withdrawn()
             raise RuntimeError(f"paho refused a publish on {topic}: {mqtt.error_string(info.rc)}")
-
-    def _wait_for_room(self, deadline: float | None) -> None:
-        with self._progress:
-            last_acked = self.stats.messages_acked
-            stalled_since = time.monotonic()
-            while self.stats.unacked >= self._room:
-                now = time.monotonic()
-                if self.stats.messages_acked != last_acked:
-                    last_acked, stalled_since = self.stats.messages_acked, now
-                if now - stalled_since > self._stall_timeout_s:
-                    raise PublishStalled(
-                        f"no PUBACK for {self._stall_timeout_s:.0f} s with "
-                        f"{self.stats.unacked} messages unacknowledged"
-                    )
-                if deadline is not None and now >= deadline:
-                    raise PublishStalled(f"{self.stats.unacked} messages still unacknowledged")
-                self._progress.wait(0.5)
+        self._bytes_published += len(payload)
 
     # ---- paho callbacks (network thread) -----------------------------------------------------
 
@@ -644,18 +633,11 @@ class SharedMqttSink:
             self._refused = str(reason_code)
             log.warning("event=sim_mqtt_connect_refused reason=%s", reason_code)
             return
-        # Exceeding the broker's Receive Maximum is a protocol error that drops the connection.
-        receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 65_535)
-        with self._progress:
-            self._room = (
-                self._max_unacked
-                if receive_maximum >= self._inflight_window
-                else min(self._max_unacked, receive_maximum)
-            )
+        receive_maximum = self._window.connected(properties)
         log.info(
             "event=sim_mqtt_connected receive_maximum=%d unacked_limit=%d",
             receive_maximum,
-            self._room,
+            self._window.limit,
         )
         self._connected.set()
 
@@ -679,13 +661,9 @@ class SharedMqttSink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        with self._progress:
-            if reason_code.is_failure:
-                self.stats.messages_rejected += 1
-                log.error("event=sim_publish_rejected mid=%d reason=%s", mid, reason_code)
-            else:
-                self.stats.messages_acked += 1
-            self._progress.notify_all()
+        if reason_code.is_failure:
+            log.error("event=sim_publish_rejected mid=%d reason=%s", mid, reason_code)
+        self._window.acknowledged(reason_code)
 
 
 def _kind_of_topic(topic: str) -> RecordKind:

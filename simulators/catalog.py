@@ -68,6 +68,24 @@ VEHICLE_MODEL_SPECS: tuple[VehicleModelSpec, ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The packs, makers and vehicle models a fleet is built from; a scenario brings its own.
+
+    Order matters: the world is drawn from it in this order, so the same catalog and seed give
+    the same fleet.
+    """
+
+    packs: tuple[PackSpec, ...]
+    oems: tuple[OemSpec, ...]
+    vehicle_models: tuple[VehicleModelSpec, ...]
+
+    def pack_specs(self) -> dict[str, PackSpec]:
+        return {pack.code: pack for pack in self.packs}
+
+
+TWO_AND_THREE_WHEELERS = Catalog(tuple(PACK_SPECS.values()), OEM_SPECS, VEHICLE_MODEL_SPECS)
+
 # ---- the manifest: what a backend must know before the first swap -------------------------
 
 

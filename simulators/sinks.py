@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from devices.contract import RecordKind
+from devices.rest import SwapResult as SwapResult  # re-exported: recorders answer with it
 from simulators.catalog import FleetManifest
 
 Record = dict[str, Any]
@@ -38,14 +39,6 @@ class SwapRequest:
     started_at: str
     finished_at: str
     idempotency_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class SwapResult:
-    accepted: bool
-    installed_battery_serial: str | None = None
-    reason_code: str | None = None
-    swap_id: str | None = None
 
 
 class RecordSink(Protocol):

@@ -1,0 +1,273 @@
+"""Building a fleet's world from its config and catalog: organizations, stations, vehicles and
+their batteries, the stocked slots, and the manifest a backend registers before the first swap.
+
+Every random draw comes from a generator seeded from the run's seed and a name (the fleet's,
+a VIN, a battery serial), in a fixed order, so a seed gives the same world. A scenario with
+other vehicles brings its own Catalog (simulators.catalog); one with another layout overrides
+a step of WorldBuilder.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from simulators.battery import Battery, BatteryTraits, PackSpec
+from simulators.catalog import (
+    BatteryEntry,
+    FleetManifest,
+    OrganizationEntry,
+    PackTypeEntry,
+    StationEntry,
+    VehicleEntry,
+    VehicleModelEntry,
+)
+from simulators.config import FleetConfig
+from simulators.stations import SimSlot, SimStation
+from simulators.vehicles import SimVehicle
+
+
+@dataclass
+class World:
+    stations: list[SimStation] = field(default_factory=list)
+    vehicles: list[SimVehicle] = field(default_factory=list)
+    batteries: list[Battery] = field(default_factory=list)
+    # What the backend knows of each battery (the last reported readings), which is what
+    # the station's choice of a battery goes by.
+    reported_soh: dict[str, float] = field(default_factory=dict)
+    reported_cycles: dict[str, float] = field(default_factory=dict)
+    manifest: FleetManifest = field(default_factory=FleetManifest)
+    # Stocked slots whose pack is not full, in stocking order: they charge from the start.
+    charging_from_start: list[tuple[SimStation, SimSlot]] = field(default_factory=list)
+
+
+class WorldBuilder:
+    def __init__(self, config: FleetConfig, start: int) -> None:
+        self.config = config
+        self.start = start
+        self.catalog = config.catalog
+        self.packs = config.catalog.pack_specs()
+        self.world = World()
+        self._manufactured: dict[str, date] = {}
+
+    def rng(self, name: str) -> random.Random:
+        return random.Random(f"{self.config.seed}:{name}")
+
+    def codes(self) -> dict[str, str]:
+        p = self.config.prefix
+        return {"operator": f"{p}-ops", "owner": f"{p}-bank"}
+
+    def build(self) -> World:
+        rng = self.rng("fleet")
+        self.add_organizations()
+        self.add_pack_types()
+        self.add_vehicle_models()
+        self.build_stations(rng)
+        self.build_vehicles(rng)
+        self.stock_stations(rng)
+        return self.world
+
+    # ---- the catalog, as the backend will know it ----------------------------------------------
+
+    def add_organizations(self) -> None:
+        p = self.config.prefix
+        codes = self.codes()
+        orgs = self.world.manifest.organizations
+        orgs.append(OrganizationEntry(codes["operator"], f"{p} swap network", "operator"))
+        orgs.append(OrganizationEntry(codes["owner"], f"{p} battery bank", "owner"))
+        for oem in self.catalog.oems:
+            orgs.append(OrganizationEntry(f"{p}-{oem.key}", oem.name, "oem"))
+
+    def add_pack_types(self) -> None:
+        p = self.config.prefix
+        for key, spec in self.packs.items():
+            self.world.manifest.pack_types.append(
+                PackTypeEntry(
+                    f"{p}-{key}",
+                    spec.name,
+                    spec.chemistry,
+                    round(spec.nominal_energy_kwh, 3),
+                    round(spec.nominal_capacity_ah, 3),
+                    round(spec.nominal_voltage_v, 3),
+                )
+            )
+
+    def add_vehicle_models(self) -> None:
+        p = self.config.prefix
+        for model in self.catalog.vehicle_models:
+            self.world.manifest.vehicle_models.append(
+                VehicleModelEntry(
+                    f"{p}-{model.key}",
+                    model.name,
+                    f"{p}-{model.oem_key}",
+                    tuple(f"{p}-{k}" for k in model.pack_keys),
+                )
+            )
+
+    # ---- stations, vehicles, batteries ---------------------------------------------------------
+
+    def random_point(self, rng: random.Random, radius_km: float) -> tuple[float, float]:
+        cfg = self.config
+        r = radius_km * math.sqrt(rng.random())
+        a = rng.uniform(0.0, 2.0 * math.pi)
+        lat = cfg.center_lat + r * math.cos(a) / 111.0
+        lon = cfg.center_lon + r * math.sin(a) / (111.0 * math.cos(math.radians(cfg.center_lat)))
+        return lat, lon
+
+    def build_stations(self, rng: random.Random) -> None:
+        cfg = self.config
+        for i in range(cfg.stations):
+            code = f"{cfg.prefix}-st{i + 1:03d}"
+            lat, lon = self.random_point(rng, cfg.radius_km)
+            station = SimStation(
+                i, code, f"Swap station {i + 1}", lat, lon,
+                power_kw=cfg.station_power_kw, charger_kw=cfg.charger_kw,
+            )  # fmt: skip
+            station.slots = [SimSlot(n + 1) for n in range(cfg.slots_per_station)]
+            self.world.stations.append(station)
+            self.world.manifest.stations.append(
+                StationEntry(
+                    code,
+                    station.name,
+                    self.codes()["operator"],
+                    round(lat, 6),
+                    round(lon, 6),
+                    cfg.timezone,
+                    cfg.target_soc_pct,
+                    len(station.slots),
+                )
+            )
+
+    def new_battery(self, spec: PackSpec, soc: float) -> Battery:
+        cfg = self.config
+        world = self.world
+        serial = f"{cfg.prefix}-b{len(world.batteries) + 1:06d}"
+        brng = self.rng(serial)
+        traits = BatteryTraits.draw(brng, cfg.faulty_share)
+        battery = Battery(
+            serial, spec, traits, t=self.start, soc_pct=soc, temp_c=cfg.ambient_mean_c,
+            seed=cfg.seed,
+        )  # fmt: skip
+        age_days = brng.uniform(0.0, cfg.initial_age_days_max)
+        battery.preage(
+            days=age_days,
+            efc=age_days * brng.uniform(0.6, 1.6),
+            temp_c=cfg.ambient_mean_c,
+            soc_pct=60.0,
+        )
+        world.batteries.append(battery)
+        world.reported_soh[serial] = round(battery.soh_pct, 1)
+        world.reported_cycles[serial] = round(battery.efc, 1)
+        self._manufactured[serial] = (cfg.start - timedelta(days=age_days + 20)).date()
+        return battery
+
+    def build_vehicles(self, rng: random.Random) -> None:
+        cfg = self.config
+        world = self.world
+        # ISO 3779 VINs: 17 characters, no I, O or Q; hex digits never contain them.
+        tag = f"SFV{zlib.crc32(cfg.prefix.encode()) & 0xFFFF:04X}"
+        models = self.catalog.vehicle_models
+        weights = [model.share for model in models]
+        for i in range(cfg.vehicles):
+            model = rng.choices(models, weights)[0]
+            vin = f"{tag}{i + 1:010d}"
+            oem_code = f"{cfg.prefix}-{model.oem_key}"
+            vehicle = SimVehicle(i, vin, model, oem_code)
+            vehicle.rng = self.rng(vin)
+            vrng = vehicle.rng
+            pack_key = vrng.choice(model.pack_keys)
+            vehicle.battery = self.new_battery(self.packs[pack_key], vrng.uniform(35.0, 95.0))
+            vehicle.threshold_pct = min(40.0, max(12.0, vrng.gauss(cfg.swap_soc_pct, 5.0)))
+            if world.stations:
+                home = world.stations[vrng.randrange(len(world.stations))]
+                vehicle.lat = home.lat + vrng.gauss(0.0, 0.01)
+                vehicle.lon = home.lon + vrng.gauss(0.0, 0.01)
+            vehicle.heading = vrng.uniform(0.0, 2.0 * math.pi)
+            vehicle.odometer_km = round(vrng.uniform(500.0, 30_000.0), 1)
+            world.vehicles.append(vehicle)
+            world.manifest.vehicles.append(VehicleEntry(vin, oem_code, f"{cfg.prefix}-{model.key}"))
+            world.manifest.batteries.append(self.battery_entry(vehicle.battery, oem_code, vin=vin))
+
+    def battery_entry(
+        self,
+        battery: Battery,
+        oem_code: str,
+        *,
+        vin: str | None = None,
+        station_code: str | None = None,
+        slot_number: int | None = None,
+    ) -> BatteryEntry:
+        p = self.config.prefix
+        return BatteryEntry(
+            serial=battery.serial,
+            pack_type_code=f"{p}-{battery.spec.code}",
+            owner_code=self.codes()["owner"],
+            oem_code=oem_code,
+            manufactured_on=self._manufactured[battery.serial].isoformat(),
+            soc_pct=round(battery.soc_pct, 1),
+            soh_pct=round(battery.soh_pct, 1),
+            equivalent_full_cycles=round(battery.efc, 1),
+            station_code=station_code,
+            slot_number=slot_number,
+            vin=vin,
+        )
+
+    def stock_stations(self, rng: random.Random) -> None:
+        cfg = self.config
+        world = self.world
+        # Stock each pack type in proportion to the vehicles that use it.
+        demand: dict[str, float] = defaultdict(float)
+        oems_of_pack: dict[str, list[str]] = defaultdict(list)
+        for vehicle in world.vehicles:
+            for key in vehicle.model.pack_keys:
+                demand[key] += 1.0 / len(vehicle.model.pack_keys)
+        for model in self.catalog.vehicle_models:
+            for key in model.pack_keys:
+                if f"{cfg.prefix}-{model.oem_key}" not in oems_of_pack[key]:
+                    oems_of_pack[key].append(f"{cfg.prefix}-{model.oem_key}")
+        if not demand:
+            demand = dict.fromkeys(self.packs, 1.0)
+            first_oem = f"{cfg.prefix}-{self.catalog.oems[0].key}"
+            oems_of_pack = {key: [first_oem] for key in self.packs}
+        for station in world.stations:
+            counts = apportion(demand, max(0, len(station.slots) - 1))
+            number = 0
+            for key in sorted(counts):
+                for _ in range(counts[key]):
+                    slot = station.slots[number]
+                    number += 1
+                    soc = 100.0 if rng.random() < 0.7 else rng.uniform(40.0, 95.0)
+                    battery = self.new_battery(self.packs[key], soc)
+                    slot.battery = battery
+                    oem_code = rng.choice(oems_of_pack[key])
+                    world.manifest.batteries.append(
+                        self.battery_entry(
+                            battery, oem_code, station_code=station.code, slot_number=slot.number
+                        )
+                    )
+                    if soc < 100.0:
+                        world.charging_from_start.append((station, slot))
+
+
+def apportion(weights: dict[str, float], total: int) -> dict[str, int]:
+    """Split total into integers by weight (largest remainder), at least one each if possible."""
+    keys = sorted(weights)
+    wsum = sum(weights.values()) or 1.0
+    exact = {k: weights[k] / wsum * total for k in keys}
+    counts = {k: int(exact[k]) for k in keys}
+    if total >= len(keys):
+        for k in keys:
+            counts[k] = max(1, counts[k])
+    while sum(counts.values()) > total:
+        k = max(keys, key=lambda k: counts[k])
+        counts[k] -= 1
+    rest = sorted(keys, key=lambda k: exact[k] - int(exact[k]), reverse=True)
+    i = 0
+    while sum(counts.values()) < total and rest:
+        counts[rest[i % len(rest)]] += 1
+        i += 1
+    return counts
