@@ -8,8 +8,14 @@ from pathlib import Path
 from app.local.supervisor import ChildSpec, Supervisor, interrupt_on_sigterm
 
 
-def python_child(name: str, code: str, pid_file: Path) -> ChildSpec:
-    script = f"import os, pathlib; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+def python_child(name: str, code: str, pid_file: Path, *, ready_in_code: bool = False) -> ChildSpec:
+    """A child that writes its pid file when ready: at once, or where `code` calls ready()
+    (after it installed its signal handlers: a SIGTERM before that would kill it silently)."""
+    script = (
+        "import os, pathlib\n"
+        f"def ready(): pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+        + ("" if ready_in_code else "ready()\n")
+    )
     return ChildSpec(name=name, argv=[sys.executable, "-c", script + code], env=dict(os.environ))
 
 
@@ -89,12 +95,16 @@ def test_children_stop_in_reverse_order_each_after_the_later_one_has_exited(
         "    note('term'); time.sleep(0.5); note('exit')\n"
         "    raise SystemExit(0)\n"
         "signal.signal(signal.SIGTERM, stop)\n"
+        "ready()\n"
         "time.sleep(120)\n"
     )
     names = ["broker", "api", "ingest", "simulator"]
     pids = [tmp_path / f"{n}.pid" for n in names]
     supervisor = Supervisor(
-        [python_child(n, f"NAME = {n!r}\n" + code, p) for n, p in zip(names, pids, strict=True)]
+        [
+            python_child(n, f"NAME = {n!r}\n" + code, p, ready_in_code=True)
+            for n, p in zip(names, pids, strict=True)
+        ]
     )
 
     assert run_until_sigterm(supervisor, pids) == 0
