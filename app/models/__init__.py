@@ -12,6 +12,7 @@ from app.models.enums import (
     StationStatus,
     SwapOutcome,
 )
+from app.models.ocpp import CustodyException, IdToken, OcppConnection, OcppCredential, OcppSwap
 from app.models.organization import Organization
 from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
 from app.models.reports import (
@@ -47,11 +48,16 @@ __all__ = [
     "ChargingSession",
     "CustodyCause",
     "CustodyEvent",
+    "CustodyException",
     "DeadLetter",
     "HealthRecord",
+    "IdToken",
     "IdempotencyRecord",
     "KeyRole",
     "LocationKind",
+    "OcppConnection",
+    "OcppCredential",
+    "OcppSwap",
     "OemSwapDaily",
     "swap_rollup_queue",
     "OrgRole",

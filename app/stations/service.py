@@ -74,6 +74,8 @@ def _slot_read(row: AnyRow, principal: Principal) -> SlotRead:
         battery_state=state,
         soc_pct=soc_pct,
         soh_pct=None if hide else soh_pct,
+        connector_status=slot.connector_status,
+        connector_status_at=slot.connector_status_at,
     )
 
 
@@ -194,6 +196,8 @@ def add_slots(session: Session, principal: Principal, code: str, count: int) -> 
             battery_state=None,
             soc_pct=None,
             soh_pct=None,
+            connector_status=None,
+            connector_status_at=None,
         )
         for n in numbers
     ]

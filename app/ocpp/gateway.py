@@ -1,0 +1,421 @@
+"""The OCPP 2.1 central-system endpoint: `/ocpp/{station_code}`, a WebSocket route of the API
+app (subprotocol `ocpp2.1`), so `swapfleet api`, `swapfleet up` and docker-compose's `api`
+serve it with the REST routes, on every API worker and every API instance.
+
+A station holds one connection, wherever it lands: the handshake takes a lease on the
+station's row of ocpp_connections (app/ocpp/service.py acquire_lease), which a second
+connection, on this process or another instance, finds taken. Each process renews the
+leases of its own connections in one statement per period; if it dies, its stations may
+reconnect anywhere once their leases run out (SWAPFLEET_OCPP_LEASE_S).
+
+A message is handled to its end before the next one is read (OCPP-J: a station sends one CALL
+at a time and waits for its answer), and each runs its database work in one unit of work in
+a worker thread, committed before the answer is sent.
+"""
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
+
+from app.config import get_settings
+from app.db import get_session_factory
+from app.metrics import (
+    OCPP_CALLERRORS,
+    OCPP_CONNECTED,
+    OCPP_MESSAGES,
+    OCPP_REFUSED,
+    OCPP_SWAP_SECONDS,
+    SWAPS,
+)
+from app.models.base import utcnow
+from app.ocpp import frames, service
+from app.ocpp.frames import Call, CallError, Reply
+from app.ocpp.service import BatteryReport, StationRef, SwapOutOfOrder
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# This process, among all gateway processes: the owner of its leases.
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def in_unit_of_work(fn: Callable[..., R], *args: Any) -> R:
+    """fn(session, *args) in one transaction, in a worker thread; committed when it returns."""
+
+    def run() -> R:
+        with get_session_factory().begin() as session:
+            return fn(session, *args)
+
+    return await run_in_threadpool(run)
+
+
+# ---- the handshake ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # the metric's label
+    status: int
+    detail: str
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def _check_transport(websocket: WebSocket) -> Refusal | None:
+    # Security profile 1 (Basic auth over plain ws://) outside production only; in production
+    # TLS is required (profile 2), at uvicorn or at a proxy it trusts (X-Forwarded-Proto).
+    if get_settings().environment == "production" and websocket.url.scheme != "wss":
+        return Refusal("plain_ws", 403, "OCPP needs TLS (wss://) in production")
+    offered = websocket.scope.get("subprotocols", [])
+    if frames.SUBPROTOCOL not in offered:
+        return Refusal("subprotocol", 400, f"this endpoint speaks {frames.SUBPROTOCOL} only")
+    return None
+
+
+def _authenticate(session: Session, station_code: str, header: str | None) -> StationRef | Refusal:
+    credentials = basic_credentials(header)
+    if credentials is None:
+        return Refusal("no_credentials", 401, "HTTP Basic credentials required")
+    username, password = credentials
+    if username != station_code:
+        # OCPP: the username is the station's identity, the last part of its URL.
+        return Refusal("other_station", 403, "the credentials are another station's")
+    station = service.authenticate(session, station_code, password)
+    if station is None:
+        # One answer for both, so that the endpoint does not tell which codes exist.
+        known = service.has_credential(session, station_code)
+        return Refusal("wrong_password" if known else "unknown_station", 401, "not authorized")
+    return station
+
+
+async def _refuse(websocket: WebSocket, refusal: Refusal, station_code: str) -> None:
+    OCPP_REFUSED.labels(refusal.reason).inc()
+    logger.warning(
+        "event=ocpp_refused station=%s reason=%s client=%s",
+        station_code[:64],
+        refusal.reason,
+        websocket.client.host if websocket.client else "-",
+    )
+    headers = {"WWW-Authenticate": 'Basic realm="ocpp"'} if refusal.status == 401 else None
+    response = Response(refusal.detail, status_code=refusal.status, headers=headers)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=1008, reason=refusal.reason)
+
+
+@router.websocket("/ocpp/{station_code}")
+async def ocpp_endpoint(websocket: WebSocket, station_code: str) -> None:
+    refusal = _check_transport(websocket)
+    if refusal is not None:
+        await _refuse(websocket, refusal, station_code)
+        return
+    authenticated = await in_unit_of_work(
+        _authenticate, station_code, websocket.headers.get("authorization")
+    )
+    if isinstance(authenticated, Refusal):
+        await _refuse(websocket, authenticated, station_code)
+        return
+    station = authenticated
+    settings = get_settings()
+    leased = await in_unit_of_work(
+        service.acquire_lease, station.id, INSTANCE_ID, settings.ocpp_lease_s
+    )
+    if not leased:
+        await _refuse(
+            websocket, Refusal("already_connected", 409, "the station is connected"), station_code
+        )
+        return
+    leases.hold(station.id)
+    try:
+        await websocket.accept(subprotocol=frames.SUBPROTOCOL)
+        OCPP_CONNECTED.inc()
+        logger.info("event=ocpp_connected station=%s instance=%s", station.code, INSTANCE_ID)
+        await StationConnection(websocket, station).serve()
+    finally:
+        OCPP_CONNECTED.dec()
+        leases.drop(station.id)
+        await in_unit_of_work(_disconnected, station.id)
+        logger.info("event=ocpp_disconnected station=%s", station.code)
+
+
+def _disconnected(session: Session, station_id: int) -> None:
+    service.release_lease(session, station_id, INSTANCE_ID)
+    service.set_online(session, station_id, online=False, seen=utcnow())
+
+
+# ---- leases --------------------------------------------------------------------------------------
+
+
+class Leases:
+    """Renews this process's leases while it holds any: one UPDATE per period."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def hold(self, station_id: int) -> None:
+        self._held.add(station_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    def drop(self, station_id: int) -> None:
+        self._held.discard(station_id)
+
+    async def _renew(self) -> None:
+        lease_s = get_settings().ocpp_lease_s
+        while self._held:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await in_unit_of_work(service.renew_leases, INSTANCE_ID, lease_s)
+            except Exception:  # the database is away: retry next period, the lease has slack
+                logger.exception("event=ocpp_lease_renewal_failed instance=%s", INSTANCE_ID)
+
+
+leases = Leases()
+
+
+# ---- one station's messages ---------------------------------------------------------------------
+
+
+Handler = Callable[["StationConnection", Call], Awaitable[dict[str, Any]]]
+
+
+class StationConnection:
+    def __init__(self, websocket: WebSocket, station: StationRef) -> None:
+        self.websocket = websocket
+        self.station = station
+        self.max_bytes = get_settings().ocpp_max_message_bytes
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                message = await self.websocket.receive()
+            except WebSocketDisconnect:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data: str | bytes | None = message.get("text") or message.get("bytes")
+            if data is None:
+                continue
+            answer = await self.handle(data)
+            if answer is not None:
+                await self.websocket.send_text(answer.decode())
+
+    async def handle(self, data: str | bytes) -> bytes | None:
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        action = "unknown"
+        try:
+            if size > self.max_bytes:
+                raise CallError(
+                    "FormatViolation", f"message of {size} bytes; the limit is {self.max_bytes}"
+                )
+            message = frames.parse(data)
+            if isinstance(message, Reply):
+                # Answers to CALLs this gateway sends (none yet: RequestBatterySwap is to come).
+                logger.info(
+                    "event=ocpp_reply station=%s id=%s", self.station.code, message.message_id
+                )
+                return None
+            if message.action in frames.known_actions():
+                action = message.action
+            frames.check_request(message)
+            handler = HANDLERS.get(message.action)
+            if handler is None:
+                raise CallError(
+                    "NotSupported",
+                    f"{message.action} is not supported by this CSMS (docs/ocpp.md)",
+                    message.message_id,
+                )
+            payload = await handler(self, message)
+            problem = frames.schema_errors(f"{message.action}Response", payload)
+            if problem is not None:  # our bug: say so rather than send an invalid answer
+                raise CallError(
+                    "InternalError", "the CSMS built an invalid response", message.message_id
+                )
+        except CallError as error:
+            OCPP_MESSAGES.labels(action, "callerror").inc()
+            OCPP_CALLERRORS.labels(error.code).inc()
+            logger.warning(
+                "event=ocpp_callerror station=%s action=%s code=%s detail=%r",
+                self.station.code,
+                action,
+                error.code,
+                error.description[:200],
+            )
+            return frames.call_error(error)
+        except Exception:
+            # A database failure or a bug: the station gets an answer and may retry; the
+            # connection goes on.
+            logger.exception(
+                "event=ocpp_internal_error station=%s action=%s", self.station.code, action
+            )
+            OCPP_MESSAGES.labels(action, "callerror").inc()
+            OCPP_CALLERRORS.labels("InternalError").inc()
+            message_id = (
+                message.message_id if isinstance(message, Call) else frames.UNKNOWN_MESSAGE_ID
+            )
+            return frames.call_error(
+                CallError("InternalError", "the CSMS failed; retry", message_id)
+            )
+        OCPP_MESSAGES.labels(action, "ok").inc()
+        return frames.call_result(message.message_id, payload)
+
+
+def _now_text() -> str:
+    return utcnow().astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(call: Call, field: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(str(call.payload[field]).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CallError(
+            "PropertyConstraintViolation", f"{field}: not a date-time", call.message_id
+        ) from exc
+    if value.tzinfo is None:
+        raise CallError("PropertyConstraintViolation", f"{field}: no time zone", call.message_id)
+    return value
+
+
+async def boot_notification(conn: StationConnection, call: Call) -> dict[str, Any]:
+    await in_unit_of_work(_seen, conn.station.id)
+    station = call.payload["chargingStation"]
+    logger.info(
+        "event=ocpp_boot station=%s reason=%s vendor=%r model=%r firmware=%r",
+        conn.station.code,
+        call.payload["reason"],
+        station.get("vendorName"),
+        station.get("model"),
+        station.get("firmwareVersion"),
+    )
+    return {
+        "currentTime": _now_text(),
+        "interval": get_settings().ocpp_heartbeat_interval_s,
+        "status": "Accepted",
+    }
+
+
+async def heartbeat(conn: StationConnection, call: Call) -> dict[str, Any]:
+    await in_unit_of_work(_seen, conn.station.id)
+    return {"currentTime": _now_text()}
+
+
+def _seen(session: Session, station_id: int) -> None:
+    service.set_online(session, station_id, online=True, seen=utcnow())
+
+
+async def status_notification(conn: StationConnection, call: Call) -> dict[str, Any]:
+    at = _timestamp(call, "timestamp")
+    evse_id = int(call.payload["evseId"])
+    known = await in_unit_of_work(
+        service.set_connector_status,
+        conn.station.id,
+        evse_id,
+        call.payload["connectorStatus"],
+        at,
+    )
+    if not known:
+        raise CallError(
+            "PropertyConstraintViolation",
+            f"evseId: station {conn.station.code} has no slot {evse_id}",
+            call.message_id,
+        )
+    return {}
+
+
+async def authorize(conn: StationConnection, call: Call) -> dict[str, Any]:
+    token = call.payload["idToken"]["idToken"]
+    vehicle = await in_unit_of_work(service.vehicle_for_token, token)
+    return {"idTokenInfo": {"status": "Accepted" if vehicle is not None else "Unknown"}}
+
+
+async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
+    payload = call.payload
+    if len(payload["batteryData"]) != 1:
+        raise CallError(
+            "PropertyConstraintViolation",
+            "batteryData: one battery per event (multi-pack vehicles are not supported yet)",
+            call.message_id,
+        )
+    data = payload["batteryData"][0]
+    battery = BatteryReport(
+        evse_id=int(data["evseId"]),
+        serial=data["serialNumber"],
+        soc_pct=float(data["soC"]),
+        soh_pct=float(data["soH"]),
+    )
+    request_id = int(payload["requestId"])
+    event = payload["eventType"]
+    try:
+        if event == "BatteryIn":
+            await in_unit_of_work(
+                service.battery_in, conn.station, request_id, payload["idToken"]["idToken"], battery
+            )
+            logger.info(
+                "event=ocpp_battery_in station=%s request_id=%s serial=%s slot=%s",
+                conn.station.code,
+                request_id,
+                battery.serial,
+                battery.evse_id,
+            )
+            return {}
+        if event == "BatteryOut":
+            report = await in_unit_of_work(service.battery_out, conn.station, request_id, battery)
+        else:
+            report = await in_unit_of_work(service.battery_out_timeout, conn.station, request_id)
+    except SwapOutOfOrder as exc:
+        raise CallError(
+            "PropertyConstraintViolation", f"requestId: {exc}", call.message_id
+        ) from exc
+    if report.in_at is not None:
+        OCPP_SWAP_SECONDS.observe(max(0.0, (utcnow() - report.in_at).total_seconds()))
+        if report.outcome in ("completed", "rejected", "aborted"):
+            SWAPS.labels(report.outcome, report.reason_code or "none").inc()
+    logger.info(
+        "event=ocpp_swap_closed station=%s request_id=%s event_type=%s swap_id=%s outcome=%s "
+        "exceptions=%s",
+        conn.station.code,
+        request_id,
+        event,
+        report.swap_id,
+        report.outcome,
+        ",".join(report.exceptions) or "-",
+    )
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "StatusNotification": status_notification,
+    "Authorize": authorize,
+    "BatterySwap": battery_swap,
+}
