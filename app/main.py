@@ -87,9 +87,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     from app.batteries.router import router as batteries_router
+    from app.catalog.router import router as catalog_router
     from app.ocpp.gateway import router as ocpp_router
     from app.ocpp.router import router as ocpp_rest_router
-    from app.catalog.router import router as catalog_router
     from app.organizations.router import router as organizations_router
     from app.reports.router import passport_router
     from app.reports.router import router as reports_router

@@ -1,0 +1,479 @@
+"""The OCPP 2.1 gateway end to end: a real `swapfleet api` process (the gateway is its
+/ocpp/{station_code} WebSocket route), the `ocpp` package's own v21 ChargePoint as the
+station, and the results read back through REST."""
+
+import asyncio
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from ocpp.v21 import call
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.ocpp import service as ocpp_service
+from tests.conftest import TEST_DATABASE_URL
+from tests.factories import auth, make_battery, slot_of, unique
+from tests.fixtures.api_server import ApiServer, running_api
+from tests.ocpp_station import (
+    basic_auth,
+    connected_station,
+    exchange,
+    raw_connection,
+    ws_url,
+)
+from tests.swap_world import SwapWorld, build_swap_world
+
+
+@pytest.fixture(scope="module")
+def api(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    log = tmp_path_factory.mktemp("ocpp") / "api.log"
+    with running_api(TEST_DATABASE_URL, log) as server:
+        yield server
+
+
+@dataclass
+class OcppWorld:
+    world: SwapWorld
+    password: str
+    token: str
+
+    @property
+    def code(self) -> str:
+        return self.world.station.code
+
+
+def ocpp_world(engine: Engine, *, charged_soh: float = 97.0) -> OcppWorld:
+    """A swap world committed for the server to see (unique codes: no test sees another's)."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        world = build_swap_world(session, charged_socs=(95.0, 96.0, 97.0))
+        for battery in world.charged:
+            battery.soh_pct = charged_soh
+        password = ocpp_service.set_password(session, world.station.code)
+        token = unique("RFID").upper()  # idTokens are case-insensitive
+        ocpp_service.register_id_token(session, token, world.vehicle.vin)
+    return OcppWorld(world, password, token)
+
+
+def id_token(token: str) -> dict[str, str]:
+    return {"id_token": token, "type": "ISO14443"}
+
+
+def battery(evse_id: int, serial: str, soc: float, soh: float) -> dict[str, Any]:
+    return {"evse_id": evse_id, "serial_number": serial, "soc": soc, "soh": soh}
+
+
+def boot() -> call.BootNotification:
+    return call.BootNotification(
+        charging_station={"model": "SwapCabinet-8", "vendor_name": "swapfleet-tests"},
+        reason="PowerUp",
+    )
+
+
+def http(api: ApiServer, key: str) -> httpx.Client:
+    return httpx.Client(base_url=api.base_url, headers=auth(key), timeout=30)
+
+
+def metric(api: ApiServer, key: str, name: str, **labels: str) -> float:
+    text = http(api, key).get("/metrics").text
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+# ---- boot, heartbeat, slots, authorize ----------------------------------------------------
+
+
+def test_boot_and_heartbeat_set_the_station_online_and_status_notification_the_slot(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    client = http(api, w.world.operator_key)
+    assert client.get(f"/v1/stations/{w.code}").json()["online"] is False
+
+    async def run() -> None:
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            booted = await station.call(boot())
+            assert booted.status == "Accepted"
+            assert booted.interval == 60
+            assert client.get(f"/v1/stations/{w.code}").json()["online"] is True
+            beat = await station.call(call.Heartbeat())
+            assert datetime.fromisoformat(beat.current_time.replace("Z", "+00:00")).tzinfo
+            await station.call(
+                call.StatusNotification(
+                    timestamp=datetime.now(UTC).isoformat(),
+                    connector_status="Faulted",
+                    evse_id=4,
+                    connector_id=1,
+                )
+            )
+
+    asyncio.run(run())
+    slots = {s["number"]: s for s in client.get(f"/v1/stations/{w.code}/slots").json()["items"]}
+    assert slots[4]["connector_status"] == "Faulted"
+    assert slots[4]["connector_status_at"] is not None
+    assert slots[3]["connector_status"] is None
+    # Closing the connection takes the station offline.
+    assert client.get(f"/v1/stations/{w.code}").json()["online"] is False
+
+
+def test_authorize_accepts_a_mapped_token_whatever_its_case_and_not_an_unknown_one(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+
+    async def run() -> None:
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            await station.call(boot())
+            known = await station.call(call.Authorize(id_token=id_token(w.token.lower())))
+            assert known.id_token_info["status"] == "Accepted"
+            unknown = await station.call(call.Authorize(id_token=id_token("NOBODY-123")))
+            assert unknown.id_token_info["status"] == "Unknown"
+
+    asyncio.run(run())
+
+
+# ---- swaps ----------------------------------------------------------------------------------
+
+
+def swap_events(w: OcppWorld, request_id: int, out: dict[str, Any] | None) -> list[Any]:
+    """BatteryIn of the world's depleted battery into slot 5, then BatteryOut of `out`, or
+    BatteryOutTimeout when out is None."""
+    depleted = w.world.depleted.serial
+    events = [
+        call.BatterySwap(
+            battery_data=[battery(5, depleted, 14.0, 93.0)],
+            event_type="BatteryIn",
+            id_token=id_token(w.token),
+            request_id=request_id,
+        )
+    ]
+    if out is None:
+        events.append(
+            call.BatterySwap(
+                battery_data=[battery(1, w.world.charged[0].serial, 95.0, 97.0)],
+                event_type="BatteryOutTimeout",
+                id_token=id_token(w.token),
+                request_id=request_id,
+            )
+        )
+    else:
+        events.append(
+            call.BatterySwap(
+                battery_data=[out],
+                event_type="BatteryOut",
+                id_token=id_token(w.token),
+                request_id=request_id,
+            )
+        )
+    return events
+
+
+def run_swap(api: ApiServer, w: OcppWorld, events: list[Any], resend_out: bool = False) -> None:
+    async def run() -> None:
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            await station.call(boot())
+            for event in events:
+                assert await station.battery_swap(event) is not None
+            if resend_out:  # the station missed our answer and sends BatteryOut again
+                assert await station.battery_swap(events[-1]) is not None
+
+    asyncio.run(run())
+
+
+def test_battery_in_and_out_become_one_completed_swap_with_custody_and_history(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    charged = w.world.charged[0].serial
+    run_swap(api, w, swap_events(w, 7001, battery(1, charged, 95.0, 97.0)), resend_out=True)
+
+    client = http(api, w.world.operator_key)
+    swaps = client.get("/v1/swaps", params={"station_code": w.code}).json()["items"]
+    assert len(swaps) == 1  # the resent BatteryOut recorded nothing more
+    swap = swaps[0]
+    assert swap["outcome"] == "completed"
+    assert swap["vin"] == w.world.vehicle.vin
+    assert swap["removed_battery_serial"] == w.world.depleted.serial
+    assert swap["installed_battery_serial"] == charged
+    assert swap["removed_soc_pct"] == 14.0
+    # Where the station says the batteries are: the depleted one in slot 5, where it went in.
+    depleted = client.get(f"/v1/batteries/{w.world.depleted.serial}").json()
+    assert depleted["location"]["kind"] == "slot"
+    assert depleted["location"]["slot_number"] == 5
+    handed_out = client.get(f"/v1/batteries/{charged}").json()
+    assert handed_out["location"] == {
+        "kind": "vehicle",
+        "station_code": None,
+        "slot_number": None,
+        "vin": w.world.vehicle.vin,
+        "note": None,
+    }
+    history = client.get(f"/v1/batteries/{charged}/history").json()["items"]
+    assert history[-1]["cause"] == "swap"
+    assert history[-1]["swap_id"] == swap["id"]
+    exceptions = client.get("/v1/custody-exceptions", params={"station_code": w.code}).json()
+    assert exceptions["items"] == []
+
+
+def test_battery_out_timeout_ends_the_swap_as_aborted_with_the_battery_in_its_slot(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    run_swap(api, w, swap_events(w, 7002, None))
+
+    client = http(api, w.world.operator_key)
+    (swap,) = client.get("/v1/swaps", params={"station_code": w.code}).json()["items"]
+    assert swap["outcome"] == "aborted"
+    assert swap["reason_code"] == "BatteryOutTimeout"
+    depleted = client.get(f"/v1/batteries/{w.world.depleted.serial}").json()
+    assert (depleted["location"]["kind"], depleted["location"]["slot_number"]) == ("slot", 5)
+    still_there = client.get(f"/v1/batteries/{w.world.charged[0].serial}").json()
+    assert (still_there["location"]["kind"], still_there["location"]["slot_number"]) == ("slot", 1)
+
+
+def test_a_physical_swap_below_the_soh_floor_is_recorded_as_it_happened_and_flagged(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine, charged_soh=50.0)  # below the 70 % floor
+    charged = w.world.charged[0].serial
+    run_swap(api, w, swap_events(w, 7003, battery(1, charged, 95.0, 50.0)))
+
+    client = http(api, w.world.operator_key)
+    (swap,) = client.get("/v1/swaps", params={"station_code": w.code}).json()["items"]
+    # The rules' verdict, as POST /v1/swaps would give it...
+    assert swap["outcome"] == "rejected"
+    assert swap["reason_code"] == "BatterySoHLow"
+    # ...and custody as the station reports it: the battery is in the vehicle.
+    handed_out = client.get(f"/v1/batteries/{charged}").json()
+    assert handed_out["location"]["vin"] == w.world.vehicle.vin
+    depleted = client.get(f"/v1/batteries/{w.world.depleted.serial}").json()
+    assert (depleted["location"]["kind"], depleted["location"]["slot_number"]) == ("slot", 5)
+    (flag,) = client.get("/v1/custody-exceptions", params={"station_code": w.code}).json()["items"]
+    assert flag["reason_code"] == "BatterySoHLow"
+    assert flag["swap_id"] == swap["id"]
+    assert flag["request_id"] == 7003
+    assert "SoH" in flag["detail"]
+    # Another operator does not see it.
+    other = ocpp_world(engine)
+    other_view = http(api, other.world.operator_key).get(
+        "/v1/custody-exceptions", params={"station_code": w.code}
+    )
+    assert other_view.json()["items"] == []
+
+
+def test_the_station_putting_a_battery_in_a_slot_the_records_hold_occupied_is_flagged(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        station = session.merge(w.world.station)
+        stray = make_battery(
+            session,
+            w.world.pack,
+            w.world.owner,
+            oem=w.world.oem,
+            slot=slot_of(session, station, 5),
+        )
+    charged = w.world.charged[0].serial
+    run_swap(api, w, swap_events(w, 7004, battery(1, charged, 95.0, 97.0)))
+
+    client = http(api, w.world.operator_key)
+    (swap,) = client.get("/v1/swaps", params={"station_code": w.code}).json()["items"]
+    assert swap["outcome"] == "completed"
+    (flag,) = client.get("/v1/custody-exceptions", params={"station_code": w.code}).json()["items"]
+    assert flag["reason_code"] == "SlotOccupied"
+    assert flag["battery_serial"] == stray.serial
+    assert client.get(f"/v1/batteries/{stray.serial}").json()["location"]["kind"] == "in_transit"
+
+
+# ---- refusals ----------------------------------------------------------------------------------
+
+
+async def handshake_status(url: str, headers: dict[str, str]) -> int:
+    try:
+        async with websockets.connect(url, subprotocols=["ocpp2.1"], additional_headers=headers):  # type: ignore[list-item]
+            return 101
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_unknown_station_wrong_password_other_url_and_second_connection_are_refused_and_counted(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    other = ocpp_world(engine)
+    admin = w.world.admin_key
+    before = {
+        reason: metric(api, admin, "swapfleet_ocpp_connections_refused_total", reason=reason)
+        for reason in ("unknown_station", "wrong_password", "other_station", "already_connected")
+    }
+
+    async def run() -> None:
+        unknown = unique("NOSUCH")
+        assert (
+            await handshake_status(ws_url(api.base_url, unknown), basic_auth(unknown, "x" * 32))
+            == 401
+        )
+        assert (
+            await handshake_status(ws_url(api.base_url, w.code), basic_auth(w.code, "wrong" * 6))
+            == 401
+        )
+        assert await handshake_status(ws_url(api.base_url, w.code), {}) == 401
+        # The other station's own, valid credentials on this station's URL.
+        assert (
+            await handshake_status(
+                ws_url(api.base_url, w.code), basic_auth(other.code, other.password)
+            )
+            == 403
+        )
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            await station.call(boot())
+            assert (
+                await handshake_status(ws_url(api.base_url, w.code), basic_auth(w.code, w.password))
+                == 409
+            )
+            # The first connection is unharmed.
+            assert (await station.call(call.Heartbeat())).current_time
+        # Once it has closed, the station may connect again.
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            assert (await station.call(boot())).status == "Accepted"
+
+    asyncio.run(run())
+    for reason, count in before.items():
+        after = metric(api, admin, "swapfleet_ocpp_connections_refused_total", reason=reason)
+        assert after == count + 1, reason
+
+
+def test_bad_messages_get_the_standard_callerrors_and_the_connection_goes_on(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+
+    async def run() -> None:
+        async with raw_connection(api.base_url, w.code, w.password) as ws:
+            heartbeat = orjson.dumps([2, "hb-1", "Heartbeat", {}])
+            assert (await exchange(ws, heartbeat))[0] == 3
+
+            malformed = await exchange(ws, '[2, "m-1", "Heartbeat", {')
+            assert malformed[0] == 4
+            assert malformed[1] == "-1"
+            assert malformed[2] == "RpcFrameworkError"
+
+            not_an_action = await exchange(ws, orjson.dumps([2, "u-1", "MakeCoffee", {}]))
+            assert not_an_action[:3] == [4, "u-1", "NotImplemented"]
+
+            not_handled = await exchange(
+                ws, orjson.dumps([2, "d-1", "DataTransfer", {"vendorId": "acme"}])
+            )
+            assert not_handled[:3] == [4, "d-1", "NotSupported"]
+
+            invalid = await exchange(
+                ws, orjson.dumps([2, "b-1", "BootNotification", {"reason": "PowerUp"}])
+            )
+            assert invalid[:3] == [4, "b-1", "OccurrenceConstraintViolation"]
+
+            wrong_type = await exchange(
+                ws,
+                orjson.dumps(
+                    [
+                        2,
+                        "s-1",
+                        "StatusNotification",
+                        {
+                            "timestamp": "2026-12-07T10:00:00Z",
+                            "connectorStatus": "Available",
+                            "evseId": "one",
+                            "connectorId": 1,
+                        },
+                    ]
+                ),
+            )
+            assert wrong_type[:3] == [4, "s-1", "TypeConstraintViolation"]
+
+            oversized = await exchange(
+                ws,
+                orjson.dumps([2, "big-1", "Heartbeat", {"customData": {"vendorId": "x" * 70_000}}]),
+            )
+            assert oversized[0] == 4
+            assert oversized[2] == "FormatViolation"
+
+            never_in = await exchange(
+                ws,
+                orjson.dumps(
+                    [
+                        2,
+                        "o-1",
+                        "BatterySwap",
+                        {
+                            "eventType": "BatteryOut",
+                            "requestId": 999_001,
+                            "idToken": {"idToken": w.token, "type": "ISO14443"},
+                            "batteryData": [
+                                {
+                                    "evseId": 1,
+                                    "serialNumber": w.world.charged[0].serial,
+                                    "soC": 95.0,
+                                    "soH": 97.0,
+                                }
+                            ],
+                        },
+                    ]
+                ),
+            )
+            assert never_in[:3] == [4, "o-1", "PropertyConstraintViolation"]
+            assert "BatteryIn" in never_in[3]
+
+            # After all that, the same connection still answers.
+            assert (await exchange(ws, orjson.dumps([2, "hb-2", "Heartbeat", {}])))[:2] == [
+                3,
+                "hb-2",
+            ]
+
+    asyncio.run(run())
+    client = http(api, w.world.operator_key)
+    assert client.get("/v1/swaps", params={"station_code": w.code}).json()["items"] == []
+    charged = client.get(f"/v1/batteries/{w.world.charged[0].serial}").json()
+    assert charged["location"]["slot_number"] == 1
+
+
+def test_devices_provision_ocpp_prints_a_password_the_gateway_accepts(
+    engine: Engine, api: ApiServer, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    w = ocpp_world(engine)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "devices", "provision", "--station", w.code, "--ocpp"],
+        env={**os.environ, "SWAPFLEET_DATABASE_URL": TEST_DATABASE_URL},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    password = re.search(r"^password: (\S+)$", result.stdout, re.M)
+    assert password is not None
+    assert password.group(1) != w.password
+
+    async def run() -> None:
+        # The old password is replaced, the new one works.
+        assert (
+            await handshake_status(ws_url(api.base_url, w.code), basic_auth(w.code, w.password))
+            == 401
+        )
+        async with connected_station(api.base_url, w.code, password.group(1)) as station:
+            assert (await station.call(boot())).status == "Accepted"
+
+    asyncio.run(run())
