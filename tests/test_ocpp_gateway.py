@@ -4,6 +4,7 @@ station, and the results read back through REST."""
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,9 +16,10 @@ import orjson
 import pytest
 import websockets
 from ocpp.v21 import call
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from app.models import OcppConnection
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, slot_of, unique
@@ -89,6 +91,22 @@ def metric(api: ApiServer, key: str, name: str, **labels: str) -> float:
         if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
             return float(match.group(2))
     return 0.0
+
+
+def wait_released(engine: Engine, station_id: int, timeout_s: float = 5.0) -> None:
+    """The gateway releases a lease when it has processed the close, a moment after the
+    client's close returned; until then a reconnect gets 409 (stations retry with back-off)."""
+    deadline = time.monotonic() + timeout_s
+    with engine.connect() as connection:
+        while time.monotonic() < deadline:
+            held = connection.execute(
+                select(OcppConnection.station_id).where(OcppConnection.station_id == station_id)
+            ).first()
+            connection.rollback()
+            if held is None:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"the lease of station {station_id} was not released")
 
 
 # ---- boot, heartbeat, slots, authorize ----------------------------------------------------
@@ -346,6 +364,7 @@ def test_unknown_station_wrong_password_other_url_and_second_connection_are_refu
             # The first connection is unharmed.
             assert (await station.call(call.Heartbeat())).current_time
         # Once it has closed, the station may connect again.
+        wait_released(engine, w.world.station.id)
         async with connected_station(api.base_url, w.code, w.password) as station:
             assert (await station.call(boot())).status == "Accepted"
 
@@ -477,3 +496,43 @@ def test_devices_provision_ocpp_prints_a_password_the_gateway_accepts(
             assert (await station.call(boot())).status == "Accepted"
 
     asyncio.run(run())
+
+
+def test_a_second_gateway_instance_refuses_a_station_another_instance_holds(
+    engine: Engine, api: ApiServer, tmp_path: Path
+) -> None:
+    w = ocpp_world(engine)
+    with running_api(TEST_DATABASE_URL, tmp_path / "second.log") as second:
+
+        async def run() -> None:
+            async with connected_station(api.base_url, w.code, w.password) as station:
+                await station.call(boot())
+                assert (
+                    await handshake_status(
+                        ws_url(second.base_url, w.code), basic_auth(w.code, w.password)
+                    )
+                    == 409
+                )
+            # Released when the first connection closed: the second instance takes it.
+            wait_released(engine, w.world.station.id)
+            async with connected_station(second.base_url, w.code, w.password) as station:
+                assert (await station.call(boot())).status == "Accepted"
+
+        asyncio.run(run())
+
+
+def test_production_refuses_plain_ws_and_accepts_tls_ended_at_a_trusted_proxy(
+    engine: Engine, tmp_path: Path
+) -> None:
+    w = ocpp_world(engine)
+    env = {"SWAPFLEET_ENVIRONMENT": "production", "SWAPFLEET_CLOCK_OFFSET_S": "0"}
+    with running_api(TEST_DATABASE_URL, tmp_path / "prod.log", env=env) as prod:
+
+        async def run() -> None:
+            url = ws_url(prod.base_url, w.code)
+            assert await handshake_status(url, basic_auth(w.code, w.password)) == 403
+            # A TLS-terminating proxy on this host (uvicorn trusts 127.0.0.1) says it was wss.
+            proxied = {**basic_auth(w.code, w.password), "X-Forwarded-Proto": "https"}
+            assert await handshake_status(url, proxied) == 101
+
+        asyncio.run(run())

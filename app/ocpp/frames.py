@@ -91,6 +91,9 @@ def parse(text: str | bytes) -> Call | Reply:
         return Reply(message_id, message[2])
     if kind in (CALLERROR, CALLRESULTERROR) and len(message) == 5:
         return Reply(message_id, None, error_code=str(message[2]))
+    if kind == SEND and len(message) == 4 and isinstance(message[3], dict):
+        # OCPP 2.1's unconfirmed message (NotifyPeriodicEventStream): never answered.
+        return Reply(message_id, message[3], error_code=None)
     if kind in (CALLRESULT, CALLERROR, CALLRESULTERROR, SEND):
         raise CallError("RpcFrameworkError", f"malformed message of type {kind}", message_id)
     raise CallError(
