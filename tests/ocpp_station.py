@@ -62,14 +62,19 @@ def ws_url(http_url: str, station_code: str) -> str:
 
 @asynccontextmanager
 async def connected_station(
-    http_url: str, station_code: str, password: str, *, username: str | None = None
+    http_url: str,
+    station_code: str,
+    password: str,
+    *,
+    username: str | None = None,
+    station_class: type[OcppStation] = OcppStation,
 ) -> AsyncIterator[OcppStation]:
     async with websockets.connect(
         ws_url(http_url, station_code),
         subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
         additional_headers=basic_auth(username or station_code, password),
     ) as connection:
-        station = OcppStation(station_code, connection, response_timeout=15)
+        station = station_class(station_code, connection, response_timeout=15)
         task = asyncio.create_task(station.start())
         try:
             yield station

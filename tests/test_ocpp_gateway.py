@@ -15,16 +15,18 @@ import httpx
 import orjson
 import pytest
 import websockets
-from ocpp.v21 import call
-from sqlalchemy import Engine, select
+from ocpp.routing import on
+from ocpp.v21 import call, call_result
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import OcppConnection
+from app.models import IdToken, OcppConnection
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, slot_of, unique
 from tests.fixtures.api_server import ApiServer, running_api
 from tests.ocpp_station import (
+    OcppStation,
     basic_auth,
     connected_station,
     exchange,
@@ -141,7 +143,11 @@ def test_boot_and_heartbeat_set_the_station_online_and_status_notification_the_s
     assert slots[4]["connector_status"] == "Faulted"
     assert slots[4]["connector_status_at"] is not None
     assert slots[3]["connector_status"] is None
-    # Closing the connection takes the station offline.
+    # Closing the connection takes the station offline, once the gateway has processed the
+    # close (a moment after the client's close returned).
+    deadline = time.monotonic() + 5
+    while client.get(f"/v1/stations/{w.code}").json()["online"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.get(f"/v1/stations/{w.code}").json()["online"] is False
 
 
@@ -536,3 +542,130 @@ def test_production_refuses_plain_ws_and_accepts_tls_ended_at_a_trusted_proxy(
             assert await handshake_status(url, proxied) == 101
 
         asyncio.run(run())
+
+
+# ---- RequestBatterySwap --------------------------------------------------------------------
+
+
+class AnsweringStation(OcppStation):
+    """Accepts a RequestBatterySwap unless its idToken is `refuse-me`."""
+
+    received: list[tuple[int, str]]
+
+    @on("RequestBatterySwap")  # type: ignore[untyped-decorator]
+    def on_request_battery_swap(
+        self, request_id: int, id_token: dict[str, Any], **_: Any
+    ) -> call_result.RequestBatterySwap:
+        self.received.append((request_id, id_token["id_token"]))
+        if id_token["id_token"] == "refuse-me":
+            return call_result.RequestBatterySwap(
+                status="Rejected", status_info={"reason_code": "NoBatteryAvailable"}
+            )
+        return call_result.RequestBatterySwap(status="Accepted")
+
+
+def wait_for_state(client: httpx.Client, url: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(url).json()
+        if body["state"] not in ("pending", "sent"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{url} stayed {body['state']}")
+
+
+def test_a_swap_request_posted_to_another_instance_reaches_the_station_and_links_its_swap(
+    engine: Engine, api: ApiServer, tmp_path: Path
+) -> None:
+    w = ocpp_world(engine)
+    AnsweringStation.received = []
+    with running_api(TEST_DATABASE_URL, tmp_path / "second.log") as second:
+        rest = http(second, w.world.operator_key)  # not the instance the station is on
+
+        async def run() -> None:
+            async with connected_station(
+                api.base_url, w.code, w.password, station_class=AnsweringStation
+            ) as station:
+                await station.call(boot())
+                posted = await asyncio.to_thread(
+                    rest.post,
+                    f"/v1/stations/{w.code}/swap-requests",
+                    json={"vin": w.world.vehicle.vin},
+                )
+                assert posted.status_code == 202, posted.text
+                request_id = posted.json()["request_id"]
+                url = f"/v1/stations/{w.code}/swap-requests/{request_id}"
+                answered = await asyncio.to_thread(wait_for_state, rest, url)
+                assert answered["state"] == "accepted"
+                assert AnsweringStation.received == [(request_id, w.token.lower())]
+                # The station swaps for that request: the events carry its requestId.
+                for event in swap_events(
+                    w, request_id, battery(1, w.world.charged[0].serial, 95.0, 97.0)
+                ):
+                    assert await station.battery_swap(event) is not None
+
+        asyncio.run(run())
+        swap_id = rest.get(
+            f"/v1/stations/{w.code}/swap-requests/{AnsweringStation.received[0][0]}"
+        ).json()["swap_id"]
+    (swap,) = (
+        http(api, w.world.operator_key)
+        .get("/v1/swaps", params={"station_code": w.code})
+        .json()["items"]
+    )
+    assert swap["outcome"] == "completed"
+    assert swap_id == swap["id"]
+
+
+def test_a_swap_request_for_a_station_not_connected_waits_and_is_sent_when_it_connects(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    AnsweringStation.received = []
+    rest = http(api, w.world.operator_key)
+    with Session(engine) as session, session.begin():
+        ocpp_service.register_id_token(session, "refuse-me", w.world.vehicle.vin)
+        # The vehicle's first token is the one sent: make it this one.
+        session.execute(
+            update(IdToken)
+            .where(IdToken.id_token == w.token.lower())
+            .values(created_at=datetime(2030, 1, 1, tzinfo=UTC))
+        )
+    posted = rest.post(f"/v1/stations/{w.code}/swap-requests", json={"vin": w.world.vehicle.vin})
+    assert posted.status_code == 202
+    url = f"/v1/stations/{w.code}/swap-requests/{posted.json()['request_id']}"
+    time.sleep(0.5)
+    assert rest.get(url).json()["state"] == "pending"
+
+    async def run() -> None:
+        async with connected_station(
+            api.base_url, w.code, w.password, station_class=AnsweringStation
+        ):
+            answered = await asyncio.to_thread(wait_for_state, rest, url)
+            assert answered["state"] == "rejected"
+            assert answered["status_info"] == "NoBatteryAvailable"
+
+    asyncio.run(run())
+
+
+def test_swap_requests_are_refused_for_unknown_vehicles_tokenless_vehicles_and_others_stations(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    other = ocpp_world(engine)
+    rest = http(api, w.world.operator_key)
+    url = f"/v1/stations/{w.code}/swap-requests"
+    unknown = rest.post(url, json={"vin": "LFWZZ000000000000"})
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "VehicleNotFound"
+    with Session(engine) as session, session.begin():
+        session.execute(delete(IdToken).where(IdToken.id_token == w.token.lower()))
+    tokenless = rest.post(url, json={"vin": w.world.vehicle.vin})
+    assert tokenless.status_code == 422
+    assert tokenless.json()["code"] == "VehicleHasNoIdToken"
+    foreign = rest.post(
+        f"/v1/stations/{other.code}/swap-requests", json={"vin": other.world.vehicle.vin}
+    )
+    assert foreign.status_code == 404
+    oem = http(api, w.world.oem_key).post(url, json={"vin": w.world.vehicle.vin})
+    assert oem.status_code == 403

@@ -12,7 +12,14 @@ from app.models.enums import (
     StationStatus,
     SwapOutcome,
 )
-from app.models.ocpp import CustodyException, IdToken, OcppConnection, OcppCredential, OcppSwap
+from app.models.ocpp import (
+    CustodyException,
+    IdToken,
+    OcppConnection,
+    OcppCredential,
+    OcppSwap,
+    OcppSwapRequest,
+)
 from app.models.organization import Organization
 from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
 from app.models.reports import (
@@ -58,6 +65,7 @@ __all__ = [
     "OcppConnection",
     "OcppCredential",
     "OcppSwap",
+    "OcppSwapRequest",
     "OemSwapDaily",
     "swap_rollup_queue",
     "OrgRole",

@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -105,3 +106,26 @@ class CustodyException(Base):
     request_id: Mapped[int | None] = mapped_column(Integer)
     battery_serial: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = created_at_column()
+
+
+class OcppSwapRequest(Base):
+    """A RequestBatterySwap an operator asked for through REST, and the station's answer. The
+    request_id is OCPP's requestId: the BatterySwap events that follow carry it."""
+
+    __tablename__ = "ocpp_swap_requests"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'sent', 'accepted', 'rejected', 'failed')", name="state_known"
+        ),
+        Index("ix_ocpp_swap_requests_station_id_state", "station_id", "state"),
+    )
+
+    request_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
+    id_token: Mapped[str] = mapped_column(String(255))
+    vin: Mapped[str] = mapped_column(String(17))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # The station's statusInfo (reasonCode and additionalInfo), or why it got no answer.
+    status_info: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
@@ -154,14 +155,20 @@ async def ocpp_endpoint(websocket: WebSocket, station_code: str) -> None:
         )
         return
     leases.hold(station.id)
+    connection = StationConnection(websocket, station)
     try:
         await websocket.accept(subprotocol=frames.SUBPROTOCOL)
         OCPP_CONNECTED.inc()
         logger.info("event=ocpp_connected station=%s instance=%s", station.code, INSTANCE_ID)
-        await StationConnection(websocket, station).serve()
+        connections[station.id] = connection
+        swap_requests.ensure_listening()
+        connection.start_outbox()
+        await connection.serve()
     finally:
+        connections.pop(station.id, None)
         OCPP_CONNECTED.dec()
         leases.drop(station.id)
+        await connection.close()
         await in_unit_of_work(_disconnected, station.id)
         logger.info("event=ocpp_disconnected station=%s", station.code)
 
@@ -213,6 +220,16 @@ class StationConnection:
         self.websocket = websocket
         self.station = station
         self.max_bytes = get_settings().ocpp_max_message_bytes
+        # CALLs this gateway sent, by message id, until the station answers.
+        self.waiting: dict[str, asyncio.Future[Reply]] = {}
+        self.send_lock = asyncio.Lock()
+        # Set when the station may have requests to send (a NOTIFY, the connection's start).
+        self.wake = asyncio.Event()
+        self.outbox: asyncio.Task[None] | None = None
+
+    def start_outbox(self) -> None:
+        self.wake.set()
+        self.outbox = asyncio.get_running_loop().create_task(self._send_swap_requests())
 
     async def serve(self) -> None:
         while True:
@@ -227,7 +244,64 @@ class StationConnection:
                 continue
             answer = await self.handle(data)
             if answer is not None:
-                await self.websocket.send_text(answer.decode())
+                await self.send(answer)
+
+    async def send(self, frame: bytes) -> None:
+        async with self.send_lock:  # the message loop and the outbox share the socket
+            await self.websocket.send_text(frame.decode())
+
+    async def close(self) -> None:
+        if self.outbox is not None:
+            self.outbox.cancel()
+            try:
+                await self.outbox
+            except asyncio.CancelledError:
+                pass
+
+    async def _send_swap_requests(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                claimed = await in_unit_of_work(service.claim_swap_requests, self.station.id)
+                for request_id, token in claimed:
+                    await self._request_swap(request_id, token)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: the next wake (or reconnect) retries
+                logger.exception("event=ocpp_swap_request_failed station=%s", self.station.code)
+
+    async def _request_swap(self, request_id: int, token: str) -> None:
+        message_id = f"rbs-{request_id}-{uuid.uuid4().hex[:8]}"
+        payload = {"requestId": request_id, "idToken": {"idToken": token, "type": "Central"}}
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.waiting[message_id] = future
+        state: str = "failed"
+        info: str | None = "no answer from the station"
+        try:
+            await self.send(frames.call(message_id, "RequestBatterySwap", payload))
+            state, info = _swap_request_answer(
+                await asyncio.wait_for(future, timeout=CALL_TIMEOUT_S)
+            )
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            # The connection closed first: recorded as failed, shielded from the cancel.
+            info = "the connection closed before the station answered"
+            await asyncio.shield(
+                in_unit_of_work(service.answer_swap_request, request_id, state, info)
+            )
+            raise
+        finally:
+            self.waiting.pop(message_id, None)
+        await in_unit_of_work(service.answer_swap_request, request_id, state, info)
+        logger.info(
+            "event=ocpp_swap_request station=%s request_id=%s state=%s info=%r",
+            self.station.code,
+            request_id,
+            state,
+            info,
+        )
 
     async def handle(self, data: str | bytes) -> bytes | None:
         size = len(data.encode()) if isinstance(data, str) else len(data)
@@ -239,10 +313,17 @@ class StationConnection:
                 )
             message = frames.parse(data)
             if isinstance(message, Reply):
-                # Answers to CALLs this gateway sends (none yet: RequestBatterySwap is to come).
-                logger.info(
-                    "event=ocpp_reply station=%s id=%s", self.station.code, message.message_id
-                )
+                # An answer to a CALL this gateway sent; anything else (a SEND, a late or
+                # unknown answer) is logged and dropped: OCPP-J answers neither.
+                future = self.waiting.get(message.message_id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+                else:
+                    logger.info(
+                        "event=ocpp_unmatched_reply station=%s id=%s",
+                        self.station.code,
+                        message.message_id[:36],
+                    )
                 return None
             if message.action in frames.known_actions():
                 action = message.action
@@ -419,3 +500,61 @@ HANDLERS: dict[str, Handler] = {
     "Authorize": authorize,
     "BatterySwap": battery_swap,
 }
+
+
+# ---- RequestBatterySwap ---------------------------------------------------------------------
+
+# How long the gateway waits for the station's answer to a CALL it sent.
+CALL_TIMEOUT_S = 30.0
+
+# The stations connected to this process, by station id.
+connections: dict[int, StationConnection] = {}
+
+
+def _swap_request_answer(reply: Reply) -> tuple[str, str | None]:
+    if reply.error_code is not None:
+        return "failed", f"CALLERROR {reply.error_code}"
+    assert reply.payload is not None
+    problem = frames.schema_errors("RequestBatterySwapResponse", reply.payload)
+    if problem is not None:
+        return "failed", f"invalid answer: {problem}"
+    info = reply.payload.get("statusInfo")
+    text = None
+    if info is not None:
+        text = " ".join(str(p) for p in (info["reasonCode"], info.get("additionalInfo")) if p)
+    return ("accepted" if reply.payload["status"] == "Accepted" else "rejected"), text
+
+
+class SwapRequestListener:
+    """LISTENs for new swap requests on one connection of this process and wakes the
+    connection of the station a notification names, if this process holds it. On every
+    (re)connect of the listener all its stations look, so a notification missed while it was
+    away is not lost; requests for a station connected nowhere wait for its connection."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure_listening(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        url = get_settings().sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {service.SWAP_REQUEST_CHANNEL}")
+                    for held in list(connections.values()):
+                        held.wake.set()
+                    async for notify in conn.notifies():
+                        named = connections.get(int(notify.payload))
+                        if named is not None:
+                            named.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event=ocpp_listener_failed instance=%s", INSTANCE_ID)
+                await asyncio.sleep(1.0)
+
+
+swap_requests = SwapRequestListener()

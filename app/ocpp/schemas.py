@@ -31,3 +31,25 @@ class CustodyExceptionRead(BaseModel):
     swap_id: uuid.UUID | None
     request_id: int | None = Field(description="The OCPP requestId of the swap")
     battery_serial: str | None
+
+
+class SwapRequestCreate(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"vin": "LFWAB1234R0000001"}]})
+
+    vin: vehicle_schemas.Vin = Field(
+        description="The vehicle to swap; the station is sent its idToken (PUT /v1/id-tokens)"
+    )
+
+
+class SwapRequestRead(BaseModel):
+    request_id: int = Field(description="OCPP requestId: the station's BatterySwap events carry it")
+    station_code: str
+    vin: str
+    state: str = Field(
+        description="pending (not yet sent: the station is not connected), sent, accepted, "
+        "rejected (status_info says why), failed (no answer, or a CALLERROR)"
+    )
+    status_info: str | None
+    swap_id: uuid.UUID | None = Field(description="The swap that followed, once it ended")
+    created_at: datetime
+    answered_at: datetime | None

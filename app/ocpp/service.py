@@ -31,6 +31,7 @@ from app.models import (
     OcppConnection,
     OcppCredential,
     OcppSwap,
+    OcppSwapRequest,
     Slot,
     Station,
     SwapEvent,
@@ -564,3 +565,63 @@ class SessionStatements:
         if not result.returns_rows:
             return []
         return [dict(zip(statement.columns, row, strict=True)) for row in result]
+
+
+# ---- RequestBatterySwap -------------------------------------------------------------------------
+
+# Every gateway process LISTENs on this channel; a new request NOTIFYs its station's id, and
+# the process holding that station's connection sends it (app/ocpp/gateway.py).
+SWAP_REQUEST_CHANNEL = "ocpp_swap_requests"
+
+
+class VehicleHasNoIdToken(Exception):
+    pass
+
+
+def create_swap_request(session: Session, station_id: int, vin: str) -> OcppSwapRequest:
+    """A pending request, announced to the gateways when the transaction commits (NOTIFY is
+    delivered at commit, never for a rolled-back request)."""
+    vehicle_id = session.scalar(select(Vehicle.id).where(Vehicle.vin == vin))
+    if vehicle_id is None:
+        raise LookupError(f"no vehicle {vin!r}")
+    token = session.scalar(
+        select(IdToken.id_token)
+        .where(IdToken.vehicle_id == vehicle_id)
+        .order_by(IdToken.created_at, IdToken.id_token)
+        .limit(1)
+    )
+    if token is None:
+        raise VehicleHasNoIdToken(f"vehicle {vin} has no idToken (PUT /v1/id-tokens/{{token}})")
+    request = OcppSwapRequest(station_id=station_id, id_token=token, vin=vin, state="pending")
+    session.add(request)
+    session.flush()
+    session.execute(select(func.pg_notify(SWAP_REQUEST_CHANNEL, str(station_id))))
+    return request
+
+
+def claim_swap_requests(session: Session, station_id: int) -> list[tuple[int, str]]:
+    """The station's pending requests, marked sent: (requestId, idToken) each."""
+    rows = session.execute(
+        update(OcppSwapRequest)
+        .where(OcppSwapRequest.station_id == station_id, OcppSwapRequest.state == "pending")
+        .values(state="sent")
+        .returning(OcppSwapRequest.request_id, OcppSwapRequest.id_token)
+    ).all()
+    return [(row.request_id, row.id_token) for row in sorted(rows)]
+
+
+def answer_swap_request(session: Session, request_id: int, state: str, info: str | None) -> None:
+    session.execute(
+        update(OcppSwapRequest)
+        .where(OcppSwapRequest.request_id == request_id, OcppSwapRequest.state == "sent")
+        .values(state=state, status_info=info, answered_at=utcnow())
+    )
+
+
+def swap_of_request(session: Session, station_id: int, request_id: int) -> uuid.UUID | None:
+    """The swap the station made for the request, once BatteryOut (or its timeout) closed it."""
+    return session.scalar(
+        select(OcppSwap.swap_id).where(
+            OcppSwap.station_id == station_id, OcppSwap.request_id == request_id
+        )
+    )

@@ -1,5 +1,6 @@
 """ocpp gateway: station passwords, connection leases, idToken -> vehicle, OCPP swaps in
-progress, custody exceptions, and the slot's connector status
+progress, swap requests sent to stations, custody exceptions, and the slot's connector
+status
 
 What the OCPP 2.1 gateway (app/ocpp, docs/ocpp.md) keeps. The stations' passwords are stored
 hashed (PBKDF2-SHA512, as Mosquitto's); a lease in ocpp_connections is what lets one station
@@ -145,6 +146,39 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("station_id", "request_id", name=op.f("pk_ocpp_swaps")),
     )
+    op.create_table(
+        "ocpp_swap_requests",
+        sa.Column("request_id", sa.Integer(), sa.Identity(always=False), nullable=False),
+        sa.Column("station_id", sa.BigInteger(), nullable=False),
+        sa.Column("id_token", sa.String(length=255), nullable=False),
+        sa.Column("vin", sa.String(length=17), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("status_info", sa.Text(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "state IN ('pending', 'sent', 'accepted', 'rejected', 'failed')",
+            name=op.f("ck_ocpp_swap_requests_state_known"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["station_id"],
+            ["stations.id"],
+            name=op.f("fk_ocpp_swap_requests_station_id_stations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("request_id", name=op.f("pk_ocpp_swap_requests")),
+    )
+    op.create_index(
+        "ix_ocpp_swap_requests_station_id_state",
+        "ocpp_swap_requests",
+        ["station_id", "state"],
+        unique=False,
+    )
     op.add_column("slots", sa.Column("connector_status", sa.String(length=16), nullable=True))
     op.add_column(
         "slots", sa.Column("connector_status_at", sa.DateTime(timezone=True), nullable=True)
@@ -154,6 +188,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("slots", "connector_status_at")
     op.drop_column("slots", "connector_status")
+    op.drop_index("ix_ocpp_swap_requests_station_id_state", table_name="ocpp_swap_requests")
+    op.drop_table("ocpp_swap_requests")
     op.drop_table("ocpp_swaps")
     op.drop_index("ix_custody_exceptions_station_id_at", table_name="custody_exceptions")
     op.drop_table("custody_exceptions")
