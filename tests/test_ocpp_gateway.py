@@ -384,6 +384,9 @@ def test_bad_messages_get_the_standard_callerrors_and_the_connection_goes_on(
     engine: Engine, api: ApiServer
 ) -> None:
     w = ocpp_world(engine)
+    admin = w.world.admin_key
+    codes = ("NotImplemented", "NotSupported", "RpcFrameworkError")
+    before = {c: metric(api, admin, "swapfleet_ocpp_callerrors_total", code=c) for c in codes}
 
     async def run() -> None:
         async with raw_connection(api.base_url, w.code, w.password) as ws:
@@ -466,6 +469,8 @@ def test_bad_messages_get_the_standard_callerrors_and_the_connection_goes_on(
             ]
 
     asyncio.run(run())
+    for code, count in before.items():
+        assert metric(api, admin, "swapfleet_ocpp_callerrors_total", code=code) == count + 1, code
     client = http(api, w.world.operator_key)
     assert client.get("/v1/swaps", params={"station_code": w.code}).json()["items"] == []
     charged = client.get(f"/v1/batteries/{w.world.charged[0].serial}").json()
@@ -669,3 +674,41 @@ def test_swap_requests_are_refused_for_unknown_vehicles_tokenless_vehicles_and_o
     assert foreign.status_code == 404
     oem = http(api, w.world.oem_key).post(url, json={"vin": w.world.vehicle.vin})
     assert oem.status_code == 403
+
+
+def test_a_token_mapped_through_rest_authorizes_and_a_swap_for_an_unknown_token_is_flagged(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    rest = http(api, w.world.operator_key)
+    card = unique("card").upper()
+    mapped = rest.put(f"/v1/id-tokens/{card}", json={"vin": w.world.vehicle.vin})
+    assert mapped.status_code == 200, mapped.text
+    assert mapped.json() == {"id_token": card.lower(), "vin": w.world.vehicle.vin}
+    assert rest.put("/v1/id-tokens/x", json={"vin": "LFWZZ000000000000"}).status_code == 404
+    charged = w.world.charged[0].serial
+
+    async def run() -> None:
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            await station.call(boot())
+            known = await station.call(call.Authorize(id_token=id_token(card)))
+            assert known.id_token_info["status"] == "Accepted"
+            # A swap for a token nobody mapped: no swap row can name a vehicle.
+            stranger = id_token("STRANGER-1")
+            for event_type, data in (
+                ("BatteryIn", battery(5, w.world.depleted.serial, 14.0, 93.0)),
+                ("BatteryOut", battery(1, charged, 95.0, 97.0)),
+            ):
+                event = call.BatterySwap(
+                    battery_data=[data], event_type=event_type, id_token=stranger, request_id=7005
+                )
+                assert await station.battery_swap(event) is not None
+
+    asyncio.run(run())
+    assert rest.get("/v1/swaps", params={"station_code": w.code}).json()["items"] == []
+    (flag,) = rest.get("/v1/custody-exceptions", params={"station_code": w.code}).json()["items"]
+    assert flag["reason_code"] == "IdTokenUnknown"
+    assert flag["swap_id"] is None
+    assert rest.get(f"/v1/batteries/{charged}").json()["location"]["kind"] == "in_transit"
+    depleted = rest.get(f"/v1/batteries/{w.world.depleted.serial}").json()["location"]
+    assert (depleted["kind"], depleted["slot_number"]) == ("slot", 5)
