@@ -20,7 +20,7 @@ from ocpp.v21 import call, call_result
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import IdToken, OcppConnection
+from app.models import IdToken, OcppConnection, OcppSwapRequest
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, slot_of, unique
@@ -712,3 +712,31 @@ def test_a_token_mapped_through_rest_authorizes_and_a_swap_for_an_unknown_token_
     assert rest.get(f"/v1/batteries/{charged}").json()["location"]["kind"] == "in_transit"
     depleted = rest.get(f"/v1/batteries/{w.world.depleted.serial}").json()["location"]
     assert (depleted["kind"], depleted["slot_number"]) == ("slot", 5)
+
+
+def test_a_request_left_sent_by_a_gateway_that_stopped_is_failed_not_resent(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    AnsweringStation.received = []
+    with Session(engine) as session, session.begin():
+        orphan = OcppSwapRequest(
+            station_id=w.world.station.id, id_token=w.token.lower(), vin=w.world.vehicle.vin
+        )
+        orphan.state = "sent"  # as a gateway that died after sending it left it
+        session.add(orphan)
+        session.flush()
+        request_id = orphan.request_id
+    rest = http(api, w.world.operator_key)
+    url = f"/v1/stations/{w.code}/swap-requests/{request_id}"
+
+    async def run() -> None:
+        async with connected_station(
+            api.base_url, w.code, w.password, station_class=AnsweringStation
+        ):
+            failed = await asyncio.to_thread(wait_for_state, rest, url)
+            assert failed["state"] == "failed"
+            assert "stopped" in failed["status_info"]
+
+    asyncio.run(run())
+    assert AnsweringStation.received == []

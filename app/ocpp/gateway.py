@@ -239,7 +239,9 @@ class StationConnection:
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            data: str | bytes | None = message.get("text") or message.get("bytes")
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes")
             if data is None:
                 continue
             answer = await self.handle(data)
@@ -306,6 +308,7 @@ class StationConnection:
     async def handle(self, data: str | bytes) -> bytes | None:
         size = len(data.encode()) if isinstance(data, str) else len(data)
         action = "unknown"
+        message: Call | Reply | None = None
         try:
             if size > self.max_bytes:
                 raise CallError(

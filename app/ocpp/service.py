@@ -600,7 +600,20 @@ def create_swap_request(session: Session, station_id: int, vin: str) -> OcppSwap
 
 
 def claim_swap_requests(session: Session, station_id: int) -> list[tuple[int, str]]:
-    """The station's pending requests, marked sent: (requestId, idToken) each."""
+    """The station's pending requests, marked sent: (requestId, idToken) each.
+
+    Only the station's one connection claims, and only when none of its requests is in
+    flight: a request still `sent` then was sent by a gateway that stopped before storing
+    the answer. Sending it again could start a second swap, so it is marked failed."""
+    session.execute(
+        update(OcppSwapRequest)
+        .where(OcppSwapRequest.station_id == station_id, OcppSwapRequest.state == "sent")
+        .values(
+            state="failed",
+            status_info="the gateway that sent it stopped before the station's answer",
+            answered_at=utcnow(),
+        )
+    )
     rows = session.execute(
         update(OcppSwapRequest)
         .where(OcppSwapRequest.station_id == station_id, OcppSwapRequest.state == "pending")
