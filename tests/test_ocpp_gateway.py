@@ -20,7 +20,7 @@ from ocpp.v21 import call, call_result
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import IdToken, OcppConnection, OcppSwapRequest
+from app.models import IdToken, OcppAvailabilityChange, OcppConnection, OcppSwapRequest
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, slot_of, unique
@@ -740,3 +740,74 @@ def test_a_request_left_sent_by_a_gateway_that_stopped_is_failed_not_resent(
 
     asyncio.run(run())
     assert AnsweringStation.received == []
+
+
+# ---- ChangeAvailability ---------------------------------------------------------------------
+
+
+class AvailabilityStation(OcppStation):
+    received: list[tuple[str, int]]
+
+    @on("ChangeAvailability")  # type: ignore[untyped-decorator]
+    def on_change_availability(
+        self, operational_status: str, evse: dict[str, Any] | None = None, **_: Any
+    ) -> call_result.ChangeAvailability:
+        assert evse is not None
+        self.received.append((operational_status, evse["id"]))
+        return call_result.ChangeAvailability(status="Accepted")
+
+
+def availability_states(engine: Engine, station_id: int) -> list[tuple[int, bool, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                OcppAvailabilityChange.slot_number,
+                OcppAvailabilityChange.operative,
+                OcppAvailabilityChange.state,
+            )
+            .where(OcppAvailabilityChange.station_id == station_id)
+            .order_by(OcppAvailabilityChange.id)
+        ).all()
+    return [(r.slot_number, r.operative, r.state) for r in rows]
+
+
+def test_disabling_and_enabling_a_slot_through_rest_reaches_the_station_as_change_availability(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    AvailabilityStation.received = []
+    rest = http(api, w.world.operator_key)
+    slot = f"/v1/stations/{w.code}/slots/2"
+
+    async def run() -> None:
+        async with connected_station(
+            api.base_url, w.code, w.password, station_class=AvailabilityStation
+        ) as station:
+            await station.call(boot())
+            for enabled in (False, True, True):  # the last one changes nothing: not sent
+                patched = await asyncio.to_thread(rest.patch, slot, json={"enabled": enabled})
+                assert patched.status_code == 200
+            deadline = time.monotonic() + 15
+            while len(AvailabilityStation.received) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert AvailabilityStation.received == [("Inoperative", 2), ("Operative", 2)]
+
+    asyncio.run(run())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = availability_states(engine, w.world.station.id)
+        if all(state == "accepted" for _, _, state in states):
+            break
+        time.sleep(0.05)
+    assert states == [(2, False, "accepted"), (2, True, "accepted")]
+
+
+def test_a_station_without_an_ocpp_password_queues_no_availability_change(
+    engine: Engine, api: ApiServer
+) -> None:
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        world = build_swap_world(session)  # an MQTT station: no OCPP password
+    rest = http(api, world.operator_key)
+    patched = rest.patch(f"/v1/stations/{world.station.code}/slots/2", json={"enabled": False})
+    assert patched.status_code == 200
+    assert availability_states(engine, world.station.id) == []

@@ -15,6 +15,7 @@ from app.models.enums import (
 from app.models.ocpp import (
     CustodyException,
     IdToken,
+    OcppAvailabilityChange,
     OcppConnection,
     OcppCredential,
     OcppSwap,
@@ -62,6 +63,7 @@ __all__ = [
     "IdempotencyRecord",
     "KeyRole",
     "LocationKind",
+    "OcppAvailabilityChange",
     "OcppConnection",
     "OcppCredential",
     "OcppSwap",

@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -126,6 +127,29 @@ class OcppSwapRequest(Base):
     vin: Mapped[str] = mapped_column(String(17))
     state: Mapped[str] = mapped_column(String(16), default="pending")
     # The station's statusInfo (reasonCode and additionalInfo), or why it got no answer.
+    status_info: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OcppAvailabilityChange(Base):
+    """A slot disabled or enabled through REST, to be sent to its station as
+    ChangeAvailability, and the station's answer."""
+
+    __tablename__ = "ocpp_availability_changes"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'sent', 'accepted', 'scheduled', 'rejected', 'failed')",
+            name="state_known",
+        ),
+        Index("ix_ocpp_availability_changes_station_id_state", "station_id", "state"),
+    )
+
+    id: Mapped[int] = id_column()
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
+    slot_number: Mapped[int] = mapped_column(Integer)
+    operative: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
     status_info: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -23,8 +23,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
+import orjson
 import psycopg
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import Response
@@ -261,46 +263,61 @@ class StationConnection:
                 pass
 
     async def _send_swap_requests(self) -> None:
+        """The outbox: what REST asked of this station (RequestBatterySwap, ChangeAvailability),
+        one CALL at a time, each answer stored before the next is sent."""
         while True:
             await self.wake.wait()
             self.wake.clear()
             try:
-                claimed = await in_unit_of_work(service.claim_swap_requests, self.station.id)
-                for request_id, token in claimed:
-                    await self._request_swap(request_id, token)
+                requests = await in_unit_of_work(service.claim_swap_requests, self.station.id)
+                for request_id, token in requests:
+                    await self._call(
+                        "RequestBatterySwap",
+                        {"requestId": request_id, "idToken": {"idToken": token, "type": "Central"}},
+                        partial(service.answer_swap_request, request_id=request_id),
+                    )
+                changes = await in_unit_of_work(service.claim_availability_changes, self.station.id)
+                for change_id, slot_number, operative in changes:
+                    await self._call(
+                        "ChangeAvailability",
+                        {
+                            "operationalStatus": "Operative" if operative else "Inoperative",
+                            "evse": {"id": slot_number},
+                        },
+                        partial(service.answer_availability_change, change_id=change_id),
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database is away: the next wake (or reconnect) retries
-                logger.exception("event=ocpp_swap_request_failed station=%s", self.station.code)
+                logger.exception("event=ocpp_outbox_failed station=%s", self.station.code)
 
-    async def _request_swap(self, request_id: int, token: str) -> None:
-        message_id = f"rbs-{request_id}-{uuid.uuid4().hex[:8]}"
-        payload = {"requestId": request_id, "idToken": {"idToken": token, "type": "Central"}}
+    async def _call(self, action: str, payload: dict[str, Any], store: Callable[..., None]) -> None:
+        """Sends the CALL, waits for the answer and stores it with store(session, state=,
+        info=): the answer's status lower-cased (accepted, rejected, scheduled) and its
+        statusInfo, or failed."""
+        message_id = uuid.uuid4().hex[:16]
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.waiting[message_id] = future
         state: str = "failed"
         info: str | None = "no answer from the station"
         try:
-            await self.send(frames.call(message_id, "RequestBatterySwap", payload))
-            state, info = _swap_request_answer(
-                await asyncio.wait_for(future, timeout=CALL_TIMEOUT_S)
-            )
+            await self.send(frames.call(message_id, action, payload))
+            state, info = _answer(action, await asyncio.wait_for(future, timeout=CALL_TIMEOUT_S))
         except TimeoutError:
             pass
         except asyncio.CancelledError:
             # The connection closed first: recorded as failed, shielded from the cancel.
             info = "the connection closed before the station answered"
-            await asyncio.shield(
-                in_unit_of_work(service.answer_swap_request, request_id, state, info)
-            )
+            await asyncio.shield(_store(store, state, info))
             raise
         finally:
             self.waiting.pop(message_id, None)
-        await in_unit_of_work(service.answer_swap_request, request_id, state, info)
+        await _store(store, state, info)
         logger.info(
-            "event=ocpp_swap_request station=%s request_id=%s state=%s info=%r",
+            "event=ocpp_call station=%s action=%s payload=%s state=%s info=%r",
             self.station.code,
-            request_id,
+            action,
+            orjson.dumps(payload).decode()[:200],
             state,
             info,
         )
@@ -505,7 +522,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-# ---- RequestBatterySwap ---------------------------------------------------------------------
+# ---- CALLs to stations: RequestBatterySwap, ChangeAvailability ------------------------------
 
 # How long the gateway waits for the station's answer to a CALL it sent.
 CALL_TIMEOUT_S = 30.0
@@ -514,18 +531,25 @@ CALL_TIMEOUT_S = 30.0
 connections: dict[int, StationConnection] = {}
 
 
-def _swap_request_answer(reply: Reply) -> tuple[str, str | None]:
+async def _store(store: Callable[..., None], state: str, info: str | None) -> None:
+    def run(session: Session) -> None:
+        store(session, state=state, info=info)
+
+    await in_unit_of_work(run)
+
+
+def _answer(action: str, reply: Reply) -> tuple[str, str | None]:
     if reply.error_code is not None:
         return "failed", f"CALLERROR {reply.error_code}"
     assert reply.payload is not None
-    problem = frames.schema_errors("RequestBatterySwapResponse", reply.payload)
+    problem = frames.schema_errors(f"{action}Response", reply.payload)
     if problem is not None:
         return "failed", f"invalid answer: {problem}"
     info = reply.payload.get("statusInfo")
     text = None
     if info is not None:
         text = " ".join(str(p) for p in (info["reasonCode"], info.get("additionalInfo")) if p)
-    return ("accepted" if reply.payload["status"] == "Accepted" else "rejected"), text
+    return str(reply.payload["status"]).lower(), text
 
 
 class SwapRequestListener:

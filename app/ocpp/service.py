@@ -28,6 +28,7 @@ from app.models import (
     CustodyException,
     IdToken,
     LocationKind,
+    OcppAvailabilityChange,
     OcppConnection,
     OcppCredential,
     OcppSwap,
@@ -623,7 +624,7 @@ def claim_swap_requests(session: Session, station_id: int) -> list[tuple[int, st
     return [(row.request_id, row.id_token) for row in sorted(rows)]
 
 
-def answer_swap_request(session: Session, request_id: int, state: str, info: str | None) -> None:
+def answer_swap_request(session: Session, *, request_id: int, state: str, info: str | None) -> None:
     session.execute(
         update(OcppSwapRequest)
         .where(OcppSwapRequest.request_id == request_id, OcppSwapRequest.state == "sent")
@@ -637,4 +638,65 @@ def swap_of_request(session: Session, station_id: int, request_id: int) -> uuid.
         select(OcppSwap.swap_id).where(
             OcppSwap.station_id == station_id, OcppSwap.request_id == request_id
         )
+    )
+
+
+# ---- ChangeAvailability --------------------------------------------------------------------
+
+
+def queue_availability_change(
+    session: Session, station_id: int, slot_number: int, operative: bool
+) -> None:
+    """A slot enabled or disabled through REST, for a station that speaks OCPP (has a
+    password): sent as ChangeAvailability by the gateway holding it, the same path as a swap
+    request (NOTIFY at commit)."""
+    if session.get(OcppCredential, station_id) is None:
+        return
+    session.add(
+        OcppAvailabilityChange(
+            station_id=station_id, slot_number=slot_number, operative=operative, state="pending"
+        )
+    )
+    session.flush()
+    session.execute(select(func.pg_notify(SWAP_REQUEST_CHANNEL, str(station_id))))
+
+
+def claim_availability_changes(session: Session, station_id: int) -> list[tuple[int, int, bool]]:
+    """The station's pending changes, marked sent, oldest first: (id, slot, operative). As
+    for swap requests, one still `sent` was left by a gateway that stopped: failed."""
+    session.execute(
+        update(OcppAvailabilityChange)
+        .where(
+            OcppAvailabilityChange.station_id == station_id,
+            OcppAvailabilityChange.state == "sent",
+        )
+        .values(
+            state="failed",
+            status_info="the gateway that sent it stopped before the station's answer",
+            answered_at=utcnow(),
+        )
+    )
+    rows = session.execute(
+        update(OcppAvailabilityChange)
+        .where(
+            OcppAvailabilityChange.station_id == station_id,
+            OcppAvailabilityChange.state == "pending",
+        )
+        .values(state="sent")
+        .returning(
+            OcppAvailabilityChange.id,
+            OcppAvailabilityChange.slot_number,
+            OcppAvailabilityChange.operative,
+        )
+    ).all()
+    return sorted((row.id, row.slot_number, row.operative) for row in rows)
+
+
+def answer_availability_change(
+    session: Session, *, change_id: int, state: str, info: str | None
+) -> None:
+    session.execute(
+        update(OcppAvailabilityChange)
+        .where(OcppAvailabilityChange.id == change_id, OcppAvailabilityChange.state == "sent")
+        .values(state=state, status_info=info, answered_at=utcnow())
     )

@@ -14,6 +14,7 @@ from app.errors import Forbidden
 from app.integrity import flush_or_raise
 from app.keyset import AnyRow, split_page
 from app.models import KeyRole, OrgRole, Slot, Station, StationStatus
+from app.ocpp import service as ocpp_service
 from app.organizations import service as organization_service
 from app.stations import repository
 from app.stations.exceptions import (
@@ -210,8 +211,12 @@ def update_slot(
     slot = repository.get_slot(session, station.id, number)
     if slot is None:
         raise SlotNotFound(f"station {code!r} has no slot {number}")
+    changed = slot.enabled != enabled
     slot.enabled = enabled
     session.flush()
+    if changed:
+        # A station connected over OCPP is told (ChangeAvailability, docs/ocpp.md).
+        ocpp_service.queue_availability_change(session, station.id, number, enabled)
     row = repository.slot_row(session, station.id, number)
     assert row is not None
     return _slot_read(row, principal)

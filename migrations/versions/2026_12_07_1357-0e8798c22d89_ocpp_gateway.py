@@ -1,6 +1,6 @@
 """ocpp gateway: station passwords, connection leases, idToken -> vehicle, OCPP swaps in
-progress, swap requests sent to stations, custody exceptions, and the slot's connector
-status
+progress, swap requests and slot availability changes sent to stations, custody exceptions,
+and the slot's connector status
 
 What the OCPP 2.1 gateway (app/ocpp, docs/ocpp.md) keeps. The stations' passwords are stored
 hashed (PBKDF2-SHA512, as Mosquitto's); a lease in ocpp_connections is what lets one station
@@ -179,6 +179,39 @@ def upgrade() -> None:
         ["station_id", "state"],
         unique=False,
     )
+    op.create_table(
+        "ocpp_availability_changes",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("station_id", sa.BigInteger(), nullable=False),
+        sa.Column("slot_number", sa.Integer(), nullable=False),
+        sa.Column("operative", sa.Boolean(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("status_info", sa.Text(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "state IN ('pending', 'sent', 'accepted', 'scheduled', 'rejected', 'failed')",
+            name=op.f("ck_ocpp_availability_changes_state_known"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["station_id"],
+            ["stations.id"],
+            name=op.f("fk_ocpp_availability_changes_station_id_stations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ocpp_availability_changes")),
+    )
+    op.create_index(
+        "ix_ocpp_availability_changes_station_id_state",
+        "ocpp_availability_changes",
+        ["station_id", "state"],
+        unique=False,
+    )
     op.add_column("slots", sa.Column("connector_status", sa.String(length=16), nullable=True))
     op.add_column(
         "slots", sa.Column("connector_status_at", sa.DateTime(timezone=True), nullable=True)
@@ -188,6 +221,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("slots", "connector_status_at")
     op.drop_column("slots", "connector_status")
+    op.drop_index(
+        "ix_ocpp_availability_changes_station_id_state", table_name="ocpp_availability_changes"
+    )
+    op.drop_table("ocpp_availability_changes")
     op.drop_index("ix_ocpp_swap_requests_station_id_state", table_name="ocpp_swap_requests")
     op.drop_table("ocpp_swap_requests")
     op.drop_table("ocpp_swaps")
