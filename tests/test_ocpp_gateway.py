@@ -20,7 +20,7 @@ from ocpp.v21 import call, call_result
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import IdToken, OcppAvailabilityChange, OcppConnection, OcppSwapRequest
+from app.models import IdToken, OcppCommand, OcppConnection, OcppSwapRequest
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth, make_battery, slot_of, unique
@@ -757,18 +757,23 @@ class AvailabilityStation(OcppStation):
         return call_result.ChangeAvailability(status="Accepted")
 
 
-def availability_states(engine: Engine, station_id: int) -> list[tuple[int, bool, str]]:
+def command_states(engine: Engine, station_id: int) -> list[tuple[str, Any, str]]:
     with engine.connect() as connection:
         rows = connection.execute(
-            select(
-                OcppAvailabilityChange.slot_number,
-                OcppAvailabilityChange.operative,
-                OcppAvailabilityChange.state,
-            )
-            .where(OcppAvailabilityChange.station_id == station_id)
-            .order_by(OcppAvailabilityChange.id)
+            select(OcppCommand.action, OcppCommand.payload, OcppCommand.state)
+            .where(OcppCommand.station_id == station_id)
+            .order_by(OcppCommand.id)
         ).all()
-    return [(r.slot_number, r.operative, r.state) for r in rows]
+    return [(r.action, r.payload, r.state) for r in rows]
+
+
+def wait_answered(engine: Engine, station_id: int) -> list[tuple[str, Any, str]]:
+    deadline = time.monotonic() + 5
+    states = command_states(engine, station_id)
+    while time.monotonic() < deadline and any(s in ("pending", "sent") for _, _, s in states):
+        time.sleep(0.05)
+        states = command_states(engine, station_id)
+    return states
 
 
 def test_disabling_and_enabling_a_slot_through_rest_reaches_the_station_as_change_availability(
@@ -793,16 +798,15 @@ def test_disabling_and_enabling_a_slot_through_rest_reaches_the_station_as_chang
             assert AvailabilityStation.received == [("Inoperative", 2), ("Operative", 2)]
 
     asyncio.run(run())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        states = availability_states(engine, w.world.station.id)
-        if all(state == "accepted" for _, _, state in states):
-            break
-        time.sleep(0.05)
-    assert states == [(2, False, "accepted"), (2, True, "accepted")]
+    assert [
+        (a, p["operationalStatus"], s) for a, p, s in wait_answered(engine, w.world.station.id)
+    ] == [
+        ("ChangeAvailability", "Inoperative", "accepted"),
+        ("ChangeAvailability", "Operative", "accepted"),
+    ]
 
 
-def test_a_station_without_an_ocpp_password_queues_no_availability_change(
+def test_a_station_without_an_ocpp_password_is_sent_no_commands(
     engine: Engine, api: ApiServer
 ) -> None:
     with Session(engine, expire_on_commit=False) as session, session.begin():
@@ -810,4 +814,60 @@ def test_a_station_without_an_ocpp_password_queues_no_availability_change(
     rest = http(api, world.operator_key)
     patched = rest.patch(f"/v1/stations/{world.station.code}/slots/2", json={"enabled": False})
     assert patched.status_code == 200
-    assert availability_states(engine, world.station.id) == []
+    target = rest.patch(f"/v1/stations/{world.station.code}", json={"target_soc_pct": 80})
+    assert target.status_code == 200
+    assert command_states(engine, world.station.id) == []
+
+
+class VariablesStation(OcppStation):
+    received: list[list[dict[str, Any]]]
+
+    @on("SetVariables")  # type: ignore[untyped-decorator]
+    def on_set_variables(
+        self, set_variable_data: list[dict[str, Any]], **_: Any
+    ) -> call_result.SetVariables:
+        self.received.append(set_variable_data)
+        return call_result.SetVariables(
+            set_variable_result=[
+                {
+                    "attribute_status": "Accepted",
+                    "component": data["component"],
+                    "variable": data["variable"],
+                }
+                for data in set_variable_data
+            ]
+        )
+
+
+def test_a_new_target_soc_reaches_the_station_as_set_variables(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    VariablesStation.received = []
+    rest = http(api, w.world.operator_key)
+
+    async def run() -> None:
+        async with connected_station(
+            api.base_url, w.code, w.password, station_class=VariablesStation
+        ) as station:
+            await station.call(boot())
+            patched = await asyncio.to_thread(
+                rest.patch, f"/v1/stations/{w.code}", json={"target_soc_pct": 85}
+            )
+            assert patched.status_code == 200, patched.text
+            deadline = time.monotonic() + 15
+            while not VariablesStation.received and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert VariablesStation.received == [
+        [
+            {
+                "component": {"name": "BatterySwapCtrlr"},
+                "variable": {"name": "TargetSoc"},
+                "attribute_value": "85",
+            }
+        ]
+    ]
+    ((action, _, state),) = wait_answered(engine, w.world.station.id)
+    assert (action, state) == ("SetVariables", "accepted")

@@ -15,7 +15,7 @@ from app.models.enums import (
 from app.models.ocpp import (
     CustodyException,
     IdToken,
-    OcppAvailabilityChange,
+    OcppCommand,
     OcppConnection,
     OcppCredential,
     OcppSwap,
@@ -63,7 +63,7 @@ __all__ = [
     "IdempotencyRecord",
     "KeyRole",
     "LocationKind",
-    "OcppAvailabilityChange",
+    "OcppCommand",
     "OcppConnection",
     "OcppCredential",
     "OcppSwap",

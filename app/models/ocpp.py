@@ -5,7 +5,6 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
-    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -16,11 +15,11 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
-from app.models.base import created_at_column, id_column, updated_at_column
+from app.models.base import JSONDict, created_at_column, id_column, updated_at_column
 
 
 class OcppCredential(Base):
@@ -132,23 +131,23 @@ class OcppSwapRequest(Base):
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class OcppAvailabilityChange(Base):
-    """A slot disabled or enabled through REST, to be sent to its station as
-    ChangeAvailability, and the station's answer."""
+class OcppCommand(Base):
+    """A CALL for a station that REST asked for (ChangeAvailability when a slot is disabled or
+    enabled, SetVariables when the station's target SoC changes), and the station's answer."""
 
-    __tablename__ = "ocpp_availability_changes"
+    __tablename__ = "ocpp_commands"
     __table_args__ = (
         CheckConstraint(
             "state IN ('pending', 'sent', 'accepted', 'scheduled', 'rejected', 'failed')",
             name="state_known",
         ),
-        Index("ix_ocpp_availability_changes_station_id_state", "station_id", "state"),
+        Index("ix_ocpp_commands_station_id_state", "station_id", "state"),
     )
 
     id: Mapped[int] = id_column()
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
-    slot_number: Mapped[int] = mapped_column(Integer)
-    operative: Mapped[bool] = mapped_column(Boolean)
+    action: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[JSONDict] = mapped_column(JSONB)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     status_info: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()

@@ -263,8 +263,8 @@ class StationConnection:
                 pass
 
     async def _send_swap_requests(self) -> None:
-        """The outbox: what REST asked of this station (RequestBatterySwap, ChangeAvailability),
-        one CALL at a time, each answer stored before the next is sent."""
+        """The outbox: what REST asked of this station (RequestBatterySwap, ChangeAvailability,
+        SetVariables), one CALL at a time, each answer stored before the next is sent."""
         while True:
             await self.wake.wait()
             self.wake.clear()
@@ -276,15 +276,10 @@ class StationConnection:
                         {"requestId": request_id, "idToken": {"idToken": token, "type": "Central"}},
                         partial(service.answer_swap_request, request_id=request_id),
                     )
-                changes = await in_unit_of_work(service.claim_availability_changes, self.station.id)
-                for change_id, slot_number, operative in changes:
+                commands = await in_unit_of_work(service.claim_commands, self.station.id)
+                for command_id, action, payload in commands:
                     await self._call(
-                        "ChangeAvailability",
-                        {
-                            "operationalStatus": "Operative" if operative else "Inoperative",
-                            "evse": {"id": slot_number},
-                        },
-                        partial(service.answer_availability_change, change_id=change_id),
+                        action, payload, partial(service.answer_command, command_id=command_id)
                     )
             except asyncio.CancelledError:
                 raise
@@ -522,7 +517,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-# ---- CALLs to stations: RequestBatterySwap, ChangeAvailability ------------------------------
+# ---- CALLs to stations: RequestBatterySwap, ChangeAvailability, SetVariables ---------------
 
 # How long the gateway waits for the station's answer to a CALL it sent.
 CALL_TIMEOUT_S = 30.0
@@ -545,6 +540,11 @@ def _answer(action: str, reply: Reply) -> tuple[str, str | None]:
     problem = frames.schema_errors(f"{action}Response", reply.payload)
     if problem is not None:
         return "failed", f"invalid answer: {problem}"
+    if action == "SetVariables":
+        statuses = [r["attributeStatus"] for r in reply.payload["setVariableResult"]]
+        # RebootRequired: set, in effect after the station's next reboot.
+        done = all(s in ("Accepted", "RebootRequired") for s in statuses)
+        return ("accepted" if done else "rejected"), ",".join(statuses)
     info = reply.payload.get("statusInfo")
     text = None
     if info is not None:

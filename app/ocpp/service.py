@@ -28,7 +28,7 @@ from app.models import (
     CustodyException,
     IdToken,
     LocationKind,
-    OcppAvailabilityChange,
+    OcppCommand,
     OcppConnection,
     OcppCredential,
     OcppSwap,
@@ -641,35 +641,59 @@ def swap_of_request(session: Session, station_id: int, request_id: int) -> uuid.
     )
 
 
-# ---- ChangeAvailability --------------------------------------------------------------------
+# ---- commands: ChangeAvailability, SetVariables ---------------------------------------------
 
 
 def queue_availability_change(
     session: Session, station_id: int, slot_number: int, operative: bool
 ) -> None:
-    """A slot enabled or disabled through REST, for a station that speaks OCPP (has a
-    password): sent as ChangeAvailability by the gateway holding it, the same path as a swap
-    request (NOTIFY at commit)."""
+    """A slot enabled or disabled through REST."""
+    queue_command(
+        session,
+        station_id,
+        "ChangeAvailability",
+        {
+            "operationalStatus": "Operative" if operative else "Inoperative",
+            "evse": {"id": slot_number},
+        },
+    )
+
+
+def queue_target_soc(session: Session, station_id: int, target_soc_pct: float) -> None:
+    """The station's target SoC changed through REST: the station's swap controller hands
+    out batteries at or above it (OCPP 2.1 device model, BatterySwapCtrlr.TargetSoc)."""
+    queue_command(
+        session,
+        station_id,
+        "SetVariables",
+        {
+            "setVariableData": [
+                {
+                    "component": {"name": "BatterySwapCtrlr"},
+                    "variable": {"name": "TargetSoc"},
+                    "attributeValue": f"{target_soc_pct:g}",
+                }
+            ]
+        },
+    )
+
+
+def queue_command(session: Session, station_id: int, action: str, payload: dict[str, Any]) -> None:
+    """For a station that speaks OCPP (has a password), sent by the gateway holding it: the
+    same path as a swap request (NOTIFY at commit). Other stations get nothing."""
     if session.get(OcppCredential, station_id) is None:
         return
-    session.add(
-        OcppAvailabilityChange(
-            station_id=station_id, slot_number=slot_number, operative=operative, state="pending"
-        )
-    )
+    session.add(OcppCommand(station_id=station_id, action=action, payload=payload, state="pending"))
     session.flush()
     session.execute(select(func.pg_notify(SWAP_REQUEST_CHANNEL, str(station_id))))
 
 
-def claim_availability_changes(session: Session, station_id: int) -> list[tuple[int, int, bool]]:
-    """The station's pending changes, marked sent, oldest first: (id, slot, operative). As
+def claim_commands(session: Session, station_id: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """The station's pending commands, marked sent, oldest first: (id, action, payload). As
     for swap requests, one still `sent` was left by a gateway that stopped: failed."""
     session.execute(
-        update(OcppAvailabilityChange)
-        .where(
-            OcppAvailabilityChange.station_id == station_id,
-            OcppAvailabilityChange.state == "sent",
-        )
+        update(OcppCommand)
+        .where(OcppCommand.station_id == station_id, OcppCommand.state == "sent")
         .values(
             state="failed",
             status_info="the gateway that sent it stopped before the station's answer",
@@ -677,26 +701,17 @@ def claim_availability_changes(session: Session, station_id: int) -> list[tuple[
         )
     )
     rows = session.execute(
-        update(OcppAvailabilityChange)
-        .where(
-            OcppAvailabilityChange.station_id == station_id,
-            OcppAvailabilityChange.state == "pending",
-        )
+        update(OcppCommand)
+        .where(OcppCommand.station_id == station_id, OcppCommand.state == "pending")
         .values(state="sent")
-        .returning(
-            OcppAvailabilityChange.id,
-            OcppAvailabilityChange.slot_number,
-            OcppAvailabilityChange.operative,
-        )
+        .returning(OcppCommand.id, OcppCommand.action, OcppCommand.payload)
     ).all()
-    return sorted((row.id, row.slot_number, row.operative) for row in rows)
+    return sorted(((row.id, row.action, row.payload) for row in rows), key=lambda r: r[0])
 
 
-def answer_availability_change(
-    session: Session, *, change_id: int, state: str, info: str | None
-) -> None:
+def answer_command(session: Session, *, command_id: int, state: str, info: str | None) -> None:
     session.execute(
-        update(OcppAvailabilityChange)
-        .where(OcppAvailabilityChange.id == change_id, OcppAvailabilityChange.state == "sent")
+        update(OcppCommand)
+        .where(OcppCommand.id == command_id, OcppCommand.state == "sent")
         .values(state=state, status_info=info, answered_at=utcnow())
     )

@@ -161,9 +161,13 @@ def update_station(
     session: Session, principal: Principal, code: str, data: StationUpdate
 ) -> StationRead:
     station = _visible_station(session, principal, code)
+    previous_target = station.target_soc_pct
     for field, value in data.model_dump(exclude_unset=True).items():
         setattr(station, field, value)
     session.flush()
+    if station.target_soc_pct != previous_target:
+        # A station connected over OCPP is told (SetVariables, docs/ocpp.md).
+        ocpp_service.queue_target_soc(session, station.id, station.target_soc_pct)
     return read_station(session, principal, code)
 
 

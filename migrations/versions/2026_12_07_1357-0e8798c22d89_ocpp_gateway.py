@@ -1,5 +1,5 @@
 """ocpp gateway: station passwords, connection leases, idToken -> vehicle, OCPP swaps in
-progress, swap requests and slot availability changes sent to stations, custody exceptions,
+progress, swap requests and other commands sent to stations, custody exceptions,
 and the slot's connector status
 
 What the OCPP 2.1 gateway (app/ocpp, docs/ocpp.md) keeps. The stations' passwords are stored
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0e8798c22d89"
 down_revision: str | None = "a6d2f8c4e1b9"
@@ -180,11 +181,11 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
-        "ocpp_availability_changes",
+        "ocpp_commands",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("station_id", sa.BigInteger(), nullable=False),
-        sa.Column("slot_number", sa.Integer(), nullable=False),
-        sa.Column("operative", sa.Boolean(), nullable=False),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("status_info", sa.Text(), nullable=True),
         sa.Column(
@@ -196,21 +197,18 @@ def upgrade() -> None:
         sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
             "state IN ('pending', 'sent', 'accepted', 'scheduled', 'rejected', 'failed')",
-            name=op.f("ck_ocpp_availability_changes_state_known"),
+            name=op.f("ck_ocpp_commands_state_known"),
         ),
         sa.ForeignKeyConstraint(
             ["station_id"],
             ["stations.id"],
-            name=op.f("fk_ocpp_availability_changes_station_id_stations"),
+            name=op.f("fk_ocpp_commands_station_id_stations"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_ocpp_availability_changes")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ocpp_commands")),
     )
     op.create_index(
-        "ix_ocpp_availability_changes_station_id_state",
-        "ocpp_availability_changes",
-        ["station_id", "state"],
-        unique=False,
+        "ix_ocpp_commands_station_id_state", "ocpp_commands", ["station_id", "state"], unique=False
     )
     op.add_column("slots", sa.Column("connector_status", sa.String(length=16), nullable=True))
     op.add_column(
@@ -221,10 +219,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("slots", "connector_status_at")
     op.drop_column("slots", "connector_status")
-    op.drop_index(
-        "ix_ocpp_availability_changes_station_id_state", table_name="ocpp_availability_changes"
-    )
-    op.drop_table("ocpp_availability_changes")
+    op.drop_index("ix_ocpp_commands_station_id_state", table_name="ocpp_commands")
+    op.drop_table("ocpp_commands")
     op.drop_index("ix_ocpp_swap_requests_station_id_state", table_name="ocpp_swap_requests")
     op.drop_table("ocpp_swap_requests")
     op.drop_table("ocpp_swaps")
