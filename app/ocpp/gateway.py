@@ -11,6 +11,10 @@ reconnect anywhere once their leases run out (SWAPFLEET_OCPP_LEASE_S).
 A message is handled to its end before the next one is read (OCPP-J: a station sends one CALL
 at a time and waits for its answer), and each runs its database work in one unit of work in
 a worker thread, committed before the answer is sent.
+
+What REST asks of a station (RequestBatterySwap, ChangeAvailability, SetVariables) is a row
+and a NOTIFY; every process LISTENs, and the one holding the station sends the CALL from the
+connection's outbox task and stores the answer (docs/ocpp.md).
 """
 
 import asyncio
@@ -24,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -53,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 # This process, among all gateway processes: the owner of its leases.
