@@ -871,3 +871,20 @@ def test_a_new_target_soc_reaches_the_station_as_set_variables(
     ]
     ((action, _, state),) = wait_answered(engine, w.world.station.id)
     assert (action, state) == ("SetVariables", "accepted")
+
+
+def test_a_client_that_does_not_offer_ocpp21_is_refused(engine: Engine, api: ApiServer) -> None:
+    w = ocpp_world(engine)
+
+    async def run() -> int:
+        try:
+            async with websockets.connect(
+                ws_url(api.base_url, w.code),
+                subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+                additional_headers=basic_auth(w.code, w.password),
+            ):
+                return 101
+        except websockets.InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert asyncio.run(run()) == 400
