@@ -88,6 +88,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     from app.batteries.router import router as batteries_router
     from app.catalog.router import router as catalog_router
+    from app.ocpp.gateway import router as ocpp_router
+    from app.ocpp.router import router as ocpp_rest_router
     from app.organizations.router import router as organizations_router
     from app.reports.router import passport_router
     from app.reports.router import router as reports_router
@@ -112,10 +114,13 @@ def create_app() -> FastAPI:
         telemetry_router,
         reports_router,
         passport_router,
+        ocpp_rest_router,
     )
     for router in routers:
         v1.include_router(router)
     app.include_router(v1)
+    # The OCPP 2.1 gateway's WebSocket endpoint, /ocpp/{station_code} (docs/ocpp.md).
+    app.include_router(ocpp_router)
 
     app.add_middleware(
         ObserveRequests,

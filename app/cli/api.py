@@ -43,6 +43,9 @@ def api(
         # The Prometheus middleware already counts requests; uvicorn's access log would double
         # the log volume for nothing.
         access_log=False,
+        # The OCPP gateway answers a message above SWAPFLEET_OCPP_MAX_MESSAGE_BYTES with a
+        # CALLERROR; a frame above this closes the connection (1009) before it is buffered.
+        ws_max_size=16 * settings.ocpp_max_message_bytes,
     )
 
 

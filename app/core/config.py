@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     # How often a running ingest drops expired partitions and creates future ones.
     prune_interval_s: float = Field(default=3600.0, gt=0)
 
+    # ---- OCPP 2.1 gateway (app/ocpp, docs/ocpp.md) ----
+    # The interval BootNotification tells a station to send Heartbeats at.
+    ocpp_heartbeat_interval_s: int = Field(default=60, ge=1)
+    # A station's connection lease (ocpp_connections): renewed by its gateway every third of
+    # this; a gateway that died frees its stations once their leases run out.
+    ocpp_lease_s: float = Field(default=90.0, gt=0)
+    # A larger message is answered with a CALLERROR (FormatViolation) and not parsed.
+    ocpp_max_message_bytes: int = Field(default=65_536, ge=1024)
+    # Security profile 1 (HTTP Basic over plain ws://) is for development and tests only: with
+    # SWAPFLEET_ENVIRONMENT=production a station must connect over wss:// (profile 2), TLS at
+    # uvicorn or at a proxy it trusts (X-Forwarded-Proto). See docs/ocpp.md.
+
     # ---- OEM reports (app/reports) ----
     # A report without `from` covers this many days up to and including `to`.
     report_window_days: int = Field(default=90, ge=1, le=3660)

@@ -17,6 +17,33 @@ SWAPS = Counter(
     ["outcome", "reason"],
 )
 
+# ---- OCPP gateway ----
+OCPP_CONNECTED = Gauge(
+    "swapfleet_ocpp_connected_stations",
+    "Stations connected over OCPP to this process",
+)
+OCPP_REFUSED = Counter(
+    "swapfleet_ocpp_connections_refused_total",
+    "OCPP WebSocket handshakes refused, by reason",
+    ["reason"],
+)
+OCPP_MESSAGES = Counter(
+    "swapfleet_ocpp_messages_total",
+    "OCPP CALLs from stations by action ('unknown' for actions OCPP 2.1 does not name) and "
+    "result (ok, callerror)",
+    ["action", "result"],
+)
+OCPP_CALLERRORS = Counter(
+    "swapfleet_ocpp_callerrors_total",
+    "CALLERRORs the gateway answered, by OCPP error code",
+    ["code"],
+)
+OCPP_SWAP_SECONDS = Histogram(
+    "swapfleet_ocpp_swap_seconds",
+    "From receiving BatterySwap BatteryIn to the stored swap after BatteryOut",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+
 # ---- MQTT ingest ----
 INGEST_MESSAGES = Counter(
     "swapfleet_ingest_messages_total",

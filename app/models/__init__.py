@@ -12,6 +12,15 @@ from app.models.enums import (
     StationStatus,
     SwapOutcome,
 )
+from app.models.ocpp import (
+    CustodyException,
+    IdToken,
+    OcppCommand,
+    OcppConnection,
+    OcppCredential,
+    OcppSwap,
+    OcppSwapRequest,
+)
 from app.models.organization import Organization
 from app.models.pack_type import PackType, VehicleModel, vehicle_model_pack_types
 from app.models.reports import (
@@ -47,11 +56,18 @@ __all__ = [
     "ChargingSession",
     "CustodyCause",
     "CustodyEvent",
+    "CustodyException",
     "DeadLetter",
     "HealthRecord",
+    "IdToken",
     "IdempotencyRecord",
     "KeyRole",
     "LocationKind",
+    "OcppCommand",
+    "OcppConnection",
+    "OcppCredential",
+    "OcppSwap",
+    "OcppSwapRequest",
     "OemSwapDaily",
     "swap_rollup_queue",
     "OrgRole",

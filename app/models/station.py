@@ -63,5 +63,9 @@ class Slot(Base):
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    # As the station last reported it over OCPP (StatusNotification's connectorStatus:
+    # Available, Occupied, Reserved, Unavailable, Faulted); null when it never did.
+    connector_status: Mapped[str | None] = mapped_column(String(16))
+    connector_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     station: Mapped[Station] = relationship(back_populates="slots", lazy="raise")

@@ -40,8 +40,22 @@ def provision_command(
     acl_file: Annotated[
         Path | None, typer.Option(help="Mosquitto ACL file [SWAPFLEET_MQTT_ACL_FILE]")
     ] = None,
+    ocpp: Annotated[
+        bool,
+        typer.Option(
+            "--ocpp",
+            help="With --station: the station's OCPP 2.1 password (HTTP Basic), kept hashed in "
+            "the database, instead of an MQTT credential",
+        ),
+    ] = False,
 ) -> None:
     """Create (or rotate) a credential and print its password once; only its hash is kept."""
+    if ocpp:
+        if station is None or vehicle is not None or ingest is not None:
+            typer.echo("error: --ocpp goes with --station only", err=True)
+            raise typer.Exit(2)
+        provision_ocpp(station)
+        return
     chosen = [
         (kind, value)
         for kind, value in (
@@ -81,3 +95,25 @@ def provision_command(
     for rule in credential.acl_rules:
         typer.echo(f"acl:      {rule}")
     typer.echo("The password is shown only now. Reload Mosquitto (SIGHUP) to apply it.", err=True)
+
+
+def provision_ocpp(station: str) -> None:
+    # Imported here: the MQTT provisioning above needs no database driver or models.
+    from app.core.db import get_session_factory
+    from app.ocpp import service as ocpp_service
+
+    try:
+        with get_session_factory().begin() as session:
+            password = ocpp_service.set_password(session, station)
+    except LookupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logger.info("event=ocpp_credential_provisioned station=%s", station)
+    typer.echo(f"url:      /ocpp/{station}  (subprotocol ocpp2.1)")
+    typer.echo(f"username: {station}")
+    typer.echo(f"password: {password}")
+    typer.echo(
+        "The password is shown only now; provisioning again replaces it (the station's "
+        "BasicAuthPassword).",
+        err=True,
+    )

@@ -111,6 +111,10 @@ class SlotRead(BaseModel):
     battery_state: BatteryState | None
     soc_pct: float | None
     soh_pct: float | None
+    # As the station last reported it over OCPP (StatusNotification): Available, Occupied,
+    # Reserved, Unavailable or Faulted; null for a station that never did.
+    connector_status: str | None
+    connector_status_at: datetime | None
 
 
 class SlotsAdd(RequestModel):

@@ -15,6 +15,7 @@ from app.core.integrity import flush_or_raise
 from app.core.keyset import AnyRow
 from app.core.pagination import Page, page_of
 from app.models import OrgRole, Slot, Station, StationStatus
+from app.ocpp import service as ocpp_service
 from app.organizations import service as organization_service
 from app.stations import repository
 from app.stations.exceptions import (
@@ -71,6 +72,8 @@ def _slot_read(row: AnyRow, principal: Principal) -> SlotRead:
         battery_state=state,
         soc_pct=soc_pct,
         soh_pct=None if hide else soh_pct,
+        connector_status=slot.connector_status,
+        connector_status_at=slot.connector_status_at,
     )
 
 
@@ -152,9 +155,13 @@ def update_station(
     session: Session, principal: Principal, code: str, data: StationUpdate
 ) -> StationRead:
     station = _visible_station(session, principal, code)
+    previous_target = station.target_soc_pct
     for field, value in data.model_dump(exclude_unset=True).items():
         setattr(station, field, value)
     session.flush()
+    if station.target_soc_pct != previous_target:
+        # A station connected over OCPP is told (SetVariables, docs/ocpp.md).
+        ocpp_service.queue_target_soc(session, station.id, station.target_soc_pct)
     return read_station(session, principal, code)
 
 
@@ -189,6 +196,8 @@ def add_slots(session: Session, principal: Principal, code: str, count: int) -> 
             battery_state=None,
             soc_pct=None,
             soh_pct=None,
+            connector_status=None,
+            connector_status_at=None,
         )
         for n in numbers
     ]
@@ -201,8 +210,12 @@ def update_slot(
     slot = repository.get_slot(session, station.id, number)
     if slot is None:
         raise SlotNotFound(f"station {code!r} has no slot {number}")
+    changed = slot.enabled != enabled
     slot.enabled = enabled
     session.flush()
+    if changed:
+        # A station connected over OCPP is told (ChangeAvailability, docs/ocpp.md).
+        ocpp_service.queue_availability_change(session, station.id, number, enabled)
     row = repository.slot_row(session, station.id, number)
     assert row is not None
     return _slot_read(row, principal)

@@ -10,6 +10,7 @@ builds its statement and turns the row it returns into the answer or an error.
 """
 
 import uuid
+from collections.abc import Callable
 
 import orjson
 from pydantic import TypeAdapter
@@ -73,6 +74,40 @@ async def record_swap(
     rule violation, so that the rejection is committed with the request. Only admin and
     operator keys record swaps, and they read every serial (to_read hides other programs'
     serials from OEM keys only)."""
+    return await _record(
+        statements,
+        request,
+        api_key_id=principal.api_key_id,
+        may_write=principal.role in SWAP_WRITERS,
+        operator_id=None if principal.is_admin else principal.organization_id,
+        require_writer=lambda: principal.require_role(*SWAP_WRITERS),
+    )
+
+
+async def record_station_swap(
+    statements: Statements, request: SwapCreate, *, operator_id: int
+) -> SwapRead:
+    """A swap a station reported itself (the OCPP gateway, app/ocpp): the same rules and
+    records as record_swap, on behalf of the station's operator, with no API key."""
+    return await _record(
+        statements,
+        request,
+        api_key_id=None,
+        may_write=True,
+        operator_id=operator_id,
+        require_writer=lambda: None,
+    )
+
+
+async def _record(
+    statements: Statements,
+    request: SwapCreate,
+    *,
+    api_key_id: int | None,
+    may_write: bool,
+    operator_id: int | None,
+    require_writer: Callable[[], None],
+) -> SwapRead:
     row = await repository.record_swap(
         statements,
         {
@@ -88,9 +123,9 @@ async def record_swap(
             "finished_at": request.finished_at,
             "now": utcnow(),
             "min_soh_pct": get_settings().swap_min_soh_pct,
-            "api_key_id": principal.api_key_id,
-            "may_write": principal.role in SWAP_WRITERS,
-            "operator_id": None if principal.is_admin else principal.organization_id,
+            "api_key_id": api_key_id,
+            "may_write": may_write,
+            "operator_id": operator_id,
         },
     )
     # The function refused before writing anything: an unknown station, a key that may not
@@ -100,7 +135,7 @@ async def record_swap(
     if row["status"] == "other_operator":
         raise Forbidden(f"station {request.station_code!r} is run by another operator")
     if row["status"] != "recorded":
-        principal.require_role(*SWAP_WRITERS)  # 'role_forbidden': raises in today's words
+        require_writer()  # 'role_forbidden': raises in today's words
         raise AssertionError(f"swapfleet_record_swap returned status {row['status']!r}")
     # The function returns SwapRead's fields by name.
     fields = {name: row[name] for name in SwapRead.model_fields}

@@ -75,6 +75,8 @@ def _path_values(session: Session) -> dict[str, str]:
         "vehicles": vehicle.vin,
         "swaps": "00000000-0000-0000-0000-000000000000",
         "slots": "1",
+        "id-tokens": "RFID-0001",
+        "swap-requests": "1",
     }
 
 

@@ -455,6 +455,8 @@ def test_operator_disables_and_reenables_a_slot(
         "battery_state": None,
         "soc_pct": None,
         "soh_pct": None,
+        "connector_status": None,
+        "connector_status_at": None,
     }
     slots = client.get(f"/v1/stations/{station.code}/slots", headers=operator_key).json()
     assert [s["enabled"] for s in slots["items"]] == [True, False]

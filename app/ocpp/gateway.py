@@ -1,0 +1,590 @@
+"""The OCPP 2.1 central-system endpoint: `/ocpp/{station_code}`, a WebSocket route of the API
+app (subprotocol `ocpp2.1`), so `swapfleet api`, `swapfleet up` and docker-compose's `api`
+serve it with the REST routes, on every API worker and every API instance.
+
+A station holds one connection, wherever it lands: the handshake takes a lease on the
+station's row of ocpp_connections (app/ocpp/service.py acquire_lease), which a second
+connection, on this process or another instance, finds taken. Each process renews the
+leases of its own connections in one statement per period; if it dies, its stations may
+reconnect anywhere once their leases run out (SWAPFLEET_OCPP_LEASE_S).
+
+A message is handled to its end before the next one is read (OCPP-J: a station sends one CALL
+at a time and waits for its answer), and each runs its database work in one unit of work in
+a worker thread, committed before the answer is sent.
+
+What REST asks of a station (RequestBatterySwap, ChangeAvailability, SetVariables) is a row
+and a NOTIFY; every process LISTENs, and the one holding the station sends the CALL from the
+connection's outbox task and stores the answer (docs/ocpp.md).
+"""
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
+
+from app.core.config import get_settings
+from app.core.db import get_session_factory
+from app.core.metrics import (
+    OCPP_CALLERRORS,
+    OCPP_CONNECTED,
+    OCPP_MESSAGES,
+    OCPP_REFUSED,
+    OCPP_SWAP_SECONDS,
+    SWAPS,
+)
+from app.models.base import utcnow
+from app.ocpp import frames, service
+from app.ocpp.frames import Call, CallError, Reply
+from app.ocpp.service import BatteryReport, StationRef, SwapOutOfOrder
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+R = TypeVar("R")
+
+# This process, among all gateway processes: the owner of its leases.
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def in_unit_of_work(fn: Callable[..., R], *args: Any) -> R:
+    """fn(session, *args) in one transaction, in a worker thread; committed when it returns."""
+
+    def run() -> R:
+        with get_session_factory().begin() as session:
+            return fn(session, *args)
+
+    return await run_in_threadpool(run)
+
+
+# ---- the handshake ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # the metric's label
+    status: int
+    detail: str
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def _check_transport(websocket: WebSocket) -> Refusal | None:
+    # Security profile 1 (Basic auth over plain ws://) outside production only; in production
+    # TLS is required (profile 2), at uvicorn or at a proxy it trusts (X-Forwarded-Proto).
+    if get_settings().environment == "production" and websocket.url.scheme != "wss":
+        return Refusal("plain_ws", 403, "OCPP needs TLS (wss://) in production")
+    offered = websocket.scope.get("subprotocols", [])
+    if frames.SUBPROTOCOL not in offered:
+        return Refusal("subprotocol", 400, f"this endpoint speaks {frames.SUBPROTOCOL} only")
+    return None
+
+
+def _authenticate(session: Session, station_code: str, header: str | None) -> StationRef | Refusal:
+    credentials = basic_credentials(header)
+    if credentials is None:
+        return Refusal("no_credentials", 401, "HTTP Basic credentials required")
+    username, password = credentials
+    if username != station_code:
+        # OCPP: the username is the station's identity, the last part of its URL.
+        return Refusal("other_station", 403, "the credentials are another station's")
+    station = service.authenticate(session, station_code, password)
+    if station is None:
+        # One answer for both, so that the endpoint does not tell which codes exist.
+        known = service.has_credential(session, station_code)
+        return Refusal("wrong_password" if known else "unknown_station", 401, "not authorized")
+    return station
+
+
+async def _refuse(websocket: WebSocket, refusal: Refusal, station_code: str) -> None:
+    OCPP_REFUSED.labels(refusal.reason).inc()
+    logger.warning(
+        "event=ocpp_refused station=%s reason=%s client=%s",
+        station_code[:64],
+        refusal.reason,
+        websocket.client.host if websocket.client else "-",
+    )
+    headers = {"WWW-Authenticate": 'Basic realm="ocpp"'} if refusal.status == 401 else None
+    response = Response(refusal.detail, status_code=refusal.status, headers=headers)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=1008, reason=refusal.reason)
+
+
+@router.websocket("/ocpp/{station_code}")
+async def ocpp_endpoint(websocket: WebSocket, station_code: str) -> None:
+    refusal = _check_transport(websocket)
+    if refusal is not None:
+        await _refuse(websocket, refusal, station_code)
+        return
+    authenticated = await in_unit_of_work(
+        _authenticate, station_code, websocket.headers.get("authorization")
+    )
+    if isinstance(authenticated, Refusal):
+        await _refuse(websocket, authenticated, station_code)
+        return
+    station = authenticated
+    settings = get_settings()
+    leased = await in_unit_of_work(
+        service.acquire_lease, station.id, INSTANCE_ID, settings.ocpp_lease_s
+    )
+    if not leased:
+        await _refuse(
+            websocket, Refusal("already_connected", 409, "the station is connected"), station_code
+        )
+        return
+    leases.hold(station.id)
+    connection = StationConnection(websocket, station)
+    try:
+        await websocket.accept(subprotocol=frames.SUBPROTOCOL)
+        OCPP_CONNECTED.inc()
+        logger.info("event=ocpp_connected station=%s instance=%s", station.code, INSTANCE_ID)
+        connections[station.id] = connection
+        swap_requests.ensure_listening()
+        connection.start_outbox()
+        await connection.serve()
+    finally:
+        connections.pop(station.id, None)
+        OCPP_CONNECTED.dec()
+        leases.drop(station.id)
+        await connection.close()
+        await in_unit_of_work(_disconnected, station.id)
+        logger.info("event=ocpp_disconnected station=%s", station.code)
+
+
+def _disconnected(session: Session, station_id: int) -> None:
+    service.release_lease(session, station_id, INSTANCE_ID)
+    service.set_online(session, station_id, online=False, seen=utcnow())
+
+
+# ---- leases --------------------------------------------------------------------------------------
+
+
+class Leases:
+    """Renews this process's leases while it holds any: one UPDATE per period."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def hold(self, station_id: int) -> None:
+        self._held.add(station_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    def drop(self, station_id: int) -> None:
+        self._held.discard(station_id)
+
+    async def _renew(self) -> None:
+        lease_s = get_settings().ocpp_lease_s
+        while self._held:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await in_unit_of_work(service.renew_leases, INSTANCE_ID, lease_s)
+            except Exception:  # the database is away: retry next period, the lease has slack
+                logger.exception("event=ocpp_lease_renewal_failed instance=%s", INSTANCE_ID)
+
+
+leases = Leases()
+
+
+# ---- one station's messages ---------------------------------------------------------------------
+
+
+Handler = Callable[["StationConnection", Call], Awaitable[dict[str, Any]]]
+
+
+class StationConnection:
+    def __init__(self, websocket: WebSocket, station: StationRef) -> None:
+        self.websocket = websocket
+        self.station = station
+        self.max_bytes = get_settings().ocpp_max_message_bytes
+        # CALLs this gateway sent, by message id, until the station answers.
+        self.waiting: dict[str, asyncio.Future[Reply]] = {}
+        self.send_lock = asyncio.Lock()
+        # Set when the station may have requests to send (a NOTIFY, the connection's start).
+        self.wake = asyncio.Event()
+        self.outbox: asyncio.Task[None] | None = None
+
+    def start_outbox(self) -> None:
+        self.wake.set()
+        self.outbox = asyncio.get_running_loop().create_task(self._send_swap_requests())
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                message = await self.websocket.receive()
+            except WebSocketDisconnect:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+            if data is None:
+                continue
+            answer = await self.handle(data)
+            if answer is not None:
+                await self.send(answer)
+
+    async def send(self, frame: bytes) -> None:
+        async with self.send_lock:  # the message loop and the outbox share the socket
+            await self.websocket.send_text(frame.decode())
+
+    async def close(self) -> None:
+        if self.outbox is not None:
+            self.outbox.cancel()
+            try:
+                await self.outbox
+            except asyncio.CancelledError:
+                pass
+
+    async def _send_swap_requests(self) -> None:
+        """The outbox: what REST asked of this station (RequestBatterySwap, ChangeAvailability,
+        SetVariables), one CALL at a time, each answer stored before the next is sent."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                requests = await in_unit_of_work(service.claim_swap_requests, self.station.id)
+                for request_id, token in requests:
+                    await self._call(
+                        "RequestBatterySwap",
+                        {"requestId": request_id, "idToken": {"idToken": token, "type": "Central"}},
+                        partial(service.answer_swap_request, request_id=request_id),
+                    )
+                commands = await in_unit_of_work(service.claim_commands, self.station.id)
+                for command_id, action, payload in commands:
+                    await self._call(
+                        action, payload, partial(service.answer_command, command_id=command_id)
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: the next wake (or reconnect) retries
+                logger.exception("event=ocpp_outbox_failed station=%s", self.station.code)
+
+    async def _call(self, action: str, payload: dict[str, Any], store: Callable[..., None]) -> None:
+        """Sends the CALL, waits for the answer and stores it with store(session, state=,
+        info=): the answer's status lower-cased (accepted, rejected, scheduled) and its
+        statusInfo, or failed."""
+        message_id = uuid.uuid4().hex[:16]
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.waiting[message_id] = future
+        state: str = "failed"
+        info: str | None = "no answer from the station"
+        try:
+            await self.send(frames.call(message_id, action, payload))
+            state, info = _answer(action, await asyncio.wait_for(future, timeout=CALL_TIMEOUT_S))
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            # The connection closed first: recorded as failed, shielded from the cancel.
+            info = "the connection closed before the station answered"
+            await asyncio.shield(_store(store, state, info))
+            raise
+        finally:
+            self.waiting.pop(message_id, None)
+        await _store(store, state, info)
+        logger.info(
+            "event=ocpp_call station=%s action=%s payload=%s state=%s info=%r",
+            self.station.code,
+            action,
+            orjson.dumps(payload).decode()[:200],
+            state,
+            info,
+        )
+
+    async def handle(self, data: str | bytes) -> bytes | None:
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        action = "unknown"
+        message: Call | Reply | None = None
+        try:
+            if size > self.max_bytes:
+                raise CallError(
+                    "FormatViolation", f"message of {size} bytes; the limit is {self.max_bytes}"
+                )
+            message = frames.parse(data)
+            if isinstance(message, Reply):
+                # An answer to a CALL this gateway sent; anything else (a SEND, a late or
+                # unknown answer) is logged and dropped: OCPP-J answers neither.
+                future = self.waiting.get(message.message_id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+                else:
+                    logger.info(
+                        "event=ocpp_unmatched_reply station=%s id=%s",
+                        self.station.code,
+                        message.message_id[:36],
+                    )
+                return None
+            if message.action in frames.known_actions():
+                action = message.action
+            frames.check_request(message)
+            handler = HANDLERS.get(message.action)
+            if handler is None:
+                raise CallError(
+                    "NotSupported",
+                    f"{message.action} is not supported by this CSMS (docs/ocpp.md)",
+                    message.message_id,
+                )
+            payload = await handler(self, message)
+            problem = frames.schema_errors(f"{message.action}Response", payload)
+            if problem is not None:  # our bug: say so rather than send an invalid answer
+                raise CallError(
+                    "InternalError", "the CSMS built an invalid response", message.message_id
+                )
+        except CallError as error:
+            OCPP_MESSAGES.labels(action, "callerror").inc()
+            OCPP_CALLERRORS.labels(error.code).inc()
+            logger.warning(
+                "event=ocpp_callerror station=%s action=%s code=%s detail=%r",
+                self.station.code,
+                action,
+                error.code,
+                error.description[:200],
+            )
+            return frames.call_error(error)
+        except Exception:
+            # A database failure or a bug: the station gets an answer and may retry; the
+            # connection goes on.
+            logger.exception(
+                "event=ocpp_internal_error station=%s action=%s", self.station.code, action
+            )
+            OCPP_MESSAGES.labels(action, "callerror").inc()
+            OCPP_CALLERRORS.labels("InternalError").inc()
+            message_id = (
+                message.message_id if isinstance(message, Call) else frames.UNKNOWN_MESSAGE_ID
+            )
+            return frames.call_error(
+                CallError("InternalError", "the CSMS failed; retry", message_id)
+            )
+        OCPP_MESSAGES.labels(action, "ok").inc()
+        return frames.call_result(message.message_id, payload)
+
+
+def _now_text() -> str:
+    return utcnow().astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(call: Call, field: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(str(call.payload[field]).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CallError(
+            "PropertyConstraintViolation", f"{field}: not a date-time", call.message_id
+        ) from exc
+    if value.tzinfo is None:
+        raise CallError("PropertyConstraintViolation", f"{field}: no time zone", call.message_id)
+    return value
+
+
+async def boot_notification(conn: StationConnection, call: Call) -> dict[str, Any]:
+    await in_unit_of_work(_seen, conn.station.id)
+    station = call.payload["chargingStation"]
+    logger.info(
+        "event=ocpp_boot station=%s reason=%s vendor=%r model=%r firmware=%r",
+        conn.station.code,
+        call.payload["reason"],
+        station.get("vendorName"),
+        station.get("model"),
+        station.get("firmwareVersion"),
+    )
+    return {
+        "currentTime": _now_text(),
+        "interval": get_settings().ocpp_heartbeat_interval_s,
+        "status": "Accepted",
+    }
+
+
+async def heartbeat(conn: StationConnection, call: Call) -> dict[str, Any]:
+    await in_unit_of_work(_seen, conn.station.id)
+    return {"currentTime": _now_text()}
+
+
+def _seen(session: Session, station_id: int) -> None:
+    service.set_online(session, station_id, online=True, seen=utcnow())
+
+
+async def status_notification(conn: StationConnection, call: Call) -> dict[str, Any]:
+    at = _timestamp(call, "timestamp")
+    evse_id = int(call.payload["evseId"])
+    known = await in_unit_of_work(
+        service.set_connector_status,
+        conn.station.id,
+        evse_id,
+        call.payload["connectorStatus"],
+        at,
+    )
+    if not known:
+        raise CallError(
+            "PropertyConstraintViolation",
+            f"evseId: station {conn.station.code} has no slot {evse_id}",
+            call.message_id,
+        )
+    return {}
+
+
+async def authorize(conn: StationConnection, call: Call) -> dict[str, Any]:
+    token = call.payload["idToken"]["idToken"]
+    vehicle = await in_unit_of_work(service.vehicle_for_token, token)
+    return {"idTokenInfo": {"status": "Accepted" if vehicle is not None else "Unknown"}}
+
+
+async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
+    payload = call.payload
+    if len(payload["batteryData"]) != 1:
+        raise CallError(
+            "PropertyConstraintViolation",
+            "batteryData: one battery per event (multi-pack vehicles are not supported yet)",
+            call.message_id,
+        )
+    data = payload["batteryData"][0]
+    battery = BatteryReport(
+        evse_id=int(data["evseId"]),
+        serial=data["serialNumber"],
+        soc_pct=float(data["soC"]),
+        soh_pct=float(data["soH"]),
+    )
+    request_id = int(payload["requestId"])
+    event = payload["eventType"]
+    try:
+        if event == "BatteryIn":
+            await in_unit_of_work(
+                service.battery_in, conn.station, request_id, payload["idToken"]["idToken"], battery
+            )
+            logger.info(
+                "event=ocpp_battery_in station=%s request_id=%s serial=%s slot=%s",
+                conn.station.code,
+                request_id,
+                battery.serial,
+                battery.evse_id,
+            )
+            return {}
+        if event == "BatteryOut":
+            report = await in_unit_of_work(service.battery_out, conn.station, request_id, battery)
+        else:
+            report = await in_unit_of_work(service.battery_out_timeout, conn.station, request_id)
+    except SwapOutOfOrder as exc:
+        raise CallError(
+            "PropertyConstraintViolation", f"requestId: {exc}", call.message_id
+        ) from exc
+    if report.in_at is not None:
+        OCPP_SWAP_SECONDS.observe(max(0.0, (utcnow() - report.in_at).total_seconds()))
+        if report.outcome in ("completed", "rejected", "aborted"):
+            SWAPS.labels(report.outcome, report.reason_code or "none").inc()
+    logger.info(
+        "event=ocpp_swap_closed station=%s request_id=%s event_type=%s swap_id=%s outcome=%s "
+        "exceptions=%s",
+        conn.station.code,
+        request_id,
+        event,
+        report.swap_id,
+        report.outcome,
+        ",".join(report.exceptions) or "-",
+    )
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "StatusNotification": status_notification,
+    "Authorize": authorize,
+    "BatterySwap": battery_swap,
+}
+
+
+# ---- CALLs to stations: RequestBatterySwap, ChangeAvailability, SetVariables ---------------
+
+# How long the gateway waits for the station's answer to a CALL it sent.
+CALL_TIMEOUT_S = 30.0
+
+# The stations connected to this process, by station id.
+connections: dict[int, StationConnection] = {}
+
+
+async def _store(store: Callable[..., None], state: str, info: str | None) -> None:
+    def run(session: Session) -> None:
+        store(session, state=state, info=info)
+
+    await in_unit_of_work(run)
+
+
+def _answer(action: str, reply: Reply) -> tuple[str, str | None]:
+    if reply.error_code is not None:
+        return "failed", f"CALLERROR {reply.error_code}"
+    assert reply.payload is not None
+    problem = frames.schema_errors(f"{action}Response", reply.payload)
+    if problem is not None:
+        return "failed", f"invalid answer: {problem}"
+    if action == "SetVariables":
+        statuses = [r["attributeStatus"] for r in reply.payload["setVariableResult"]]
+        # RebootRequired: set, in effect after the station's next reboot.
+        done = all(s in ("Accepted", "RebootRequired") for s in statuses)
+        return ("accepted" if done else "rejected"), ",".join(statuses)
+    info = reply.payload.get("statusInfo")
+    text = None
+    if info is not None:
+        text = " ".join(str(p) for p in (info["reasonCode"], info.get("additionalInfo")) if p)
+    return str(reply.payload["status"]).lower(), text
+
+
+class SwapRequestListener:
+    """LISTENs for new swap requests on one connection of this process and wakes the
+    connection of the station a notification names, if this process holds it. On every
+    (re)connect of the listener all its stations look, so a notification missed while it was
+    away is not lost; requests for a station connected nowhere wait for its connection."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure_listening(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        url = get_settings().sqlalchemy_url().replace("postgresql+psycopg://", "postgresql://", 1)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {service.SWAP_REQUEST_CHANNEL}")
+                    for held in list(connections.values()):
+                        held.wake.set()
+                    async for notify in conn.notifies():
+                        named = connections.get(int(notify.payload))
+                        if named is not None:
+                            named.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("event=ocpp_listener_failed instance=%s", INSTANCE_ID)
+                await asyncio.sleep(1.0)
+
+
+swap_requests = SwapRequestListener()
