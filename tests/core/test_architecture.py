@@ -15,7 +15,7 @@ from tests.fixtures.paths import REPO_ROOT
 DOMAINS = frozenset(
     {
         "auth", "organizations", "catalog", "stations", "batteries", "vehicles", "swaps",
-        "telemetry", "reports", "provisioning",
+        "telemetry", "reports", "provisioning", "ocpp",
     }
 )  # fmt: skip
 # Which layer each of our packages may import (its own always); see docs/architecture.md.
