@@ -1,5 +1,6 @@
 """Raw telemetry written straight into the record tables inside a test's transaction, and
-handed to the ingest's aggregate step as the writer would (new rows only)."""
+handed to the ingest's aggregate step as the writer hands them (new rows only: charging
+rows in the writer's table of new charging rows, the others as keys)."""
 
 import random
 from collections.abc import Sequence
@@ -11,7 +12,12 @@ import psycopg
 from sqlalchemy.orm import Session
 
 from app import clock
-from app.ingest.aggregates import update_daily_aggregates
+from app.ingest.aggregates import (
+    NEW_CHARGING_COLUMNS,
+    NEW_CHARGING_DDL,
+    NEW_CHARGING_TABLE,
+    update_daily_aggregates,
+)
 from app.ingest.partitions import create_partitions, month_start
 from devices.contract import RecordKind
 
@@ -52,19 +58,36 @@ def ingest(session: Session, kind: RecordKind, rows: Sequence[Sequence[Any]]) ->
     table, columns = COLUMNS[kind]
     # DDL is transactional: partitions made here go with the test's rollback.
     create_partitions(conn, table, sorted({month_start(row[1]) for row in rows}))
+    charging = kind is RecordKind.charging
+    returning = ", ".join(NEW_CHARGING_COLUMNS) if charging else "battery_serial, ts"
     new: list[tuple[Any, ...]] = []
     with conn.cursor() as cur:
         for row in rows:
             cur.execute(
                 f"INSERT INTO {table} ({', '.join(columns)})"
                 f" VALUES ({', '.join(['%s'] * len(columns))})"
-                f" ON CONFLICT DO NOTHING RETURNING battery_serial, ts",
+                f" ON CONFLICT DO NOTHING RETURNING {returning}",
                 list(row),
             )
             got = cur.fetchone()
             if got is not None:
                 new.append(got)
-    update_daily_aggregates(conn, {kind: new}, session_gap_s=GAP_S)
+        if charging:
+            cur.execute(NEW_CHARGING_DDL)
+            cur.executemany(
+                f"INSERT INTO {NEW_CHARGING_TABLE}"
+                f" VALUES ({', '.join(['%s'] * len(NEW_CHARGING_COLUMNS))})",
+                new,
+            )
+    update_daily_aggregates(
+        conn,
+        {} if charging else {kind: [(r[0], r[1]) for r in new]},
+        new_charging=charging and bool(new),
+        session_gap_s=GAP_S,
+    )
+    if charging:
+        # The writer's commit empties it (ON COMMIT DELETE ROWS); a test never commits.
+        conn.execute(f"DELETE FROM {NEW_CHARGING_TABLE}")
     return len(new)
 
 

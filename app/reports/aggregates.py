@@ -1,8 +1,7 @@
 """Recomputing battery_daily and oem_swap_daily from the raw tables, for backfill and repair.
 
-The rules are those of the incremental path (app/ingest/aggregates.py for telemetry, the
-swap roll-up below for swaps), written here as set-based SQL so that a year of a fleet's
-samples rebuilds in the database rather than in Python.
+The telemetry's rules and SQL are app/rollups' (the same SELECTs the ingest runs over a
+batch's new rows, here over a window of days); the swaps' are the roll-up's below.
 
 A rebuild locks both tables against writers (SHARE ROW EXCLUSIVE) for its transaction: an
 ingest batch that has not reached its aggregate step yet waits and adds its rows afterwards,
@@ -18,161 +17,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from app.ingest.aggregates import (
-    COLD_C,
-    CYCLES_LOOKBACK,
-    FIT_EPOCH,
-    HOT_C,
-    upsert_statement,
-)
-from app.reports.monthly import recompute_months
+from app.rollups.daily import TELEMETRY, rebuild_select, upsert_statement
+from app.rollups.monthly import recompute_months
+from app.rollups.rules import CYCLES_LOOKBACK, FIT_EPOCH
 
 log = logging.getLogger(__name__)
-
-DAY = "(ts AT TIME ZONE 'UTC')::date"
-
-CHARGING = f"""
-SELECT battery_serial, day, count(*), sum(start), sum(energy), sum(ah), sum(spread),
-       sum(hot), sum(cold), max(temp_c_max), max(ts)
-FROM (
-    SELECT battery_serial, ts, {DAY} AS day, temp_c_max, temp_c_max - temp_c_min AS spread,
-        CASE WHEN cont THEN 0 ELSE 1 END AS start,
-        CASE WHEN cont AND energy_kwh >= p_energy THEN energy_kwh - p_energy
-             ELSE energy_kwh END AS energy,
-        CASE WHEN cont AND current_a > 0 THEN current_a * dt / 3600.0 ELSE 0 END AS ah,
-        CASE WHEN cont AND temp_c_max > {HOT_C} THEN dt ELSE 0 END AS hot,
-        CASE WHEN cont AND temp_c_min < {COLD_C} THEN dt ELSE 0 END AS cold
-    FROM (
-        SELECT *, extract(epoch FROM ts - p_ts)::float8 AS dt,
-            COALESCE(p_station = station_id AND p_slot = slot
-                     AND extract(epoch FROM ts - p_ts) < %(gap_s)s, false) AS cont
-        FROM (
-            SELECT battery_serial, ts, station_id, slot, current_a, energy_kwh,
-                temp_c_min, temp_c_max,
-                lag(ts) OVER w AS p_ts, lag(station_id) OVER w AS p_station,
-                lag(slot) OVER w AS p_slot, lag(energy_kwh) OVER w AS p_energy
-            FROM charging_samples
-            WHERE ts >= %(lo_gap)s AND ts < %(hi)s {{serials}}
-            WINDOW w AS (PARTITION BY battery_serial ORDER BY ts)
-        ) lagged
-    ) paired
-    WHERE ts >= %(lo)s
-) terms
-GROUP BY battery_serial, day
-"""
-CHARGING_COLUMNS = (
-    "charging_samples",
-    "charging_sessions",
-    "energy_charged_kwh",
-    "charged_ah",
-    "temp_spread_sum_c",
-    "seconds_above_45c",
-    "seconds_below_0c",
-    "temp_max_c",
-    "last_seen_at",
-)
-
-VEHICLE = f"""
-SELECT battery_serial, day, count(*), sum(kwh), sum(ah), sum(hot), sum(cold),
-       max(temp_c_max), max(ts)
-FROM (
-    SELECT battery_serial, ts, {DAY} AS day, temp_c_max,
-        CASE WHEN cont AND pack_current_a < 0
-             THEN -pack_voltage_v * pack_current_a * dt / 3.6e6 ELSE 0 END AS kwh,
-        CASE WHEN cont AND pack_current_a < 0 THEN -pack_current_a * dt / 3600.0
-             ELSE 0 END AS ah,
-        CASE WHEN cont AND temp_c_max > {HOT_C} THEN dt ELSE 0 END AS hot,
-        CASE WHEN cont AND temp_c_max < {COLD_C} THEN dt ELSE 0 END AS cold
-    FROM (
-        SELECT *, extract(epoch FROM ts - p_ts)::float8 AS dt,
-            COALESCE(p_vin = vin AND extract(epoch FROM ts - p_ts) < %(gap_s)s, false) AS cont
-        FROM (
-            SELECT battery_serial, ts, vin, pack_voltage_v, pack_current_a, temp_c_max,
-                lag(ts) OVER w AS p_ts, lag(vin) OVER w AS p_vin
-            FROM vehicle_telemetry
-            WHERE ts >= %(lo_gap)s AND ts < %(hi)s {{serials}}
-            WINDOW w AS (PARTITION BY battery_serial ORDER BY ts, vin)
-        ) lagged
-    ) paired
-    WHERE ts >= %(lo)s
-) terms
-GROUP BY battery_serial, day
-"""
-VEHICLE_COLUMNS = (
-    "vehicle_samples",
-    "energy_discharged_kwh",
-    "discharged_ah",
-    "seconds_above_45c",
-    "seconds_below_0c",
-    "temp_max_c",
-    "last_seen_at",
-)
-
-HEALTH = f"""
-SELECT battery_serial, {DAY} AS day, count(*),
-    min(ts), (array_agg(soh_pct ORDER BY ts))[1],
-    (array_agg(internal_resistance_mohm ORDER BY ts))[1],
-    max(ts), (array_agg(soh_pct ORDER BY ts DESC))[1],
-    (array_agg(internal_resistance_mohm ORDER BY ts DESC))[1],
-    (array_agg(cycle_count::float8 ORDER BY ts DESC))[1],
-    max(soh_pct), min(soh_pct), max((cell_voltage_max_v - cell_voltage_min_v) * 1000.0),
-    max(temp_c_max), max(ts)
-FROM health_records
-WHERE ts >= %(lo)s AND ts < %(hi)s {{serials}}
-GROUP BY 1, 2
-"""
-HEALTH_COLUMNS = (
-    "health_records",
-    "health_first_ts",
-    "soh_first_pct",
-    "resistance_first_mohm",
-    "health_last_ts",
-    "soh_last_pct",
-    "resistance_last_mohm",
-    "cycles_last",
-    "soh_max_pct",
-    "soh_min_pct",
-    "cell_imbalance_max_mv",
-    "temp_max_c",
-    "last_seen_at",
-)
-
-CAPACITY = f"""
-SELECT battery_serial, day, count(*), sum(capacity_ah),
-    sum(x), sum(x * x), sum(x * capacity_ah),
-    count(cycles), COALESCE(sum(cycles), 0), COALESCE(sum(capacity_ah) FILTER (
-        WHERE cycles IS NOT NULL), 0),
-    COALESCE(sum(cycles * cycles), 0), COALESCE(sum(cycles * capacity_ah), 0),
-    max(ts), (array_agg(capacity_ah ORDER BY ts DESC))[1],
-    (array_agg(capacity_kwh ORDER BY ts DESC))[1], max(ts)
-FROM (
-    SELECT c.battery_serial, c.ts, {DAY.replace("ts", "c.ts")} AS day, c.capacity_ah,
-        c.capacity_kwh, extract(epoch FROM c.ts - %(epoch)s)::float8 / 86400.0 AS x,
-        (SELECT h.cycle_count::float8 FROM health_records h
-         WHERE h.battery_serial = c.battery_serial AND h.ts <= c.ts
-           AND h.ts > c.ts - %(lookback)s
-         ORDER BY h.ts DESC LIMIT 1) AS cycles
-    FROM capacity_records c
-    WHERE c.ts >= %(lo)s AND c.ts < %(hi)s {{serials_c}}
-) points
-GROUP BY battery_serial, day
-"""
-CAPACITY_COLUMNS = (
-    "capacity_records",
-    "capacity_sum_ah",
-    "fit_days_sx",
-    "fit_days_sxx",
-    "fit_days_sxy",
-    "fit_cycles_n",
-    "fit_cycles_sx",
-    "fit_cycles_sy",
-    "fit_cycles_sxx",
-    "fit_cycles_sxy",
-    "capacity_last_ts",
-    "capacity_last_ah",
-    "capacity_last_kwh",
-    "last_seen_at",
-)
 
 # The swap rules, over the swaps `s` of {swaps}: a window of swap_events for a rebuild, the
 # queued swaps for the roll-up (roll_up_swaps). Until migration f3c9a7d1e5b2 the trigger of
@@ -304,7 +153,7 @@ def rebuild_aggregates(
         "lo": lo,
         "hi": hi,
         "lo_gap": lo - timedelta(seconds=session_gap_s),
-        "gap_s": session_gap_s,
+        "gap": session_gap_s,
         "epoch": FIT_EPOCH,
         "lookback": CYCLES_LOOKBACK,
         "day_from": day_from,
@@ -316,26 +165,16 @@ def rebuild_aggregates(
         f"DELETE FROM battery_daily WHERE day BETWEEN %(day_from)s AND %(day_to)s {only}",
         params,
     )
-    sources = (
-        (CHARGING.format(serials=only), CHARGING_COLUMNS),
-        (VEHICLE.format(serials=only), VEHICLE_COLUMNS),
-        (HEALTH.format(serials=only), HEALTH_COLUMNS),
-        (
-            CAPACITY.format(
-                serials_c="AND c.battery_serial = ANY(%(serials)s)" if serials is not None else ""
-            ),
-            CAPACITY_COLUMNS,
-        ),
-        (
-            BATTERY_SWAPS.format(
-                swaps=WINDOW_SWAPS,
-                serials_swaps="serial = ANY(%(serials)s)" if serials is not None else "true",
-            ),
-            SWAP_COLUMNS,
-        ),
+    only_t = "AND t.battery_serial = ANY(%(serials)s)" if serials is not None else ""
+    for telemetry in TELEMETRY:
+        conn.exec_driver_sql(
+            upsert_statement(telemetry.written, rebuild_select(telemetry, only_t)), params
+        )
+    swaps = BATTERY_SWAPS.format(
+        swaps=WINDOW_SWAPS,
+        serials_swaps="serial = ANY(%(serials)s)" if serials is not None else "true",
     )
-    for source, columns in sources:
-        conn.exec_driver_sql(upsert_statement(columns, source), params)
+    conn.exec_driver_sql(upsert_statement(SWAP_COLUMNS, swaps), params)
     battery_days = conn.exec_driver_sql(
         f"SELECT count(*) FROM battery_daily WHERE day BETWEEN %(day_from)s AND %(day_to)s {only}",
         params,
