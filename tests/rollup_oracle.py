@@ -29,12 +29,13 @@ import psycopg
 
 from app.ingest.derived import Sample, Session, _add_sample, _load_sessions, save_sessions
 from app.rollups.daily import upsert_statement
-from app.rollups.rules import COLD_C, CYCLES_LOOKBACK, DAILY, FIT_EPOCH, HOT_C, SUM_COLUMNS, Merge
+from app.rollups.rules import COLD_C, CYCLES_LOOKBACK, DAILY, FIT_EPOCH, HOT_C, Merge
 from devices.contract import RecordKind
 
 Connection = psycopg.Connection[Any]
 
 
+SUM_COLUMNS = tuple(c.name for c in DAILY if c.merge is Merge.SUM)
 TIMED_GROUPS: tuple[tuple[str, tuple[str, ...], bool], ...] = tuple(
     (c.name, tuple(v.name for v in DAILY if v.led_by == c.name and v.name != c.name),
      c.merge is Merge.EARLIEST)

@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.ingest.derived import RETURNED, HealthRow, KeyRow, VehicleRow
+from app.ingest.writer import SPECS
 from app.models.reports import BatteryDaily, BatteryMonthly
-from app.rollups.daily import TELEMETRY
-from app.rollups.rules import DAILY, MONTHLY
+from app.rollups.rules import DAILY, MONTHLY, TELEMETRY
 from devices.contract import RecordKind
 from tests.report_data import COLUMNS, GAP_S, ingest_in_batches, raw_connection
 from tests.rollup_oracle import update_daily_aggregates as oracle_daily_aggregates
@@ -76,3 +77,11 @@ def test_the_ingest_statements_equal_the_row_by_row_oracle(session: Session, see
     assert_same(produced, expected)
     assert any(r["vehicle_samples"] for r in produced.values())
     assert any(r["seconds_above_45c"] for r in produced.values())
+
+
+def test_the_writers_returning_is_what_the_derived_step_names() -> None:
+    """The derived step reads the writer's RETURNING rows by name (derived.RETURNED)."""
+    assert SPECS[RecordKind.health].returning == ", ".join(HealthRow._fields)
+    assert SPECS[RecordKind.vehicle].returning == ", ".join(VehicleRow._fields)
+    assert SPECS[RecordKind.capacity].returning == ", ".join(KeyRow._fields)
+    assert set(RETURNED) == {kind for kind in SPECS if kind is not RecordKind.charging}

@@ -12,16 +12,16 @@ from typing import Any
 
 import psycopg
 
-from app.rollups.daily import (
+from app.rollups.daily import incremental_select, upsert_statement
+from app.rollups.rules import (
     CAPACITY,
     CHARGING,
+    CYCLES_LOOKBACK,
+    FIT_EPOCH,
     HEALTH,
     VEHICLE,
     RowSource,
-    incremental_select,
-    upsert_statement,
 )
-from app.rollups.rules import CYCLES_LOOKBACK, FIT_EPOCH
 from devices.contract import RecordKind
 
 Connection = psycopg.Connection[Any]

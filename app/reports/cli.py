@@ -20,8 +20,9 @@ from app.config import get_settings
 from app.db import get_session_factory
 from app.errors import AppError
 from app.models import KeyRole
-from app.reports import aggregates, service
+from app.reports import service
 from app.reports.html import render_fleet_summary
+from app.rollups import rebuild
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def rebuild_aggregates(
     if start > end:
         raise _fail(f"--from ({start}) is after --to ({end})")
     with get_session_factory().begin() as session:
-        result = aggregates.rebuild_aggregates(
+        result = rebuild.rebuild_aggregates(
             session, start, end, session_gap_s=get_settings().ingest_session_gap_s
         )
     typer.echo(

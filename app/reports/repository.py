@@ -9,8 +9,8 @@ from sqlalchemy import RowMapping, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from app.reports.aggregates import OEM_SWAP_ROWS, QUEUED_SWAPS
 from app.rollups.monthly import per_day
+from app.rollups.swaps import OEM_SWAP_ROWS, QUEUED_SWAPS
 
 # The columns a window sums, from whole months of battery_monthly and from the days of
 # partial months in battery_daily (`p`, see _PARTS): about 40 rows for a year instead of 365.

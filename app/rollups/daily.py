@@ -10,15 +10,8 @@ nothing; late rows land where they belong.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from app.rollups.rules import (
-    CHARGING_PAIRS,
-    DAILY,
-    VEHICLE_PAIRS,
-    Merge,
-    PairRule,
-)
+from app.rollups.rules import DAILY, Aggregate, Merge, PairRule, RowSource
 
 DAY = "({ts} AT TIME ZONE 'UTC')::date"
 
@@ -58,129 +51,6 @@ def upsert_statement(columns: Sequence[str], source: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Aggregate:
-    """A battery_daily column as an aggregate of the samples of one battery-day: `expr` over
-    the sample's columns s_<column>; `func` count, sum, max, min, or first / last (the value
-    of the earliest / latest sample)."""
-
-    column: str
-    func: str
-    expr: str = "*"
-
-    def sql(self, only_new: bool = False) -> str:
-        where = " FILTER (WHERE s_new)" if only_new else ""
-        if self.func == "count":
-            return f"count({self.expr}){where}"
-        if self.func == "sum":
-            return f"coalesce(sum({self.expr}){where}, 0)"
-        if self.func in ("max", "min"):
-            return f"{self.func}({self.expr}){where}"
-        order = "s_ts" if self.func == "first" else "s_ts DESC"
-        return f"(array_agg({self.expr} ORDER BY {order}){where})[1]"
-
-
-@dataclass(frozen=True)
-class RowSource:
-    """A raw table's contribution to battery_daily: per-sample aggregates and, for the
-    telemetry, the pair terms. `computed`: further sample columns, SQL over the table's row
-    `t` (with the parameters %(epoch)s and %(lookback)s)."""
-
-    table: str
-    columns: tuple[str, ...]
-    aggregates: tuple[Aggregate, ...]
-    computed: tuple[tuple[str, str], ...] = ()
-    pairs: PairRule | None = None
-
-    @property
-    def written(self) -> tuple[str, ...]:
-        pairs = self.pairs.columns if self.pairs is not None else ()
-        return (*pairs, *(a.column for a in self.aggregates))
-
-    def sample(self) -> str:
-        """The rows of `t` as s_<column>."""
-        names = dict.fromkeys(("battery_serial", "ts", *self.columns))
-        return ", ".join(
-            [f"t.{c} AS s_{c}" for c in names] + [f"{sql} AS s_{c}" for c, sql in self.computed]
-        )
-
-
-_LAST_SEEN = Aggregate("last_seen_at", "max", "s_ts")
-
-CHARGING = RowSource(
-    "charging_samples",
-    ("station_id", "slot", "current_a", "energy_kwh", "temp_c_min", "temp_c_max"),
-    (
-        Aggregate("charging_samples", "count"),
-        Aggregate("temp_spread_sum_c", "sum", "s_temp_c_max - s_temp_c_min"),
-        Aggregate("temp_max_c", "max", "s_temp_c_max"),
-        _LAST_SEEN,
-    ),
-    pairs=CHARGING_PAIRS,
-)
-VEHICLE = RowSource(
-    "vehicle_telemetry",
-    ("vin", "pack_voltage_v", "pack_current_a", "temp_c_max"),
-    (
-        Aggregate("vehicle_samples", "count"),
-        Aggregate("temp_max_c", "max", "s_temp_c_max"),
-        _LAST_SEEN,
-    ),
-    pairs=VEHICLE_PAIRS,
-)
-HEALTH = RowSource(
-    "health_records",
-    ("soh_pct", "internal_resistance_mohm", "cell_voltage_min_v", "cell_voltage_max_v",
-     "temp_c_max", "cycle_count"),
-    (
-        Aggregate("health_records", "count"),
-        Aggregate("health_first_ts", "min", "s_ts"),
-        Aggregate("soh_first_pct", "first", "s_soh_pct"),
-        Aggregate("resistance_first_mohm", "first", "s_internal_resistance_mohm"),
-        Aggregate("health_last_ts", "max", "s_ts"),
-        Aggregate("soh_last_pct", "last", "s_soh_pct"),
-        Aggregate("resistance_last_mohm", "last", "s_internal_resistance_mohm"),
-        Aggregate("cycles_last", "last", "s_cycle_count::float8"),
-        Aggregate("soh_max_pct", "max", "s_soh_pct"),
-        Aggregate("soh_min_pct", "min", "s_soh_pct"),
-        Aggregate("cell_imbalance_max_mv", "max",
-                  "(s_cell_voltage_max_v - s_cell_voltage_min_v) * 1000.0"),
-        Aggregate("temp_max_c", "max", "s_temp_c_max"),
-        _LAST_SEEN,
-    ),
-)  # fmt: skip
-# Cycles at a measurement come from the latest health record at or before it (a station
-# reports health with every completed charge), so a capacity record whose health record
-# arrives in a later batch counts as of unknown cycles and is fitted over time only.
-CAPACITY = RowSource(
-    "capacity_records",
-    ("capacity_ah", "capacity_kwh"),
-    (
-        Aggregate("capacity_records", "count"),
-        Aggregate("capacity_sum_ah", "sum", "s_capacity_ah"),
-        Aggregate("fit_days_sx", "sum", "s_x"),
-        Aggregate("fit_days_sxx", "sum", "s_x * s_x"),
-        Aggregate("fit_days_sxy", "sum", "s_x * s_capacity_ah"),
-        Aggregate("fit_cycles_n", "count", "s_cycles"),
-        Aggregate("fit_cycles_sx", "sum", "s_cycles"),
-        Aggregate("fit_cycles_sy", "sum", "CASE WHEN s_cycles IS NOT NULL THEN s_capacity_ah END"),
-        Aggregate("fit_cycles_sxx", "sum", "s_cycles * s_cycles"),
-        Aggregate("fit_cycles_sxy", "sum", "s_cycles * s_capacity_ah"),
-        Aggregate("capacity_last_ts", "max", "s_ts"),
-        Aggregate("capacity_last_ah", "last", "s_capacity_ah"),
-        Aggregate("capacity_last_kwh", "last", "s_capacity_kwh"),
-        _LAST_SEEN,
-    ),
-    computed=(
-        ("x", "extract(epoch FROM t.ts - %(epoch)s)::float8 / 86400.0"),
-        ("cycles", "(SELECT h.cycle_count::float8 FROM health_records h"
-                   " WHERE h.battery_serial = t.battery_serial AND h.ts <= t.ts"
-                   " AND h.ts > t.ts - %(lookback)s ORDER BY h.ts DESC LIMIT 1)"),
-    ),
-)  # fmt: skip
-TELEMETRY = (CHARGING, VEHICLE, HEALTH, CAPACITY)
-
-
 def _lags(rule: PairRule, columns: Sequence[str], src: str, dst: str) -> str:
     """The predecessor's ts, source and the columns its terms read, from {src}_* columns
     over window w, as {dst}_*."""
@@ -199,8 +69,28 @@ def _continuous(rule: PairRule, s: str, p: str) -> str:
     return f"coalesce({p}_ts IS NOT NULL AND {same} AND {p}_dt < %(gap)s::float8, false)"
 
 
+def _aggregate(a: Aggregate, only_new: bool) -> str:
+    where = " FILTER (WHERE s_new)" if only_new else ""
+    if a.func == "count":
+        return f"count({a.expr}){where}"
+    if a.func == "sum":
+        return f"coalesce(sum({a.expr}){where}, 0)"
+    if a.func in ("max", "min"):
+        return f"{a.func}({a.expr}){where}"
+    order = "s_ts" if a.func == "first" else "s_ts DESC"
+    return f"(array_agg({a.expr} ORDER BY {order}){where})[1]"
+
+
 def _sums(source: RowSource, only_new: bool) -> str:
-    return ", ".join(f"{a.sql(only_new)} AS {a.column}" for a in source.aggregates)
+    return ", ".join(f"{_aggregate(a, only_new)} AS {a.column}" for a in source.aggregates)
+
+
+def _sample(source: RowSource) -> str:
+    """The rows of `t` as s_<column>."""
+    names = dict.fromkeys(("battery_serial", "ts", *source.columns))
+    return ", ".join(
+        [f"t.{c} AS s_{c}" for c in names] + [f"{sql} AS s_{c}" for c, sql in source.computed]
+    )
 
 
 def rebuild_select(source: RowSource, serials: str) -> str:
@@ -208,7 +98,7 @@ def rebuild_select(source: RowSource, serials: str) -> str:
     session gap earlier, %(lo_gap)s, as predecessors); `serials`: a condition on the table's
     row `t` narrowing the batteries, or ""."""
     rule = source.pairs
-    rows = f"SELECT {source.sample()} FROM {source.table} t"
+    rows = f"SELECT {_sample(source)} FROM {source.table} t"
     if rule is None:
         return f"""
 SELECT s_battery_serial, {DAY.format(ts="s_ts")} AS day, {_sums(source, only_new=False)}
@@ -246,7 +136,7 @@ def incremental_select(source: RowSource, new: str) -> str:
     the rows between a battery's first and last new row, and the nearest row either side
     within a session gap (%(gap_interval)s), have or are the neighbours of a changed term."""
     rule = source.pairs
-    table, sample = source.table, source.sample()
+    table, sample = source.table, _sample(source)
     if rule is None:
         return f"""
 SELECT s_battery_serial, {DAY.format(ts="s_ts")} AS day, {_sums(source, only_new=False)}

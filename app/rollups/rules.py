@@ -1,11 +1,13 @@
 """The aggregate rules, as data: each column of battery_daily and battery_monthly once.
 
 A daily column says how two partial values of one battery-day merge (an upsert adding a
-batch to a stored row); a monthly column says which expression over a battery_daily row `d`
-it sums (or takes the maximum or minimum of). The terms that depend on the previous sample
-of the same battery (energy and Ah between samples, time above 45 °C or below 0 °C, where a
-charging session starts) are SQL templates over a sample and its predecessor, so that the
-incremental update and the rebuild are generated from the same text.
+batch to a stored row); a RowSource says how a raw table's samples make a battery-day's
+values (aggregates of its samples, and the terms that depend on the previous sample of the
+same battery: energy and Ah between samples, time above 45 °C or below 0 °C, where a
+charging session starts); a monthly column says which expression over a battery_daily row
+`d` it sums (or takes the maximum or minimum of). The expressions are SQL fragments, so the
+incremental update, the rebuild and the reports are generated from the same text
+(app/rollups/daily.py, monthly.py).
 
 Time weighting: a sample stands for the time since the previous sample of the same battery
 from the same source (the same slot of the same station, or the same vehicle) when that gap
@@ -18,6 +20,7 @@ only the hottest cell, so on the road below 0 °C means the whole pack was below
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
+from typing import Literal
 
 HOT_C = 45.0
 COLD_C = 0.0
@@ -74,8 +77,6 @@ DAILY: tuple[DailyColumn, ...] = (
     *_timed(Merge.LATEST, "health_last_ts", "soh_last_pct", "resistance_last_mohm", "cycles_last"),
     *_timed(Merge.LATEST, "capacity_last_ts", "capacity_last_ah", "capacity_last_kwh"),
 )  # fmt: skip
-DAILY_BY_NAME = {c.name: c for c in DAILY}
-SUM_COLUMNS = tuple(c.name for c in DAILY if c.merge is Merge.SUM)
 
 
 @dataclass(frozen=True)
@@ -216,3 +217,109 @@ VEHICLE_PAIRS = PairRule(
         PairTerm("seconds_below_0c", _ZERO, _seconds_if(f"{{s}}_temp_c_max < {COLD_C!r}")),
     ),
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A battery_daily column as an aggregate of the samples of one battery-day: `expr` over
+    the sample's columns s_<column>; `func` count, sum, max, min, or first / last (the value
+    of the earliest / latest sample)."""
+
+    column: str
+    func: Literal["count", "sum", "max", "min", "first", "last"]
+    expr: str = "*"
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """A raw table's contribution to battery_daily: aggregates of its samples per
+    battery-day and, for the time series, pair terms. `columns`: the table's columns the
+    aggregates read; `computed`: further sample columns, SQL over the table's row `t` (with
+    the parameters %(epoch)s and %(lookback)s)."""
+
+    table: str
+    columns: tuple[str, ...]
+    aggregates: tuple[Aggregate, ...]
+    computed: tuple[tuple[str, str], ...] = ()
+    pairs: PairRule | None = None
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        pairs = self.pairs.columns if self.pairs is not None else ()
+        return (*pairs, *(a.column for a in self.aggregates))
+
+
+_LAST_SEEN = Aggregate("last_seen_at", "max", "s_ts")
+
+CHARGING = RowSource(
+    "charging_samples",
+    ("station_id", "slot", "current_a", "energy_kwh", "temp_c_min", "temp_c_max"),
+    (
+        Aggregate("charging_samples", "count"),
+        Aggregate("temp_spread_sum_c", "sum", "s_temp_c_max - s_temp_c_min"),
+        Aggregate("temp_max_c", "max", "s_temp_c_max"),
+        _LAST_SEEN,
+    ),
+    pairs=CHARGING_PAIRS,
+)
+VEHICLE = RowSource(
+    "vehicle_telemetry",
+    ("vin", "pack_voltage_v", "pack_current_a", "temp_c_max"),
+    (
+        Aggregate("vehicle_samples", "count"),
+        Aggregate("temp_max_c", "max", "s_temp_c_max"),
+        _LAST_SEEN,
+    ),
+    pairs=VEHICLE_PAIRS,
+)
+HEALTH = RowSource(
+    "health_records",
+    ("soh_pct", "internal_resistance_mohm", "cell_voltage_min_v", "cell_voltage_max_v",
+     "temp_c_max", "cycle_count"),
+    (
+        Aggregate("health_records", "count"),
+        Aggregate("health_first_ts", "min", "s_ts"),
+        Aggregate("soh_first_pct", "first", "s_soh_pct"),
+        Aggregate("resistance_first_mohm", "first", "s_internal_resistance_mohm"),
+        Aggregate("health_last_ts", "max", "s_ts"),
+        Aggregate("soh_last_pct", "last", "s_soh_pct"),
+        Aggregate("resistance_last_mohm", "last", "s_internal_resistance_mohm"),
+        Aggregate("cycles_last", "last", "s_cycle_count::float8"),
+        Aggregate("soh_max_pct", "max", "s_soh_pct"),
+        Aggregate("soh_min_pct", "min", "s_soh_pct"),
+        Aggregate("cell_imbalance_max_mv", "max",
+                  "(s_cell_voltage_max_v - s_cell_voltage_min_v) * 1000.0"),
+        Aggregate("temp_max_c", "max", "s_temp_c_max"),
+        _LAST_SEEN,
+    ),
+)  # fmt: skip
+# Cycles at a measurement come from the latest health record at or before it (a station
+# reports health with every completed charge), so a capacity record whose health record
+# arrives in a later batch counts as of unknown cycles and is fitted over time only.
+CAPACITY = RowSource(
+    "capacity_records",
+    ("capacity_ah", "capacity_kwh"),
+    (
+        Aggregate("capacity_records", "count"),
+        Aggregate("capacity_sum_ah", "sum", "s_capacity_ah"),
+        Aggregate("fit_days_sx", "sum", "s_x"),
+        Aggregate("fit_days_sxx", "sum", "s_x * s_x"),
+        Aggregate("fit_days_sxy", "sum", "s_x * s_capacity_ah"),
+        Aggregate("fit_cycles_n", "count", "s_cycles"),
+        Aggregate("fit_cycles_sx", "sum", "s_cycles"),
+        Aggregate("fit_cycles_sy", "sum", "CASE WHEN s_cycles IS NOT NULL THEN s_capacity_ah END"),
+        Aggregate("fit_cycles_sxx", "sum", "s_cycles * s_cycles"),
+        Aggregate("fit_cycles_sxy", "sum", "s_cycles * s_capacity_ah"),
+        Aggregate("capacity_last_ts", "max", "s_ts"),
+        Aggregate("capacity_last_ah", "last", "s_capacity_ah"),
+        Aggregate("capacity_last_kwh", "last", "s_capacity_kwh"),
+        _LAST_SEEN,
+    ),
+    computed=(
+        ("x", "extract(epoch FROM t.ts - %(epoch)s)::float8 / 86400.0"),
+        ("cycles", "(SELECT h.cycle_count::float8 FROM health_records h"
+                   " WHERE h.battery_serial = t.battery_serial AND h.ts <= t.ts"
+                   " AND h.ts > t.ts - %(lookback)s ORDER BY h.ts DESC LIMIT 1)"),
+    ),
+)  # fmt: skip
+TELEMETRY = (CHARGING, VEHICLE, HEALTH, CAPACITY)
