@@ -16,6 +16,7 @@ from app.ingest.aggregates import (
     NEW_CHARGING_COLUMNS,
     NEW_CHARGING_DDL,
     NEW_CHARGING_TABLE,
+    NewKey,
     update_daily_aggregates,
 )
 from app.ingest.partitions import create_partitions, month_start
@@ -81,7 +82,7 @@ def ingest(session: Session, kind: RecordKind, rows: Sequence[Sequence[Any]]) ->
             )
     update_daily_aggregates(
         conn,
-        {} if charging else {kind: [(r[0], r[1]) for r in new]},
+        {} if charging else {kind: [NewKey(*r) for r in new]},
         new_charging=charging and bool(new),
         session_gap_s=GAP_S,
     )

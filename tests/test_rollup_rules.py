@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.ingest.derived import RETURNED, HealthRow, KeyRow, VehicleRow
+from app.ingest.aggregates import NewKey
+from app.ingest.derived import RETURNED, HealthRow, VehicleRow
 from app.ingest.writer import SPECS
 from app.models.reports import BatteryDaily, BatteryMonthly
 from app.rollups.rules import DAILY, MONTHLY, TELEMETRY
@@ -83,5 +84,5 @@ def test_the_writers_returning_is_what_the_derived_step_names() -> None:
     """The derived step reads the writer's RETURNING rows by name (derived.RETURNED)."""
     assert SPECS[RecordKind.health].returning == ", ".join(HealthRow._fields)
     assert SPECS[RecordKind.vehicle].returning == ", ".join(VehicleRow._fields)
-    assert SPECS[RecordKind.capacity].returning == ", ".join(KeyRow._fields)
+    assert SPECS[RecordKind.capacity].returning == ", ".join(NewKey._fields)
     assert set(RETURNED) == {kind for kind in SPECS if kind is not RecordKind.charging}

@@ -8,7 +8,7 @@ from INSERT ... RETURNING; the few new rows of the other kinds come as keys.
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -44,6 +44,15 @@ NEW_CHARGING_DDL = (
     " station_id int8, slot int4, soc_pct float8, current_a float8, energy_kwh float8,"
     " temp_c_min float8, temp_c_max float8) ON COMMIT DELETE ROWS"
 )
+
+
+class NewKey(NamedTuple):
+    """A newly inserted record of a kind but charging."""
+
+    battery_serial: str
+    ts: datetime
+
+
 _NEW_KEYS = (
     "(SELECT DISTINCT * FROM unnest(%(serials)s::text[], %(ts)s::timestamptz[])"
     " AS n(battery_serial, ts))"
@@ -62,13 +71,13 @@ _BY_KEYS = {kind: _statement(source, _NEW_KEYS)
 
 def update_daily_aggregates(
     conn: Connection,
-    new_keys: Mapping[RecordKind, Sequence[tuple[str, datetime]]],
+    new_keys: Mapping[RecordKind, Sequence[NewKey]],
     *,
     new_charging: bool,
     session_gap_s: float,
 ) -> int:
     """Adds the new rows to battery_daily: those of NEW_CHARGING_TABLE when new_charging, and
-    of the other kinds by their (battery_serial, ts). Returns the battery-day upserts."""
+    of the other kinds by their keys. Returns the battery-day upserts."""
     gap = {"gap": session_gap_s, "gap_interval": timedelta(seconds=session_gap_s)}
     touched = 0
     for kind, statement in _BY_KEYS.items():
@@ -77,8 +86,8 @@ def update_daily_aggregates(
             continue
         params = {
             **gap,
-            "serials": [k[0] for k in keys],
-            "ts": [k[1] for k in keys],
+            "serials": [k.battery_serial for k in keys],
+            "ts": [k.ts for k in keys],
             "epoch": FIT_EPOCH,
             "lookback": CYCLES_LOOKBACK,
         }

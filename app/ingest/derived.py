@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import psycopg
 from psycopg.rows import class_row
 
-from app.ingest.aggregates import NEW_CHARGING_TABLE, update_daily_aggregates
+from app.ingest.aggregates import NEW_CHARGING_TABLE, NewKey, update_daily_aggregates
 from devices.contract import RecordKind, StationStatus
 
 Connection = psycopg.Connection[Any]
@@ -37,13 +37,6 @@ class VehicleRow(NamedTuple):
     soc_pct: float
 
 
-class KeyRow(NamedTuple):
-    """What the writer returns of a new capacity record."""
-
-    battery_serial: str
-    ts: datetime
-
-
 class Reading(Protocol):
     @property
     def battery_serial(self) -> str: ...
@@ -59,7 +52,8 @@ R = TypeVar("R", bound=Reading)
 RETURNED: dict[RecordKind, Callable[[Iterable[Any]], Reading]] = {
     RecordKind.health: HealthRow._make,
     RecordKind.vehicle: VehicleRow._make,
-    RecordKind.capacity: KeyRow._make,
+    # What the writer returns of a new capacity record.
+    RecordKind.capacity: NewKey._make,
 }
 
 
@@ -116,13 +110,18 @@ UPDATE_SOC_FROM_NEW_CHARGING = (
 )
 
 
+class StationSeen(NamedTuple):
+    at: datetime
+    online: bool
+
+
 def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, datetime]]) -> None:
-    latest: dict[int, tuple[datetime, bool]] = {}
+    latest: dict[int, StationSeen] = {}
     for station_id, status, received_at in statuses:
         # A Last Will carries no ts: it is as recent as its delivery.
         seen = status.ts or received_at
-        if station_id not in latest or seen >= latest[station_id][0]:
-            latest[station_id] = (seen, status.online)
+        if station_id not in latest or seen >= latest[station_id].at:
+            latest[station_id] = StationSeen(seen, status.online)
     if not latest:
         return
     ids = list(latest)
@@ -130,7 +129,7 @@ def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, d
         "UPDATE stations s SET online = v.online, last_seen_at = v.seen"
         " FROM unnest(%s::int8[], %s::timestamptz[], %s::bool[]) AS v(id, seen, online)"
         " WHERE s.id = v.id AND (s.last_seen_at IS NULL OR s.last_seen_at <= v.seen)",
-        (ids, [latest[i][0] for i in ids], [latest[i][1] for i in ids]),
+        (ids, [latest[i].at for i in ids], [latest[i].online for i in ids]),
     )
 
 
@@ -421,7 +420,7 @@ def apply_derived_state(
     if new_charging:
         roll_up_new_charging(conn, session_gap_s)
     new_keys = {
-        kind: [(key.battery_serial, key.ts) for key in map(RETURNED[kind], rows)]
+        kind: [NewKey(row.battery_serial, row.ts) for row in map(RETURNED[kind], rows)]
         for kind, rows in inserted.items()
         if rows
     }
