@@ -13,7 +13,7 @@ from app.core.config import get_settings
 from app.core.db import close_async_pool, get_engine
 from app.core.errors import install_error_handlers, problem
 from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from app.reports.swap_rollup import SwapRollup
+from app.rollups.swap_rollup import SwapRollup
 
 API_DESCRIPTION = """
 Battery custody, swaps and telemetry for fleets of battery-swap stations.

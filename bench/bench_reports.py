@@ -14,7 +14,7 @@ app.core.migrate.upgrade):
      session of 8 samples 5 minutes apart, 2 vehicle samples a minute apart, 1 health record,
      and a capacity record every 7 days;
   3. battery_daily (and the per-battery rollups, if the schema has them) rebuilt from the raw
-     tables with app.reports.aggregates.rebuild_aggregates, the backfill/repair path (the
+     tables with app.rollups.rebuild.rebuild_aggregates, the backfill/repair path (the
      ingest's incremental path gives the same rows: tests/reports/test_report_aggregates.py), then
      clustered and analyzed (settle_aggregates) so that both halves read the same layout;
   4. timings through the FastAPI app in-process (fastapi.testclient, a real admin API key):
@@ -62,7 +62,7 @@ from app.core.migrate import upgrade  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.models import KeyRole  # noqa: E402
-from app.reports.aggregates import rebuild_aggregates  # noqa: E402
+from app.rollups.rebuild import rebuild_aggregates  # noqa: E402
 
 log = logging.getLogger("bench_reports")
 

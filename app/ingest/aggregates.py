@@ -1,426 +1,97 @@
-"""Per-battery daily aggregates (battery_daily), added to once per batch from new rows only.
+"""The ingest's step into battery_daily: a batch's new rows through app/rollups' incremental
+SELECTs (the rules and the SQL live there), one statement per record kind.
 
-Counts, sums, minima and maxima add up directly. What depends on the previous sample of the
-same battery (energy and Ah between samples, time above 45 °C or below 0 °C, where a charging
-session starts) is a term of each consecutive pair; a new row changes its own term and its
-successor's, so both are recomputed from the neighbours in the raw table and only the
-difference is added. Redeliveries insert nothing and so add nothing; late rows land where
-they belong. app/reports/aggregates.py recomputes the same figures from the raw tables with
-the same rules (a test keeps the two in agreement).
-
-Time weighting: a sample stands for the time since the previous sample of the same battery
-from the same source (the same slot of the same station, or the same vehicle) when that gap
-is shorter than the session gap; after a longer gap it stands for no time. So the first
-sample of a charge or a trip adds no hours, and a device that goes silent is not assumed to
-have stayed hot. Charging counts below 0 °C by the coldest cell (temp_c_min); vehicles report
-only the hottest cell, so on the road below 0 °C means the whole pack was below 0 °C.
+Only new rows feed it, so a redelivered record cannot count twice. The new charging rows,
+most of the telemetry, wait in a temporary table the writer fills from its staging table or
+from INSERT ... RETURNING; the few new rows of the other kinds come as keys.
 """
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import psycopg
 
+from app.rollups.daily import incremental_select, upsert_statement
+from app.rollups.rules import (
+    CAPACITY,
+    CHARGING,
+    CYCLES_LOOKBACK,
+    FIT_EPOCH,
+    HEALTH,
+    VEHICLE,
+    RowSource,
+)
 from devices.contract import RecordKind
 
 Connection = psycopg.Connection[Any]
 
-HOT_C = 45.0
-COLD_C = 0.0
-# x of the capacity-over-time fit: days since this instant (any origin gives the same slope;
-# a recent one keeps the sums of squares small).
-FIT_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
-# Cycles at a capacity measurement: the battery's latest health record at most this old.
-CYCLES_LOOKBACK = timedelta(days=30)
-
-# Columns that add up.
-SUM_COLUMNS = (
-    "charging_samples",
-    "charging_sessions",
-    "energy_charged_kwh",
-    "charged_ah",
-    "temp_spread_sum_c",
-    "vehicle_samples",
-    "energy_discharged_kwh",
-    "discharged_ah",
-    "seconds_above_45c",
-    "seconds_below_0c",
-    "health_records",
-    "capacity_records",
-    "capacity_sum_ah",
-    "fit_days_sx",
-    "fit_days_sxx",
-    "fit_days_sxy",
-    "fit_cycles_n",
-    "fit_cycles_sx",
-    "fit_cycles_sy",
-    "fit_cycles_sxx",
-    "fit_cycles_sxy",
-    "swaps_in",
-    "swaps_out",
-    "health_rejections",
+# What the writer keeps of each newly inserted charging sample for the derived state.
+NEW_CHARGING_COLUMNS = (
+    "battery_serial",
+    "ts",
+    "station_id",
+    "slot",
+    "soc_pct",
+    "current_a",
+    "energy_kwh",
+    "temp_c_min",
+    "temp_c_max",
 )
-MAX_COLUMNS = ("temp_max_c", "soh_max_pct", "cell_imbalance_max_mv", "last_seen_at")
-MIN_COLUMNS = ("soh_min_pct",)
-# (timestamp column, value columns, keep the earliest?)
-TIMED_GROUPS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("health_first_ts", ("soh_first_pct", "resistance_first_mohm"), True),
-    ("health_last_ts", ("soh_last_pct", "resistance_last_mohm", "cycles_last"), False),
-    ("capacity_last_ts", ("capacity_last_ah", "capacity_last_kwh"), False),
+NEW_CHARGING_TABLE = "new_charging_samples"
+NEW_CHARGING_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {NEW_CHARGING_TABLE} (battery_serial text, ts timestamptz,"
+    " station_id int8, slot int4, soc_pct float8, current_a float8, energy_kwh float8,"
+    " temp_c_min float8, temp_c_max float8) ON COMMIT DELETE ROWS"
 )
 
 
-def _merge_set_clause(columns: Sequence[str]) -> str:
-    """ON CONFLICT ... DO UPDATE SET for the given columns; the rest keep their values."""
-    present = set(columns)
-    parts: list[str] = []
-    for col in SUM_COLUMNS:
-        if col in present:
-            parts.append(f"{col} = battery_daily.{col} + EXCLUDED.{col}")
-    for col in MAX_COLUMNS:
-        if col in present:
-            parts.append(f"{col} = GREATEST(battery_daily.{col}, EXCLUDED.{col})")
-    for col in MIN_COLUMNS:
-        if col in present:
-            parts.append(f"{col} = LEAST(battery_daily.{col}, EXCLUDED.{col})")
-    for ts_col, values, earliest in TIMED_GROUPS:
-        if ts_col not in present:
-            continue
-        better = "<" if earliest else ">"
-        wins = (
-            f"(battery_daily.{ts_col} IS NULL OR EXCLUDED.{ts_col} {better} battery_daily.{ts_col})"
-        )
-        for col in (ts_col, *values):
-            parts.append(
-                f"{col} = CASE WHEN {wins} THEN EXCLUDED.{col} ELSE battery_daily.{col} END"
-            )
-    return ", ".join(parts)
+class NewKey(NamedTuple):
+    """A newly inserted record of a kind but charging."""
+
+    battery_serial: str
+    ts: datetime
 
 
-def upsert_statement(columns: Sequence[str], source: str) -> str:
-    """INSERT INTO battery_daily (battery_serial, day, *columns) <source> ON CONFLICT merge."""
-    names = ", ".join(("battery_serial", "day", *columns))
-    return (
-        f"INSERT INTO battery_daily ({names}) {source}"
-        f" ON CONFLICT (battery_serial, day) DO UPDATE SET {_merge_set_clause(columns)}"
-    )
-
-
-def utc_day(ts: datetime) -> date:
-    return ts.astimezone(UTC).date()
-
-
-# ---------------------------------------------------------------- consecutive-sample terms
-
-CHARGING_PAIR = (
-    "charging_sessions",
-    "energy_charged_kwh",
-    "charged_ah",
-    "seconds_above_45c",
-    "seconds_below_0c",
-)
-VEHICLE_PAIR = ("energy_discharged_kwh", "discharged_ah", "seconds_above_45c", "seconds_below_0c")
-
-# Window rows: (serial, ts, source key..., values...) as loaded below.
-Row = tuple[Any, ...]
-Terms = tuple[float, ...]
-
-
-def charging_terms(prev: Row | None, s: Row, gap_s: float) -> Terms:
-    """s = (serial, ts, station_id, slot, current_a, energy_kwh, temp_c_min, temp_c_max)."""
-    dt = (s[1] - prev[1]).total_seconds() if prev is not None else None
-    continuous = prev is not None and prev[2:4] == s[2:4] and dt is not None and dt < gap_s
-    if not continuous or dt is None or prev is None:
-        # The device's energy counter runs from the start of its charge.
-        return (1.0, s[5], 0.0, 0.0, 0.0)
-    energy = s[5] - prev[5] if s[5] >= prev[5] else s[5]
-    return (
-        0.0,
-        energy,
-        s[4] * dt / 3600.0 if s[4] > 0 else 0.0,
-        dt if s[7] > HOT_C else 0.0,
-        dt if s[6] < COLD_C else 0.0,
-    )
-
-
-def vehicle_terms(prev: Row | None, s: Row, gap_s: float) -> Terms:
-    """s = (serial, ts, vin, pack_voltage_v, pack_current_a, temp_c_max)."""
-    dt = (s[1] - prev[1]).total_seconds() if prev is not None else None
-    if prev is None or dt is None or prev[2] != s[2] or dt >= gap_s:
-        return (0.0, 0.0, 0.0, 0.0)
-    current = s[4]
-    return (
-        -s[3] * current * dt / 3.6e6 if current < 0 else 0.0,
-        -current * dt / 3600.0 if current < 0 else 0.0,
-        dt if s[5] > HOT_C else 0.0,
-        dt if s[5] < COLD_C else 0.0,
-    )
-
-
-def pair_deltas(
-    window: Sequence[Row],
-    new_keys: set[tuple[str, datetime]],
-    terms: Callable[[Row | None, Row, float], Terms],
-    gap_s: float,
-) -> dict[tuple[str, date], list[float]]:
-    """What the new rows change in the sum of pair terms, per (serial, day).
-
-    window: every stored row of the batch's batteries from a session gap before their first
-    new row to a gap after their last, ordered by serial and time; rows further away cannot
-    be anyone's continuous neighbour, so they change nothing.
-    """
-    deltas: dict[tuple[str, date], list[float]] = {}
-    prev_all: Row | None = None
-    prev_old: Row | None = None
-    prev_all_new = False
-    for row in window:
-        if prev_all is not None and prev_all[0] != row[0]:
-            prev_all, prev_old, prev_all_new = None, None, False
-        new = (row[0], row[1]) in new_keys
-        if new:
-            change: Terms | list[float] = terms(prev_all, row, gap_s)
-        elif prev_all_new:
-            after, before = terms(prev_all, row, gap_s), terms(prev_old, row, gap_s)
-            change = [a - b for a, b in zip(after, before, strict=True)]
-        else:
-            change = ()
-        if change:
-            key = (row[0], utc_day(row[1]))
-            acc = deltas.setdefault(key, [0.0] * len(change))
-            for i, value in enumerate(change):
-                acc[i] += value
-        prev_all, prev_all_new = row, new
-        if not new:
-            prev_old = row
-    return deltas
-
-
-def _window_bounds(
-    keys: Iterable[tuple[str, datetime]], gap: timedelta
-) -> tuple[list[str], list[datetime], list[datetime]]:
-    bounds: dict[str, tuple[datetime, datetime]] = {}
-    for serial, ts in keys:
-        lo, hi = bounds.get(serial, (ts, ts))
-        bounds[serial] = (min(lo, ts), max(hi, ts))
-    serials = sorted(bounds)
-    return serials, [bounds[s][0] - gap for s in serials], [bounds[s][1] + gap for s in serials]
-
-
-# ---------------------------------------------------------------- accumulation per battery-day
-
-
-@dataclass
-class DayDelta:
-    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    maxima: dict[str, Any] = field(default_factory=dict)
-    minima: dict[str, Any] = field(default_factory=dict)
-    timed: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-    def add(self, column: str, value: float) -> None:
-        self.sums[column] += value
-
-    def high(self, column: str, value: Any) -> None:
-        current = self.maxima.get(column)
-        self.maxima[column] = value if current is None else max(current, value)
-
-    def low(self, column: str, value: Any) -> None:
-        current = self.minima.get(column)
-        self.minima[column] = value if current is None else min(current, value)
-
-    def offer(self, ts_column: str, ts: datetime, values: tuple[Any, ...], earliest: bool) -> None:
-        current = self.timed.get(ts_column)
-        if current is None or (ts < current[0] if earliest else ts > current[0]):
-            self.timed[ts_column] = (ts, *values)
-
-
-class DailyDeltas:
-    def __init__(self) -> None:
-        self.days: dict[tuple[str, date], DayDelta] = defaultdict(DayDelta)
-
-    def at(self, serial: str, ts: datetime) -> DayDelta:
-        return self.days[(serial, utc_day(ts))]
-
-    def rows(self) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Every column any day touched, and one row per battery-day in key order (the same
-        lock order in every process, so concurrent ingests cannot deadlock on these rows)."""
-        columns: list[str] = []
-        seen: set[str] = set()
-
-        def use(col: str) -> None:
-            if col not in seen:
-                seen.add(col)
-                columns.append(col)
-
-        timed_columns = {ts: (ts, *values) for ts, values, _ in TIMED_GROUPS}
-        for delta in self.days.values():
-            for col in (*delta.sums, *delta.maxima, *delta.minima):
-                use(col)
-            for ts_col in delta.timed:
-                for col in timed_columns[ts_col]:
-                    use(col)
-        out: list[tuple[Any, ...]] = []
-        for (serial, day), delta in sorted(self.days.items()):
-            values: dict[str, Any] = {**delta.sums, **delta.maxima, **delta.minima}
-            for ts_col, timed in delta.timed.items():
-                values.update(zip(timed_columns[ts_col], timed, strict=True))
-            out.append(
-                (
-                    serial,
-                    day,
-                    *(values.get(c, 0 if c in SUM_COLUMNS else None) for c in columns),
-                )
-            )
-        return columns, out
-
-
-# ---------------------------------------------------------------- sources
-
-
-def _new_keys(rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, datetime]]:
-    return {(r[0], r[1]) for r in rows}
-
-
-def add_charging(conn: Connection, keys: set[tuple[str, datetime]], gap_s: float,
-                 out: DailyDeltas) -> None:  # fmt: skip
-    if not keys:
-        return
-    serials, lows, highs = _window_bounds(keys, timedelta(seconds=gap_s))
-    window = conn.execute(
-        "SELECT c.battery_serial, c.ts, c.station_id, c.slot, c.current_a, c.energy_kwh,"
-        " c.temp_c_min, c.temp_c_max"
-        " FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS w(serial, lo, hi)"
-        " JOIN charging_samples c ON c.battery_serial = w.serial AND c.ts >= w.lo AND c.ts <= w.hi"
-        " ORDER BY c.battery_serial, c.ts",
-        (serials, lows, highs),
-    ).fetchall()
-    for (serial, day), change in pair_deltas(window, keys, charging_terms, gap_s).items():
-        delta = out.days[(serial, day)]
-        for col, value in zip(CHARGING_PAIR, change, strict=True):
-            delta.add(col, value)
-    for row in window:
-        if (row[0], row[1]) in keys:
-            delta = out.at(row[0], row[1])
-            delta.add("charging_samples", 1)
-            delta.add("temp_spread_sum_c", row[7] - row[6])
-            delta.high("temp_max_c", row[7])
-            delta.high("last_seen_at", row[1])
-
-
-def add_vehicle(conn: Connection, keys: set[tuple[str, datetime]], gap_s: float,
-                out: DailyDeltas) -> None:  # fmt: skip
-    if not keys:
-        return
-    serials, lows, highs = _window_bounds(keys, timedelta(seconds=gap_s))
-    window = conn.execute(
-        "SELECT v.battery_serial, v.ts, v.vin, v.pack_voltage_v, v.pack_current_a, v.temp_c_max"
-        " FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS w(serial, lo, hi)"
-        " JOIN vehicle_telemetry v"
-        " ON v.battery_serial = w.serial AND v.ts >= w.lo AND v.ts <= w.hi"
-        " ORDER BY v.battery_serial, v.ts, v.vin",
-        (serials, lows, highs),
-    ).fetchall()
-    for (serial, day), change in pair_deltas(window, keys, vehicle_terms, gap_s).items():
-        delta = out.days[(serial, day)]
-        for col, value in zip(VEHICLE_PAIR, change, strict=True):
-            delta.add(col, value)
-    for row in window:
-        if (row[0], row[1]) in keys:
-            delta = out.at(row[0], row[1])
-            delta.add("vehicle_samples", 1)
-            delta.high("temp_max_c", row[5])
-            delta.high("last_seen_at", row[1])
-
-
-def add_health(conn: Connection, keys: set[tuple[str, datetime]], out: DailyDeltas) -> None:
-    if not keys:
-        return
-    ordered = sorted(keys)
-    rows = conn.execute(
-        "SELECT h.battery_serial, h.ts, h.soh_pct, h.internal_resistance_mohm,"
-        " h.cell_voltage_min_v, h.cell_voltage_max_v, h.temp_c_max, h.cycle_count"
-        " FROM unnest(%s::text[], %s::timestamptz[]) AS k(serial, ts)"
-        " JOIN health_records h ON h.battery_serial = k.serial AND h.ts = k.ts",
-        ([k[0] for k in ordered], [k[1] for k in ordered]),
-    ).fetchall()
-    for serial, ts, soh, resistance, cell_min, cell_max, temp, cycles in rows:
-        delta = out.at(serial, ts)
-        delta.add("health_records", 1)
-        delta.offer("health_first_ts", ts, (soh, resistance), earliest=True)
-        delta.offer("health_last_ts", ts, (soh, resistance, float(cycles)), earliest=False)
-        delta.high("soh_max_pct", soh)
-        delta.low("soh_min_pct", soh)
-        delta.high("cell_imbalance_max_mv", (cell_max - cell_min) * 1000.0)
-        delta.high("temp_max_c", temp)
-        delta.high("last_seen_at", ts)
-
-
-CAPACITY_WITH_CYCLES = (
-    " c.battery_serial, c.ts, c.capacity_ah, c.capacity_kwh,"
-    " (SELECT h.cycle_count FROM health_records h WHERE h.battery_serial = c.battery_serial"
-    "  AND h.ts <= c.ts AND h.ts > c.ts - %(lookback)s ORDER BY h.ts DESC LIMIT 1) AS cycles"
+_NEW_KEYS = (
+    "(SELECT DISTINCT * FROM unnest(%(serials)s::text[], %(ts)s::timestamptz[])"
+    " AS n(battery_serial, ts))"
 )
 
 
-def fit_days(ts: datetime) -> float:
-    return (ts - FIT_EPOCH).total_seconds() / 86400.0
+def _statement(source: RowSource, new: str) -> str:
+    return upsert_statement(source.written, incremental_select(source, new))
 
 
-def add_capacity(conn: Connection, keys: set[tuple[str, datetime]], out: DailyDeltas) -> None:
-    """Cycles at a measurement come from the latest health record at or before it (a station
-    reports health with every completed charge), so a capacity record whose health record
-    arrives in a later batch counts as of unknown cycles here and is fitted over time only."""
-    if not keys:
-        return
-    ordered = sorted(keys)
-    rows = conn.execute(
-        f"SELECT {CAPACITY_WITH_CYCLES}"
-        " FROM unnest(%(serials)s::text[], %(ts)s::timestamptz[]) AS k(serial, ts)"
-        " JOIN capacity_records c ON c.battery_serial = k.serial AND c.ts = k.ts",
-        {
-            "serials": [k[0] for k in ordered],
-            "ts": [k[1] for k in ordered],
-            "lookback": CYCLES_LOOKBACK,
-        },
-    ).fetchall()
-    for serial, ts, ah, kwh, cycles in rows:
-        delta = out.at(serial, ts)
-        x = fit_days(ts)
-        delta.add("capacity_records", 1)
-        delta.add("capacity_sum_ah", ah)
-        delta.add("fit_days_sx", x)
-        delta.add("fit_days_sxx", x * x)
-        delta.add("fit_days_sxy", x * ah)
-        delta.offer("capacity_last_ts", ts, (ah, kwh), earliest=False)
-        delta.high("last_seen_at", ts)
-        if cycles is not None:
-            c = float(cycles)
-            delta.add("fit_cycles_n", 1)
-            delta.add("fit_cycles_sx", c)
-            delta.add("fit_cycles_sy", ah)
-            delta.add("fit_cycles_sxx", c * c)
-            delta.add("fit_cycles_sxy", c * ah)
+_CHARGING = _statement(CHARGING, NEW_CHARGING_TABLE)
+_BY_KEYS = {kind: _statement(source, _NEW_KEYS)
+            for kind, source in ((RecordKind.vehicle, VEHICLE), (RecordKind.health, HEALTH),
+                                 (RecordKind.capacity, CAPACITY))}  # fmt: skip
 
 
 def update_daily_aggregates(
     conn: Connection,
-    inserted: dict[RecordKind, list[tuple[Any, ...]]],
+    new_keys: Mapping[RecordKind, Sequence[NewKey]],
     *,
+    new_charging: bool,
     session_gap_s: float,
 ) -> int:
-    """Adds the newly inserted rows (each starting with battery_serial, ts) to battery_daily;
-    returns the number of battery-days touched."""
-    out = DailyDeltas()
-    add_charging(conn, _new_keys(inserted.get(RecordKind.charging, [])), session_gap_s, out)
-    add_vehicle(conn, _new_keys(inserted.get(RecordKind.vehicle, [])), session_gap_s, out)
-    add_health(conn, _new_keys(inserted.get(RecordKind.health, [])), out)
-    add_capacity(conn, _new_keys(inserted.get(RecordKind.capacity, [])), out)
-    columns, rows = out.rows()
-    if not rows:
-        return 0
-    placeholders = ", ".join(["%s"] * (len(columns) + 2))
-    with conn.cursor() as cur:
-        cur.executemany(upsert_statement(columns, f"VALUES ({placeholders})"), rows)
-    return len(rows)
+    """Adds the new rows to battery_daily: those of NEW_CHARGING_TABLE when new_charging, and
+    of the other kinds by their keys. Returns the battery-day upserts."""
+    gap = {"gap": session_gap_s, "gap_interval": timedelta(seconds=session_gap_s)}
+    touched = 0
+    for kind, statement in _BY_KEYS.items():
+        keys = new_keys.get(kind)
+        if not keys:
+            continue
+        params = {
+            **gap,
+            "serials": [k.battery_serial for k in keys],
+            "ts": [k.ts for k in keys],
+            "epoch": FIT_EPOCH,
+            "lookback": CYCLES_LOOKBACK,
+        }
+        touched += conn.execute(statement, params, prepare=True).rowcount
+    if new_charging:
+        touched += conn.execute(_CHARGING, gap, prepare=True).rowcount
+    return touched

@@ -1,39 +1,77 @@
 """State derived from telemetry, updated once per batch from the rows that were new.
 
-Only newly inserted rows feed it, so a redelivered record cannot count twice.
+Only newly inserted rows feed it, so a redelivered record cannot count twice. Each piece has
+one path: the batteries' latest readings, the stations' status, the charging sessions (from
+the new charging rows in NEW_CHARGING_TABLE) and battery_daily (app/ingest/aggregates.py).
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import psycopg
+from psycopg.rows import class_row
 
-from app.ingest.aggregates import update_daily_aggregates
-from app.ingest.daily_charging import NEW_CHARGING_TABLE, add_appended_charging, add_new_charging
+from app.ingest.aggregates import NEW_CHARGING_TABLE, NewKey, update_daily_aggregates
 from devices.contract import RecordKind, StationStatus
 
 Connection = psycopg.Connection[Any]
 
 
-def _latest(rows: Sequence[Sequence[Any]]) -> dict[str, Sequence[Any]]:
-    """The newest row per battery serial (rows start with serial, ts)."""
-    latest: dict[str, Sequence[Any]] = {}
+class HealthRow(NamedTuple):
+    """What the writer returns of a new health record (its RETURNING, in this order)."""
+
+    battery_serial: str
+    ts: datetime
+    soh_pct: float
+    cycle_count: int
+
+
+class VehicleRow(NamedTuple):
+    """What the writer returns of a new vehicle reading."""
+
+    battery_serial: str
+    ts: datetime
+    soc_pct: float
+
+
+class Reading(Protocol):
+    @property
+    def battery_serial(self) -> str: ...
+
+    @property
+    def ts(self) -> datetime: ...
+
+
+R = TypeVar("R", bound=Reading)
+
+# The writer's RETURNING per kind but charging (whose new rows wait in NEW_CHARGING_TABLE),
+# as named rows.
+RETURNED: dict[RecordKind, Callable[[Iterable[Any]], Reading]] = {
+    RecordKind.health: HealthRow._make,
+    RecordKind.vehicle: VehicleRow._make,
+    # What the writer returns of a new capacity record.
+    RecordKind.capacity: NewKey._make,
+}
+
+
+def _latest(rows: Iterable[R]) -> list[R]:
+    """The newest row per battery serial."""
+    latest: dict[str, R] = {}
     for row in rows:
-        current = latest.get(row[0])
-        if current is None or row[1] > current[1]:
-            latest[row[0]] = row
-    return latest
+        current = latest.get(row.battery_serial)
+        if current is None or row.ts > current.ts:
+            latest[row.battery_serial] = row
+    return list(latest.values())
 
 
 def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any, ...]]]) -> None:
     # batteries has one readings_at for SoC and SoH, so a reading older than it is ignored;
     # health records arrive in order with the station's charging samples in practice.
-    health = _latest(inserted.get(RecordKind.health, []))
+    health = _latest(HealthRow._make(r) for r in inserted.get(RecordKind.health, []))
     if health:
-        rows = list(health.values())
         conn.execute(
             "UPDATE batteries b SET soh_pct = v.soh, equivalent_full_cycles = v.cycles,"
             " readings_at = v.ts"
@@ -41,31 +79,28 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
             " AS v(serial, ts, soh, cycles)"
             " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
             (
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                [float(r[3]) for r in rows],
+                [r.battery_serial for r in health],
+                [r.ts for r in health],
+                [r.soh_pct for r in health],
+                [float(r.cycle_count) for r in health],
             ),
         )
-    soc_rows = [(r[0], r[1], r[4]) for r in inserted.get(RecordKind.charging, [])]
-    soc_rows += [(r[0], r[1], r[2]) for r in inserted.get(RecordKind.vehicle, [])]
-    _set_soc(conn, list(_latest(soc_rows).values()))
-
-
-def _set_soc(conn: Connection, readings: Sequence[Sequence[Any]]) -> None:
-    """readings: (serial, ts, soc), one per battery."""
-    if not readings:
-        return
-    conn.execute(
-        "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
-        " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
-        " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
-        ([r[0] for r in readings], [r[1] for r in readings], [r[2] for r in readings]),
-    )
+    vehicle = _latest(VehicleRow._make(r) for r in inserted.get(RecordKind.vehicle, []))
+    if vehicle:
+        conn.execute(
+            "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
+            " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
+            " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
+            (
+                [r.battery_serial for r in vehicle],
+                [r.ts for r in vehicle],
+                [r.soc_pct for r in vehicle],
+            ),
+        )
 
 
 # After update_batteries: a charging sample and a vehicle reading of one battery at the same
-# instant resolve to the charging sample's SoC, as update_batteries' _latest would.
+# instant resolve to the charging sample's SoC.
 UPDATE_SOC_FROM_NEW_CHARGING = (
     "UPDATE batteries b SET soc_pct = v.soc_pct, readings_at = v.ts"
     # The newest sample per battery by a hashed max() and join: no sort of the batch.
@@ -75,18 +110,18 @@ UPDATE_SOC_FROM_NEW_CHARGING = (
 )
 
 
-def update_soc(conn: Connection, rows: list[list[Any]]) -> None:
-    """UPDATE_SOC_FROM_NEW_CHARGING from the writer's charging rows (every one new)."""
-    _set_soc(conn, [(r[0], r[1], r[4]) for r in _latest(rows).values()])
+class StationSeen(NamedTuple):
+    at: datetime
+    online: bool
 
 
 def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, datetime]]) -> None:
-    latest: dict[int, tuple[datetime, bool]] = {}
+    latest: dict[int, StationSeen] = {}
     for station_id, status, received_at in statuses:
         # A Last Will carries no ts: it is as recent as its delivery.
         seen = status.ts or received_at
-        if station_id not in latest or seen >= latest[station_id][0]:
-            latest[station_id] = (seen, status.online)
+        if station_id not in latest or seen >= latest[station_id].at:
+            latest[station_id] = StationSeen(seen, status.online)
     if not latest:
         return
     ids = list(latest)
@@ -94,7 +129,7 @@ def update_stations(conn: Connection, statuses: list[tuple[int, StationStatus, d
         "UPDATE stations s SET online = v.online, last_seen_at = v.seen"
         " FROM unnest(%s::int8[], %s::timestamptz[], %s::bool[]) AS v(id, seen, online)"
         " WHERE s.id = v.id AND (s.last_seen_at IS NULL OR s.last_seen_at <= v.seen)",
-        (ids, [latest[i][0] for i in ids], [latest[i][1] for i in ids]),
+        (ids, [latest[i].at for i in ids], [latest[i].online for i in ids]),
     )
 
 
@@ -186,53 +221,45 @@ def _load_sessions(
     conn: Connection, serials: list[str], first: datetime, last: datetime, gap: timedelta
 ) -> dict[str, list[Session]]:
     sessions: dict[str, list[Session]] = defaultdict(list)
-    rows = conn.execute(
-        f"SELECT {_SESSION_COLUMNS} FROM charging_sessions"
-        " WHERE battery_serial = ANY(%s) AND ended_at > %s AND started_at < %s"
-        # Sessions never merge, so two may accept one sample: the earliest takes it, in
-        # every process and every run alike.
-        " ORDER BY battery_serial, started_at, id",
-        (serials, first - gap, last + gap),
-    ).fetchall()
-    for row in rows:
-        sessions[row[1]].append(Session(*row))
+    with conn.cursor(row_factory=class_row(Session)) as cur:
+        cur.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM charging_sessions"
+            " WHERE battery_serial = ANY(%s) AND ended_at > %s AND started_at < %s"
+            # Sessions never merge, so two may accept one sample: the earliest takes it, in
+            # every process and every run alike.
+            " ORDER BY battery_serial, started_at, id",
+            (serials, first - gap, last + gap),
+        )
+        for session in cur:
+            sessions[session.battery_serial].append(session)
     return sessions
 
 
-def _add_sample(
-    group: list[Session],
-    serial: str,
-    sample: tuple[datetime, int, int, float, float, float],
-    gap: timedelta,
-) -> None:
-    ts, station_id, slot, soc, energy, temp = sample
-    session = next((s for s in group if s.accepts(station_id, slot, ts, gap)), None)
+class Sample(NamedTuple):
+    """A new charging sample, as the session roll-up reads it."""
+
+    ts: datetime
+    station_id: int
+    slot: int
+    soc_pct: float
+    energy_kwh: float
+    temp_c_max: float
+
+
+def _add_sample(group: list[Session], serial: str, sample: Sample, gap: timedelta) -> None:
+    """Adds the sample to the first session of the battery that accepts it, or starts one."""
+    session = next(
+        (s for s in group if s.accepts(sample.station_id, sample.slot, sample.ts, gap)), None
+    )
     if session is None:
-        session = Session(None, serial, station_id, slot, ts, ts, soc, soc, energy, energy, temp, 0)
+        session = Session(None, serial, sample.station_id, sample.slot, sample.ts, sample.ts,
+                          sample.soc_pct, sample.soc_pct, sample.energy_kwh, sample.energy_kwh,
+                          sample.temp_c_max, 0)  # fmt: skip
         group.append(session)
         session.sample_count = 1
         session.dirty = True
     else:
-        session.add(ts, soc, energy, temp)
-
-
-def roll_up_sessions(conn: Connection, samples: list[tuple[Any, ...]], gap_s: float) -> None:
-    """samples: (battery_serial, ts, station_id, slot, soc_pct, energy_kwh, temp_c_max)."""
-    if not samples:
-        return
-    gap = timedelta(seconds=gap_s)
-    by_battery: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for sample in samples:
-        by_battery[sample[0]].append(sample)
-    sessions = _load_sessions(
-        conn, list(by_battery), min(s[1] for s in samples), max(s[1] for s in samples), gap
-    )
-    for serial, battery_samples in by_battery.items():
-        for _, ts, station_id, slot, soc, energy, temp in sorted(
-            battery_samples, key=lambda s: s[1]
-        ):
-            _add_sample(sessions[serial], serial, (ts, station_id, slot, soc, energy, temp), gap)
-    _save_sessions(conn, sessions)
+        session.add(sample.ts, sample.soc_pct, sample.energy_kwh, sample.temp_c_max)
 
 
 # The batch's new charging samples as runs (see Run), per battery in time order.
@@ -247,7 +274,8 @@ WITH s AS (
     FROM s
 )
 SELECT battery_serial, station_id, slot, first_ts, last_ts,
-    head[2], tail[2], head[3], tail[3], peak_temp, samples
+    head[2] AS soc_first, tail[2] AS soc_last, head[3] AS energy_first,
+    tail[3] AS energy_last, peak_temp, samples
 FROM (
     SELECT battery_serial, station_id, slot, min(ts) AS first_ts, max(ts) AS last_ts,
         -- The first and the last sample's values in one pass: arrays led by the time
@@ -265,66 +293,14 @@ FROM (
 ORDER BY battery_serial, first_ts"""
 
 
-def runs_of(rows: list[list[Any]], gap_s: float) -> list[Run]:
-    """_RUNS computed from the writer's own rows, when every one of them was new: rows are
-    charging rows (writer.SPECS order: serial, ts, station_id, slot, soc_pct, ..., temp_c_max
-    at 9, energy_kwh at 10) sorted by serial and ts. A loop over rows already in memory costs
-    a fraction of the two window passes and the grouping in PostgreSQL."""
+def roll_up_new_charging(conn: Connection, gap_s: float) -> None:
+    """The batch's new charging samples (in NEW_CHARGING_TABLE) into charging_sessions, a run
+    at a time: a run joins the first session that accepts its first sample, or starts one,
+    exactly as its samples would one by one, unless an earlier session could take some of
+    them; then, rarely, that run's samples go one by one."""
     gap = timedelta(seconds=gap_s)
-    runs: list[Run] = []
-    # Per (station, slot) of the current battery: the open run's first row, last row, peak
-    # and count.
-    open_runs: dict[tuple[int, int], list[Any]] = {}
-
-    def close(state: list[Any]) -> None:
-        first, last = state[0], state[1]
-        runs.append(
-            Run(first[0], first[2], first[3], first[1], last[1], first[4], last[4],
-                first[10], last[10], state[2], state[3])
-        )  # fmt: skip
-
-    serial = None
-    current: list[Any] | None = None
-    place = (0, 0)
-    for row in rows:
-        if row[0] != serial:
-            for ended in open_runs.values():
-                close(ended)
-            open_runs.clear()
-            serial = row[0]
-            current = None
-        # A battery mostly stays in one slot: its run is looked up when it moves.
-        if current is None or row[2] != place[0] or row[3] != place[1]:
-            place = (row[2], row[3])
-            current = open_runs.get(place)
-        if current is not None and row[1] - current[1][1] < gap:
-            current[1] = row
-            if row[9] > current[2]:
-                current[2] = row[9]
-            current[3] += 1
-            continue
-        if current is not None:
-            close(current)
-        current = open_runs[place] = [row, row, row[9], 1]
-    for ended in open_runs.values():
-        close(ended)
-    runs.sort(key=lambda r: (r.battery_serial, r.first_ts))
-    return runs
-
-
-def roll_up_new_charging(
-    conn: Connection, gap_s: float, rows: list[list[Any]] | None = None
-) -> None:
-    """roll_up_sessions for the batch's new charging samples (in NEW_CHARGING_TABLE; rows:
-    the same, when the writer has them, see runs_of), a run at a time: a run joins the first
-    session that accepts its first sample, or starts one, exactly as its samples would one by
-    one, unless an earlier session could take some of them; then, rarely, that run's samples
-    go one by one."""
-    gap = timedelta(seconds=gap_s)
-    if rows is not None:
-        runs = runs_of(rows, gap_s)
-    else:
-        runs = [Run(*row) for row in conn.execute(_RUNS, {"gap": gap}, prepare=True)]
+    with conn.cursor(row_factory=class_row(Run)) as cur:
+        runs = cur.execute(_RUNS, {"gap": gap}, prepare=True).fetchall()
     if not runs:
         return
     sessions = _load_sessions(
@@ -341,7 +317,7 @@ def roll_up_new_charging(
         )
         before = group if target is None else group[: group.index(target)]
         if any(s.may_accept(run, gap) for s in before):
-            for sample in _run_samples(conn, run, rows):
+            for sample in _run_samples(conn, run):
                 _add_sample(group, run.battery_serial, sample, gap)
         elif target is None:
             group.append(
@@ -363,29 +339,20 @@ def roll_up_new_charging(
             )
         else:
             target.add_run(run)
-    _save_sessions(conn, sessions)
+    save_sessions(conn, sessions)
 
 
-def _run_samples(conn: Connection, run: Run, rows: list[list[Any]] | None) -> list[tuple[Any, ...]]:
-    """(ts, station_id, slot, soc_pct, energy_kwh, temp_c_max) of the run's samples."""
-    if rows is not None:
-        return [
-            (r[1], r[2], r[3], r[4], r[10], r[9])
-            for r in rows
-            if r[0] == run.battery_serial
-            and r[2] == run.station_id
-            and r[3] == run.slot
-            and run.first_ts <= r[1] <= run.last_ts
-        ]
-    return conn.execute(
-        "SELECT ts, station_id, slot, soc_pct, energy_kwh, temp_c_max"
-        f" FROM {NEW_CHARGING_TABLE} WHERE battery_serial = %s AND station_id = %s"
-        " AND slot = %s AND ts >= %s AND ts <= %s ORDER BY ts",
-        (run.battery_serial, run.station_id, run.slot, run.first_ts, run.last_ts),
-    ).fetchall()
+def _run_samples(conn: Connection, run: Run) -> list[Sample]:
+    with conn.cursor(row_factory=class_row(Sample)) as cur:
+        return cur.execute(
+            "SELECT ts, station_id, slot, soc_pct, energy_kwh, temp_c_max"
+            f" FROM {NEW_CHARGING_TABLE} WHERE battery_serial = %s AND station_id = %s"
+            " AND slot = %s AND ts >= %s AND ts <= %s ORDER BY ts",
+            (run.battery_serial, run.station_id, run.slot, run.first_ts, run.last_ts),
+        ).fetchall()
 
 
-def _save_sessions(conn: Connection, sessions: dict[str, list[Session]]) -> None:
+def save_sessions(conn: Connection, sessions: dict[str, list[Session]]) -> None:
     changed = [s for group in sessions.values() for s in group if s.dirty]
     with conn.cursor() as cur:
         cur.executemany(
@@ -439,28 +406,24 @@ def apply_derived_state(
     *,
     session_gap_s: float,
     new_charging: int = 0,
-    all_new_charging: list[list[Any]] | None = None,
     fill_new_charging: Callable[[], None] | None = None,
 ) -> None:
-    """inserted: the new rows of each kind but charging, whose new rows (new_charging of
-    them) wait in NEW_CHARGING_TABLE; rows in `inserted` under charging are rolled up too.
-    all_new_charging: the charging rows the writer copied, sorted by serial and ts, when
-    every one of them was new (see runs_of); then, if fill_new_charging is given, it puts
-    them into NEW_CHARGING_TABLE, which only a batch that does not only append needs."""
+    """inserted: the new rows of each kind but charging, as the writer's RETURNING (see
+    RETURNED). new_charging: how many charging rows were new; they are in NEW_CHARGING_TABLE,
+    or get there by fill_new_charging when it is given (a batch whose every row was new)."""
+    if new_charging and fill_new_charging is not None:
+        fill_new_charging()
     update_batteries(conn, inserted)
-    if new_charging and all_new_charging is not None:
-        update_soc(conn, all_new_charging)
-    elif new_charging:
+    if new_charging:
         conn.execute(UPDATE_SOC_FROM_NEW_CHARGING, prepare=True)
     update_stations(conn, statuses)
-    roll_up_sessions(conn, inserted.get(RecordKind.charging, []), session_gap_s)
     if new_charging:
-        roll_up_new_charging(conn, session_gap_s, all_new_charging)
-    update_daily_aggregates(conn, inserted, session_gap_s=session_gap_s)
-    if new_charging:
-        if all_new_charging is None or not add_appended_charging(
-            conn, all_new_charging, session_gap_s
-        ):
-            if all_new_charging is not None and fill_new_charging is not None:
-                fill_new_charging()
-            add_new_charging(conn, session_gap_s)
+        roll_up_new_charging(conn, session_gap_s)
+    new_keys = {
+        kind: [NewKey(row.battery_serial, row.ts) for row in map(RETURNED[kind], rows)]
+        for kind, rows in inserted.items()
+        if rows
+    }
+    update_daily_aggregates(
+        conn, new_keys, new_charging=bool(new_charging), session_gap_s=session_gap_s
+    )

@@ -20,11 +20,7 @@ from psycopg.pq import Format
 from pydantic import BaseModel
 
 from app.core.config import Settings
-from app.ingest.daily_charging import (
-    NEW_CHARGING_COLUMNS,
-    NEW_CHARGING_DDL,
-    NEW_CHARGING_TABLE,
-)
+from app.ingest.aggregates import NEW_CHARGING_COLUMNS, NEW_CHARGING_DDL, NEW_CHARGING_TABLE
 from app.ingest.derived import apply_derived_state
 from app.ingest.partitions import create_partitions, month_start
 from app.ingest.payloads import DeadLetterRow, DecodedMessage, DecodedRecord
@@ -750,14 +746,12 @@ class BatchWriter:
         lock_batteries(conn, staged.accepted)
         if result.dead_letters:
             self._store_dead_letters(conn, result.dead_letters)
-        charging = staged.accepted.rows.get(RecordKind.charging)
         apply_derived_state(
             conn,
             staged.inserted,
             staged.accepted.statuses,
             session_gap_s=self._settings.ingest_session_gap_s,
             new_charging=result.stored.get(RecordKind.charging, 0),
-            all_new_charging=charging if result.duplicates.get(RecordKind.charging) == 0 else None,
             fill_new_charging=None if staged.captured else lambda: self._fill_new_charging(conn),
         )
         return result

@@ -3,8 +3,8 @@
 battery_daily holds one row per battery and UTC day. The ingest adds to it from the rows each
 batch newly inserted (app/ingest/aggregates.py), swaps reach it after their commit through
 swap_rollup_queue (a trigger on swap_events queues each swap, so the swaps domain stays
-unaware of reports; app/reports/swap_rollup.py adds the queued swaps in batches), and
-app/reports/aggregates.py recomputes any date range from the raw tables. Every column is
+unaware of reports; app/rollups/swap_rollup.py adds the queued swaps in batches), and
+app/rollups/rebuild.py recomputes any date range from the raw tables. Every column is
 either a sum, a min/max, or a "first"/"last" value carried with the timestamp that decides
 it, so that adding rows in any order gives the same result as recomputing.
 

@@ -20,10 +20,11 @@ from app.core.config import get_settings
 from app.core.db import get_session_factory
 from app.core.errors import AppError
 from app.models import KeyRole
-from app.reports import aggregates, service
+from app.reports import service
 from app.reports.render.csv_report import batteries_csv
 from app.reports.render.html import render_fleet_summary
 from app.reports.scope import resolve_window
+from app.rollups import rebuild
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def rebuild_aggregates(
     if start > end:
         raise _fail(f"--from ({start}) is after --to ({end})")
     with get_session_factory().begin() as session:
-        result = aggregates.rebuild_aggregates(
+        result = rebuild.rebuild_aggregates(
             session, start, end, session_gap_s=get_settings().ingest_session_gap_s
         )
     typer.echo(

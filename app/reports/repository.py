@@ -17,7 +17,6 @@ from app.models import (
     Organization,
     PackType,
 )
-from app.reports.aggregates import OEM_SWAP_ROWS, QUEUED_SWAPS
 from app.reports.rows import (
     AnomalySnapshot,
     BatteryCount,
@@ -29,9 +28,12 @@ from app.reports.rows import (
     SohPoint,
     SwapCount,
 )
+from app.rollups.monthly import per_day
+from app.rollups.swaps import OEM_SWAP_ROWS, QUEUED_SWAPS
 
 # The columns a window sums, from whole months of battery_monthly and from the days of
 # partial months in battery_daily (`p`, see _PARTS): about 40 rows for a year instead of 365.
+# What a day contributes to each is app/rollups/rules.py's (a name it lacks fails here).
 _SUMMED = (
     "days", "energy_charged_kwh", "energy_discharged_kwh", "charged_ah", "discharged_ah",
     "charging_sessions", "charging_samples", "temp_spread_sum_c", "seconds_above_45c",
@@ -40,15 +42,6 @@ _SUMMED = (
     "fit_cycles_sxy", "swaps_in", "swaps_out", "health_rejections", "imbalance_n",
     "imbalance_sx", "imbalance_sy", "imbalance_sxx", "imbalance_sxy",
 )  # fmt: skip
-_IMB_X = "(d.day - DATE '2020-01-01')::float8"
-_DAILY_AS_MONTHLY = {
-    "days": "1",
-    "imbalance_n": "CASE WHEN d.cell_imbalance_max_mv IS NULL THEN 0 ELSE 1 END",
-    "imbalance_sx": f"CASE WHEN d.cell_imbalance_max_mv IS NULL THEN 0 ELSE {_IMB_X} END",
-    "imbalance_sy": "COALESCE(d.cell_imbalance_max_mv, 0)",
-    "imbalance_sxx": f"CASE WHEN d.cell_imbalance_max_mv IS NULL THEN 0 ELSE {_IMB_X}^2 END",
-    "imbalance_sxy": f"COALESCE(d.cell_imbalance_max_mv * {_IMB_X}, 0)",
-}
 
 
 def _window_parts(summed: Sequence[str], extra: bool) -> str:
@@ -57,10 +50,10 @@ def _window_parts(summed: Sequence[str], extra: bool) -> str:
     so that each is one range of the primary key. The order of the parts is that in which
     sum() adds them, so two queries built from this add the same values in the same order."""
     monthly = ", ".join(f"m.{c}" for c in summed)
-    daily = ", ".join(_DAILY_AS_MONTHLY.get(c, f"d.{c}") for c in summed)
+    daily = ", ".join(per_day(c) for c in summed)
     if extra:
         monthly += ", m.temp_max_c, m.last_seen_at, m.first_day"
-        daily += ", d.temp_max_c, d.last_seen_at, d.day"
+        daily += ", " + ", ".join(per_day(c) for c in ("temp_max_c", "last_seen_at", "first_day"))
     return f"""
     SELECT {monthly} FROM battery_monthly m
     WHERE m.battery_serial = b.serial AND m.month >= :full_from AND m.month < :full_to

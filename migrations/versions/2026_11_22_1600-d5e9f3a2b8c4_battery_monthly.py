@@ -26,7 +26,7 @@ down_revision: str | None = "c4d8e2f1a7b3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Kept in step with app/reports/monthly.py (a test compares trigger and rebuild).
+# The rules of app/rollups (a test compares trigger-kept rows with a recompute).
 INT_SUMS = (
     "charging_samples", "charging_sessions", "capacity_records", "fit_cycles_n",
     "swaps_in", "swaps_out", "health_rejections", "health_records",

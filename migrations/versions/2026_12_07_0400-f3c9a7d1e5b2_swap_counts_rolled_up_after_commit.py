@@ -18,10 +18,7 @@ Revises: e7a1c4d2f9b6
 Create Date: 2026-12-07 04:00:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
@@ -76,15 +73,43 @@ ON CONFLICT (battery_serial, day) DO UPDATE SET
 """
 
 
-def _report_aggregates() -> ModuleType:
-    """The migration that created the trigger, for its function (one definition of it)."""
-    path = Path(__file__).with_name("2026_11_22_1530-c4d8e2f1a7b3_report_aggregates.py")
-    spec = importlib.util.spec_from_file_location("report_aggregates_migration", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The trigger function of migration c4d8e2f1a7b3, which the downgrade restores (a copy:
+# migrations are history, each keeps the SQL it ran).
+OLD_SWAP_TRIGGER_FUNCTION = """
+CREATE OR REPLACE FUNCTION swap_events_to_aggregates() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    swap_day date := (NEW.started_at AT TIME ZONE 'UTC')::date;
+    oem bigint;
+BEGIN
+    SELECT v.oem_id INTO oem FROM vehicles v WHERE v.vin = NEW.vin;
+    IF oem IS NULL THEN
+        SELECT b.oem_id INTO oem FROM batteries b WHERE b.serial = NEW.removed_battery_serial;
+    END IF;
+    INSERT INTO oem_swap_daily (oem_id, day, outcome, reason_code, swaps)
+    VALUES (COALESCE(oem, 0), swap_day, NEW.outcome::text, COALESCE(NEW.reason_code, ''), 1)
+    ON CONFLICT (oem_id, day, outcome, reason_code)
+    DO UPDATE SET swaps = oem_swap_daily.swaps + 1;
+
+    IF NEW.outcome = 'completed' THEN
+        INSERT INTO battery_daily (battery_serial, day, swaps_out)
+        SELECT b.serial, swap_day, 1 FROM batteries b WHERE b.id = NEW.removed_battery_id
+        ON CONFLICT (battery_serial, day)
+        DO UPDATE SET swaps_out = battery_daily.swaps_out + 1;
+        INSERT INTO battery_daily (battery_serial, day, swaps_in)
+        SELECT b.serial, swap_day, 1 FROM batteries b WHERE b.id = NEW.installed_battery_id
+        ON CONFLICT (battery_serial, day)
+        DO UPDATE SET swaps_in = battery_daily.swaps_in + 1;
+    ELSIF NEW.reason_code IN ('BatteryDamaged', 'BatterySoHLow') THEN
+        INSERT INTO battery_daily (battery_serial, day, health_rejections)
+        SELECT b.serial, swap_day, 1 FROM batteries b
+        WHERE b.serial = NEW.installed_battery_serial
+        ON CONFLICT (battery_serial, day)
+        DO UPDATE SET health_rejections = battery_daily.health_rejections + 1;
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
 
 
 def upgrade() -> None:
@@ -99,9 +124,5 @@ def downgrade() -> None:
     op.execute("LOCK TABLE swap_rollup_queue IN EXCLUSIVE MODE")
     op.execute(DOWNGRADE_OEM)
     op.execute(DOWNGRADE_BATTERY)
-    op.execute(
-        _report_aggregates().SWAP_TRIGGER_FUNCTION.replace(
-            "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"
-        )
-    )
+    op.execute(OLD_SWAP_TRIGGER_FUNCTION)
     op.drop_table("swap_rollup_queue")

@@ -10,20 +10,20 @@ import psycopg
 import pytest
 from sqlalchemy.orm import Session
 
-from app.ingest.aggregates import update_daily_aggregates
-from app.ingest.daily_charging import (
+from app.ingest.aggregates import (
     NEW_CHARGING_COLUMNS,
     NEW_CHARGING_DDL,
     NEW_CHARGING_TABLE,
-    add_appended_charging,
-    add_new_charging,
+    update_daily_aggregates,
 )
-from app.ingest.derived import _RUNS, Run, roll_up_new_charging, roll_up_sessions, runs_of
+from app.ingest.derived import roll_up_new_charging
 from app.ingest.partitions import create_partitions, month_start
 from app.models import OrgRole
 from devices.contract import RecordKind
 from tests.fixtures import factories
 from tests.fixtures.report_data import GAP_S, midnight_minus, raw_connection
+from tests.fixtures.rollup_oracle import roll_up_sessions
+from tests.fixtures.rollup_oracle import update_daily_aggregates as oracle_daily_aggregates
 
 Connection = psycopg.Connection[Any]
 Row = tuple[Any, ...]
@@ -100,7 +100,7 @@ def per_row_python(conn: Connection, batch: Sequence[Row]) -> None:
         if got is not None:
             new.append(got)
     roll_up_sessions(conn, new, GAP_S)
-    update_daily_aggregates(conn, {RecordKind.charging: new}, session_gap_s=GAP_S)
+    oracle_daily_aggregates(conn, {RecordKind.charging: new}, session_gap_s=GAP_S)
 
 
 def set_based(conn: Connection, batch: Sequence[Row]) -> None:
@@ -111,7 +111,7 @@ def set_based(conn: Connection, batch: Sequence[Row]) -> None:
             row,
         )
     roll_up_new_charging(conn, GAP_S)
-    add_new_charging(conn, GAP_S)
+    update_daily_aggregates(conn, {}, new_charging=True, session_gap_s=GAP_S)
     # The writer's commit empties it (ON COMMIT DELETE ROWS); this test never commits.
     conn.execute(f"DELETE FROM {NEW_CHARGING_TABLE}")
 
@@ -171,31 +171,10 @@ def test_set_based_sessions_and_daily_aggregates_equal_the_per_row_roll_up(
     assert_rows_equal(daily, expected_daily)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_runs_from_the_writers_rows_equal_the_runs_in_sql(session: Session, seed: int) -> None:
-    """When every copied row was new the writer computes the runs from its own rows
-    (derived.runs_of) instead of in PostgreSQL (derived._RUNS); both must agree."""
-    serials, stations, conn = fleet_and_connection(session, batteries=4)
-    rng = random.Random(seed)
-    rows = sorted({(r[0], r[1]): r for r in wandering_samples(serials, stations, rng)}.values())
-    with conn.transaction(force_rollback=True):
-        with conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {NEW_CHARGING_TABLE} ({', '.join(NEW_CHARGING_COLUMNS)})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(r[0], r[1], r[2], r[3], r[4], r[6], r[10], r[8], r[9]) for r in rows],
-            )
-        in_sql = [Run(*row) for row in conn.execute(_RUNS, {"gap": timedelta(seconds=GAP_S)})]
-    from_rows = runs_of([list(r) for r in rows], GAP_S)
-    assert len(in_sql) > 2 * len(serials), "no run was split: nothing was tested"
-    assert from_rows == in_sql
-
-
 @pytest.mark.parametrize("seed", [1, 2])
-def test_appended_batches_in_python_equal_the_sql_statement(session: Session, seed: int) -> None:
-    """Batches that only append (as a station sending in order does) take the Python path
-    (daily_charging.add_appended_charging); a late batch is refused by it and goes to SQL;
-    either way battery_daily ends as the per-row roll-up has it."""
+def test_appended_and_late_batches_equal_the_per_row_roll_up(session: Session, seed: int) -> None:
+    """Batches that only append (as a station sending in order does), then a late batch:
+    battery_daily ends as the per-row roll-up has it."""
     serials, stations, conn = fleet_and_connection(session, batteries=3)
     rng = random.Random(seed)
     rows = sorted({(r[0], r[1]): r for r in wandering_samples(serials, stations, rng)}.values())
@@ -205,25 +184,8 @@ def test_appended_batches_in_python_equal_the_sql_statement(session: Session, se
     late = in_order[40:50]
     on_time = in_order[:40] + in_order[50:]
     batches = [on_time[i : i + 25] for i in range(0, len(on_time), 25)] + [late]
-    paths: list[bool] = []
-
-    def appended_or_sql(conn: Connection, batch: Sequence[Row]) -> None:
-        ordered = sorted(batch)
-        for row in ordered:
-            conn.execute(
-                f"WITH new AS ({INSERT} RETURNING {', '.join(NEW_CHARGING_COLUMNS)})"
-                f" INSERT INTO {NEW_CHARGING_TABLE} SELECT * FROM new",
-                row,
-            )
-        taken = add_appended_charging(conn, [list(r) for r in ordered], GAP_S)
-        paths.append(taken)
-        if not taken:
-            add_new_charging(conn, GAP_S)
-        conn.execute(f"DELETE FROM {NEW_CHARGING_TABLE}")
 
     _, expected_daily = outcome(conn, serials, batches, per_row_python)
-    _, daily = outcome(conn, serials, batches, appended_or_sql)
+    _, daily = outcome(conn, serials, batches, set_based)
 
-    assert paths[-1] is False, "the late batch was taken as an append"
-    assert sum(paths) >= len(batches) // 2, "the Python path was hardly taken: nothing tested"
     assert_rows_equal(daily, expected_daily)

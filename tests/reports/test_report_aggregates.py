@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.models import OrgRole
-from app.reports.aggregates import rebuild_aggregates, roll_up_swaps
+from app.rollups.rebuild import rebuild_aggregates
+from app.rollups.swaps import roll_up_swaps
 from devices.contract import RecordKind
 from tests.fixtures import factories
 from tests.fixtures.factories import auth

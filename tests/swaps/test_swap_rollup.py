@@ -21,7 +21,7 @@ from app.core.config import get_settings
 from app.core.db import get_engine, get_session_factory
 from app.main import create_app
 from app.reports import repository as report_repository
-from app.reports.aggregates import roll_up_swaps
+from app.rollups.swaps import roll_up_swaps
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import running_api
 from tests.fixtures.factories import auth, make_battery, slot_of

@@ -13,7 +13,7 @@ import threading
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.db import get_engine
-from app.reports.aggregates import roll_up_swaps
+from app.rollups.swaps import roll_up_swaps
 
 log = logging.getLogger(__name__)
 
