@@ -55,15 +55,6 @@ def set_password_entry(path: Path, username: str, encoded_hash: str) -> None:
     _write_atomically(path, "".join(f"{line}\n" for line in [*kept, f"{username}:{encoded_hash}"]))
 
 
-def read_password_entries(path: Path) -> dict[str, str]:
-    entries = {}
-    for line in _read_lines(path):
-        if line and not line.startswith("#"):
-            username, encoded = line.split(":", 1)
-            entries[username] = encoded
-    return entries
-
-
 def set_acl_block(path: Path, username: str, rules: Sequence[str]) -> None:
     header, blocks = parse_acl(path)
     blocks[username] = list(rules)

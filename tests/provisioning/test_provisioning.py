@@ -17,6 +17,17 @@ from devices.contract import RecordKind
 from tests.fixtures.mqtt_collector import Collector
 from tests.fixtures.private_mosquitto import PrivateMosquitto
 
+
+def read_password_entries(path: Path) -> dict[str, str]:
+    """The password file as Mosquitto reads it: username -> encoded hash."""
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            username, encoded = line.split(":", 1)
+            entries[username] = encoded
+    return entries
+
+
 runner = CliRunner()
 
 
@@ -84,7 +95,7 @@ def test_provisioning_again_rotates_the_password_and_keeps_one_acl_block(tmp_pat
     old, new = printed_password(first), printed_password(second)
     assert old != new
 
-    entries = mosquitto_files.read_password_entries(tmp_path / "passwd")
+    entries = read_password_entries(tmp_path / "passwd")
     assert set(entries) == {"vehicle-WVWZZZ1JZXW000009", "station-ST-1"}
     stored = entries["vehicle-WVWZZZ1JZXW000009"]
     assert mosquitto_files.verify_password(new, stored)
@@ -125,7 +136,7 @@ def test_generated_acl_keeps_a_hand_written_header(tmp_path: Path) -> None:
 def test_hash_format_matches_mosquitto_passwd(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(reference), "u", "s3cret"], check=True)
-    theirs = mosquitto_files.read_password_entries(reference)["u"]
+    theirs = read_password_entries(reference)["u"]
     assert mosquitto_files.verify_password("s3cret", theirs)
     assert not mosquitto_files.verify_password("other", theirs)
     ours = mosquitto_files.hash_password("s3cret")
