@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg.pq import Format
@@ -535,25 +535,6 @@ class Staged:
     captured: bool = False
 
 
-class Turn(Protocol):
-    """A batch's place in line among batches written at once (see app/ingest/worker.py).
-    The waits raise TurnTimeout after a while (the batch rolls back and is tried again), so
-    no lock cycle missed there can hang the writers."""
-
-    def wait_to_insert(self) -> None:
-        """Returns when the batches ahead have inserted their rows."""
-
-    def inserted(self) -> None:
-        """Lets the next batch insert."""
-
-    def wait(self) -> None:
-        """Returns when the batches ahead have committed."""
-
-
-class TurnTimeout(Exception):
-    pass
-
-
 @dataclass
 class WriteResult:
     stored: dict[RecordKind, int] = field(default_factory=dict)
@@ -651,21 +632,14 @@ class BatchWriter:
             self._conn.commit()
         return self._conn
 
-    def write(self, messages: Sequence[DecodedMessage], turn: "Turn | None" = None) -> WriteResult:
-        """Writes the batch in one transaction. turn: once the rows are checked and copied
-        into the staging tables, the batches ahead insert first, then update derived state
-        and commit first (see app/ingest/worker.py)."""
+    def write(self, messages: Sequence[DecodedMessage]) -> WriteResult:
+        """Writes the batch in one transaction."""
         conn = self._connection()
         try:
             self._ensure_partitions(conn, messages)
             with conn.transaction():
                 staged = self._stage(conn, messages)
-                if turn is not None:
-                    turn.wait_to_insert()
                 self._insert(conn, staged)
-                if turn is not None:
-                    turn.inserted()
-                    turn.wait()
                 result = self._finish(conn, staged)
         except psycopg.Error:
             if conn.broken:
@@ -821,7 +795,6 @@ def write_with_retry(
     retry_max_s: float,
     stopping: Any,
     on_retry: Any = None,
-    turn: Turn | None = None,
 ) -> WriteResult | None:
     """Retries forever while the database is unreachable: nothing is acknowledged meanwhile,
     so the broker keeps the backlog. A batch the database refuses for another reason is
@@ -831,8 +804,8 @@ def write_with_retry(
     refusals = 0
     while True:
         try:
-            return writer.write(messages, turn)
-        except (psycopg.OperationalError, TurnTimeout) as exc:
+            return writer.write(messages)
+        except psycopg.OperationalError as exc:
             if stopping():
                 return None
             if on_retry is not None:
@@ -861,7 +834,6 @@ def write_with_retry(
                     retry_max_s=retry_max_s,
                     stopping=stopping,
                     on_retry=on_retry,
-                    turn=turn,
                 )
                 if single is None:
                     return None
