@@ -55,7 +55,8 @@ from app.config import Settings, normalize_database_url  # noqa: E402
 from app.ingest.client import IngestService  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.ingest.payloads import decode_message  # noqa: E402
-from app.ingest.writer import SPECS, WriteResult  # noqa: E402
+from app.ingest.tables import SPECS  # noqa: E402
+from app.ingest.writer import WriteResult  # noqa: E402
 from app.local_broker import free_port  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from devices.contract import RecordKind, station_topic, subscription_filters  # noqa: E402

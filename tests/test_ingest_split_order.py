@@ -110,4 +110,5 @@ def test_a_split_batch_is_written_message_by_message_before_the_next_job(
             " FROM charging_samples WHERE battery_serial = %s",
             (last,),
         ).fetchone() or (None,)
-    assert received == [int(clock.from_timestamp(now).timestamp())], "job 1 stored the records of job 0's last message"
+    expected = [int(clock.from_timestamp(now).timestamp())]
+    assert received == expected, "job 1 stored the records of job 0's last message"

@@ -31,7 +31,8 @@ from typing import Any
 from app import clock
 from app.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
-from app.ingest.writer import BatchWriter, WriteResult, libpq_url, write_with_retry
+from app.ingest.retry import write_with_retry
+from app.ingest.writer import BatchWriter, WriteResult, libpq_url
 
 log = logging.getLogger(__name__)
 
