@@ -6,11 +6,12 @@ letter in its place.
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import psycopg
 
 from app.ingest.payloads import DecodedMessage
-from app.ingest.writer import BatchWriter, WriteResult
+from app.ingest.writer import BatchWriter, Turn, TurnTimeout, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def write_with_retry(
     retry_max_s: float,
     stopping: Callable[[], bool],
     on_retry: Callable[[], None] | None = None,
+    turn: Turn | None = None,
 ) -> WriteResult | None:
     """Retries forever while the database is unreachable: nothing is acknowledged meanwhile,
     so the broker keeps the backlog. A batch the database refuses for another reason is
@@ -31,8 +33,8 @@ def write_with_retry(
     refusals = 0
     while True:
         try:
-            return writer.write(messages)
-        except psycopg.OperationalError as exc:
+            return writer.write(messages, turn)
+        except (psycopg.OperationalError, TurnTimeout) as exc:
             if stopping():
                 return None
             if on_retry is not None:
@@ -54,14 +56,21 @@ def write_with_retry(
                 continue
             log.error("event=batch_refused error=%s; writing message by message", exc)
             merged = WriteResult()
-            for message in messages:
-                single = write_with_retry(
-                    writer,
-                    [message],
-                    retry_max_s=retry_max_s,
-                    stopping=stopping,
-                    on_retry=on_retry,
-                )
+            last = len(messages) - 1
+            for i, message in enumerate(messages):
+                # The next batch inserts only once this batch's last message has: were it to
+                # insert ahead of the later ones, one of them could wait in PostgreSQL for
+                # a key the next batch holds while the next batch waits for this one's
+                # commit (until TurnTimeout).
+                with turn.withheld() if turn is not None and i < last else nullcontext():
+                    single = write_with_retry(
+                        writer,
+                        [message],
+                        retry_max_s=retry_max_s,
+                        stopping=stopping,
+                        on_retry=on_retry,
+                        turn=turn,
+                    )
                 if single is None:
                     return None
                 merged.merge(single)

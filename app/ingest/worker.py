@@ -6,9 +6,11 @@ few thousand messages a second. So the MQTT side (app/ingest/client.py) only que
 payloads and acknowledges, and this process, on the other core, does the rest: it answers
 each job with the outcome of its commits, and only then are its messages acknowledged.
 
-Inside, one thread decodes a job and writes it on one connection, then the next: the jobs
-are written, and answered, in the order they were sent (docs/benchmarks.md measures this
-against several writers in one process).
+Inside, a decode thread validates the next job while WRITERS threads write earlier ones, each
+on its own connection: the identity checks and the COPY into its staging tables run side by
+side; the insert runs one job at a time in arrival order, and so, overlapping with the next
+job's insert, do derived state and commit (two Turnstiles). The answers go back in that
+order.
 
 A job is a list of (topic, payload, received_at as epoch seconds). The process ends when its
 parent closes the pipe, sends None, or dies; a job it could not write because it was asked to
@@ -19,10 +21,14 @@ import gc
 import logging
 import multiprocessing
 import os
+import queue
 import signal
+import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.synchronize import Event
@@ -32,7 +38,7 @@ from app import clock
 from app.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.retry import write_with_retry
-from app.ingest.writer import BatchWriter, WriteResult, libpq_url
+from app.ingest.writer import BatchWriter, TurnTimeout, WriteResult, libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,7 @@ def write_job(
     settings: Settings,
     job: DecodedJob,
     stopping: Callable[[], bool],
+    turn: "JobTurn | None" = None,
 ) -> JobOutcome:
     started = time.perf_counter()
     outcome = JobOutcome(None, job.kinds)
@@ -127,13 +134,18 @@ def write_job(
 
     merged = WriteResult()
     parts = chunks(job.messages, settings.ingest_batch_max_records)
-    for chunk in parts:
+    for i, chunk in enumerate(parts):
+        if turn is not None:
+            # The next job may insert once this one's last chunk has: an earlier chunk's
+            # insert then never waits for keys a later job inserted (see JobTurn).
+            turn.last_chunk = i == len(parts) - 1
         result = write_with_retry(
             writer,
             chunk,
             retry_max_s=settings.ingest_retry_max_s,
             stopping=stopping,
             on_retry=count_retry,
+            turn=turn,
         )
         if result is None:
             # Earlier chunks are committed; unacknowledged, they come back as duplicates.
@@ -150,17 +162,108 @@ READY = "ready"
 # Starting a Python process and importing the app takes a second or two; more means broken.
 READY_TIMEOUT_S = 60.0
 
-# Jobs waiting in the pipe while the writer writes one: with one, the writer finds the next
-# job there when it answers, and never waits for the parent to collect it.
-JOBS_AHEAD = 1
-# Jobs the parent hands over and has not had answered (app/ingest/client.py).
-MAX_JOBS_IN_FLIGHT = 1 + JOBS_AHEAD
+SWITCH_INTERVAL_S = 0.0005
+
+# Batches written at once, each on its own connection: while one batch's derived state is
+# updated and committed, the next is inserted and the one after it checked and copied. Three
+# kept both cores busy in bench/bench_ingest.py (b) where two left gaps, and four did no
+# better (docs/benchmarks.md).
+WRITERS = 3
+# Jobs decoded and waiting for a writer. The decode thread holds the interpreter lock in
+# long stretches; with two ready, a writer that finishes finds work even when decoding the
+# next job has not ended (bench/bench_ingest.py (b): 0.57-0.63 -> 0.66-0.67 x raw COPY with
+# one ready, in alternating runs).
+DECODED_AHEAD = 2
+# Jobs the parent hands over and has not had answered (app/ingest/client.py): one per writer
+# and those decoded ahead, so that no writer idles while the next job is collected and decoded.
+MAX_JOBS_IN_FLIGHT = WRITERS + DECODED_AHEAD
+
+# How long a staged batch waits for its turn before rolling back and trying again (see
+# writer.Turn): long enough for any healthy batch ahead of it.
+TURN_PATIENCE_S = 10.0
+
+
+class Turnstile:
+    """Lets jobs through a phase one at a time, in the order they were received."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._serving = 0
+
+    def wait(self, number: int, patience_s: float | None) -> bool:
+        # At or past: a job tried again after it inserted finds its insert turn passed.
+        with self._changed:
+            return self._changed.wait_for(lambda: self._serving >= number, patience_s)
+
+    def done(self, number: int) -> None:
+        with self._changed:
+            self._serving = max(self._serving, number + 1)
+            self._changed.notify_all()
+
+
+@dataclass
+class JobTurn:
+    """A job's turns: to insert, then to update derived state, commit and answer.
+
+    In arrival order, so derived state is computed one batch at a time, as with one writer,
+    and the parent gets the answers in the order it acknowledges them. Inserts go in that
+    order too: an insert of a key another open transaction inserted waits for that one to
+    end, so a job that inserted ahead of an earlier one could hold a key the earlier one
+    then waits for, while it waits for the earlier one's commit."""
+
+    inserts: Turnstile
+    commits: Turnstile
+    number: int
+    last_chunk: bool = True
+
+    def wait_to_insert(self) -> None:
+        self._wait(self.inserts, "insert")
+
+    def inserted(self) -> None:
+        if self.last_chunk:
+            self.inserts.done(self.number)
+
+    def wait(self) -> None:
+        self._wait(self.commits, "commit")
+
+    @contextmanager
+    def withheld(self) -> Iterator[None]:
+        last, self.last_chunk = self.last_chunk, False
+        try:
+            yield
+        finally:
+            self.last_chunk = last
+
+    def _wait(self, turnstile: Turnstile, phase: str) -> None:
+        if not turnstile.wait(self.number, TURN_PATIENCE_S):
+            raise TurnTimeout(f"job {self.number} waited {TURN_PATIENCE_S:g} s to {phase}")
+
+
+def _read_and_decode(
+    pipe: Pipe, settings: Settings, ready: "queue.Queue[tuple[int, DecodedJob] | None]"
+) -> None:
+    """Decodes the next job while earlier ones are being written: the writers mostly wait
+    for PostgreSQL then, with the interpreter lock released."""
+    number = 0
+    try:
+        while True:
+            try:
+                job = pipe.recv()
+            except (EOFError, OSError):
+                return
+            if job is None:
+                return
+            if isinstance(job, Quarantine):
+                ready.put((number, quarantine_job(settings, job)))
+            else:
+                ready.put((number, decode_job(settings, job)))
+            number += 1
+    finally:
+        ready.put(None)
 
 
 def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
-    """The writer process's main loop: one job at a time, decoded and written in turn, and
-    answered in the order received (the parent acknowledges in that order). More writers
-    are more processes: MQTT 5 shared subscriptions split the stream between ingests."""
+    """The writer process's main loop."""
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -170,37 +273,60 @@ def serve(pipe: Pipe, settings: Settings, stop: Event) -> None:
     # often, over an ever older heap, that it cost as much as the validation itself.
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    # The decode thread runs for long stretches in pydantic while the writers' threads wait on
+    # PostgreSQL; each answer then waited up to the default 5 ms for the interpreter lock, a
+    # dozen times per batch per writer. Handing it over sooner keeps PostgreSQL busy.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    finished = threading.Event()
 
     def stopping() -> bool:
         # An orphan (the ingest was killed) must not retry a dead database forever.
-        return stop.is_set() or (parent is not None and not parent.is_alive())
+        return stop.is_set() or finished.is_set() or (parent is not None and not parent.is_alive())
 
-    writer = BatchWriter(libpq_url(settings.sqlalchemy_url()), settings)
-    writer.connect_if_possible()
+    ready: queue.Queue[tuple[int, DecodedJob] | None] = queue.Queue(maxsize=DECODED_AHEAD)
+    inserts, commits = Turnstile(), Turnstile()
+
+    writers = [BatchWriter(libpq_url(settings.sqlalchemy_url()), settings) for _ in range(WRITERS)]
+    for writer in writers:
+        writer.connect_if_possible()
     try:
         pipe.send(READY)
-        while True:
-            try:
-                job = pipe.recv()
-            except (EOFError, OSError):
-                return
-            if job is None:
-                return
-            if isinstance(job, Quarantine):
-                decoded = quarantine_job(settings, job)
-            else:
-                decoded = decode_job(settings, job)
-            outcome = write_job(writer, settings, decoded, stopping)
-            try:
-                pipe.send(outcome)
-            except OSError:
-                return  # the ingest is gone: its messages stay unacknowledged
-            if outcome.result is None:
-                return
     except OSError:
         return
-    finally:
-        writer.close()
+
+    def write_jobs(writer: BatchWriter) -> None:
+        try:
+            while not finished.is_set():
+                item = ready.get()
+                if item is None:
+                    ready.put(None)  # for the other writers
+                    return
+                number, decoded = item
+                turn = JobTurn(inserts, commits, number)
+                outcome = write_job(writer, settings, decoded, stopping, turn)
+                # A job that gave up before inserting must not hold up the ones after it.
+                inserts.done(number)
+                commits.wait(number, None)
+                try:
+                    pipe.send(outcome)
+                except OSError:
+                    return  # the ingest is gone: its messages stay unacknowledged
+                finally:
+                    commits.done(number)
+                if outcome.result is None:
+                    return
+        finally:
+            writer.close()
+            finished.set()
+
+    threading.Thread(
+        target=_read_and_decode, args=(pipe, settings, ready), name="decode", daemon=True
+    ).start()
+    for i, writer in enumerate(writers):
+        threading.Thread(target=write_jobs, args=(writer,), name=f"write-{i}", daemon=True).start()
+    # The first writer to finish ends the process: the others are idle or their jobs'
+    # answers could no longer be sent in order; their transactions roll back unacknowledged.
+    finished.wait()
 
 
 def _serve_as_child(pipe: Pipe, settings: Settings, stop: Event) -> None:

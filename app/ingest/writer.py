@@ -13,9 +13,10 @@ the monthly partitions app/ingest/partitions.py.
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.pq import Format
@@ -115,6 +116,29 @@ class Staged:
     captured: bool = False
 
 
+class Turn(Protocol):
+    """A batch's place in line among batches written at once (see app/ingest/worker.py).
+    The waits raise TurnTimeout after a while (the batch rolls back and is tried again), so
+    no lock cycle missed there can hang the writers."""
+
+    def wait_to_insert(self) -> None:
+        """Returns when the batches ahead have inserted their rows."""
+
+    def inserted(self) -> None:
+        """Lets the next batch insert."""
+
+    def wait(self) -> None:
+        """Returns when the batches ahead have committed."""
+
+    def withheld(self) -> AbstractContextManager[None]:
+        """Within it, inserting does not let the next batch insert: the batch's rows are
+        being written in parts, and a part other than the last is written."""
+
+
+class TurnTimeout(Exception):
+    pass
+
+
 @dataclass
 class WriteResult:
     stored: dict[RecordKind, int] = field(default_factory=dict)
@@ -209,14 +233,21 @@ class BatchWriter:
             self._conn.commit()
         return self._conn
 
-    def write(self, messages: Sequence[DecodedMessage]) -> WriteResult:
-        """Writes the batch in one transaction."""
+    def write(self, messages: Sequence[DecodedMessage], turn: Turn | None = None) -> WriteResult:
+        """Writes the batch in one transaction. turn: once the rows are checked and copied
+        into the staging tables, the batches ahead insert first, then update derived state
+        and commit first (see app/ingest/worker.py)."""
         conn = self._connection()
         try:
             self._ensure_partitions(conn, messages)
             with conn.transaction():
                 staged = self._stage(conn, messages)
+                if turn is not None:
+                    turn.wait_to_insert()
                 self._insert(conn, staged)
+                if turn is not None:
+                    turn.inserted()
+                    turn.wait()
                 result = self._finish(conn, staged)
         except psycopg.Error:
             if conn.broken:
