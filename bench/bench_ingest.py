@@ -425,6 +425,11 @@ def run_ingest(
     # PostgreSQL: about a second, as any restart pays once) and the connection to the broker
     # has been initiated; it completes, and the backlog flows, only after this point, as the
     # bare subscriber's clock starts at its connect.
+    # Every writer process first, so that no ingest drains the backlog while another's
+    # writer is still being spawned, before the clock starts.
+    for service in services:
+        service.writer.start()
+        setattr(service.writer, "start", lambda: None)  # noqa: B010
     for service in services:
         service.start()
 
