@@ -56,7 +56,8 @@ from app.core.migrate import upgrade  # noqa: E402
 from app.ingest.client import IngestService  # noqa: E402
 from app.ingest.partitions import create_partitions, month_start  # noqa: E402
 from app.ingest.payloads import decode_message  # noqa: E402
-from app.ingest.writer import SPECS, WriteResult  # noqa: E402
+from app.ingest.tables import SPECS  # noqa: E402
+from app.ingest.writer import WriteResult  # noqa: E402
 from app.local.local_broker import MosquittoConfig, free_port  # noqa: E402
 from devices.contract import RecordKind, station_topic, subscription_filters  # noqa: E402
 from tests.fixtures.ingest_harness import Publisher, seed_fleet, wait_for  # noqa: E402
@@ -141,16 +142,20 @@ def connect_properties(settings: Settings, expiry_s: int | None = None) -> Prope
     return properties
 
 
-def create_session(port: int, client_id: str, settings: Settings) -> None:
-    """A persistent QoS 1 subscription that queues the backlog while its owner is offline."""
+def create_session(
+    port: int, client_id: str, settings: Settings, share_group: str | None = None
+) -> None:
+    """A persistent QoS 1 subscription that queues the backlog while its owner is offline
+    (in a share group: its share of the backlog)."""
     subscribed = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.on_subscribe = lambda *args: subscribed.set()
     client.connect("127.0.0.1", port, clean_start=True, properties=connect_properties(settings))
     client.loop_start()
-    client.subscribe(
-        [(f, SubscribeOptions(qos=1)) for f in subscription_filters(settings.mqtt_topic_prefix)]
-    )
+    filters = subscription_filters(settings.mqtt_topic_prefix)
+    if share_group:
+        filters = [f"$share/{share_group}/{f}" for f in filters]
+    client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
     if not subscribed.wait(10):
         raise RuntimeError(f"{client_id} did not subscribe")
     client.disconnect()
@@ -346,33 +351,45 @@ def drain_bare(
 # ---- the ingest ------------------------------------------------------------------------------
 
 
+@dataclass
+class Progress:
+    """What the ingests of one run (one, or several in a share group) have committed."""
+
+    target: int
+    records: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    write_seconds: float = 0.0
+    last_commit: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class MeasuredIngest(IngestService):
     """The product's IngestService; only observes each committed batch (called after the
     commit, before the acknowledgements) to time the last commit."""
 
-    def __init__(self, settings: Settings, target_records: int) -> None:
-        super().__init__(settings)
-        self.target = target_records
-        self.records = 0
-        self.stored = 0
-        self.duplicates = 0
-        self.dead_letters = 0
-        self.batches = 0
-        self.write_seconds = 0.0
-        self.last_commit = 0.0
-        self.done = threading.Event()
+    def __init__(
+        self, settings: Settings, progress: Progress, share_group: str | None = None
+    ) -> None:
+        super().__init__(settings, share_group=share_group)
+        self.progress = progress
 
     def _observe(self, result: WriteResult, seconds: float) -> None:  # type: ignore[override]
         super()._observe(result, seconds)
-        self.batches += 1
-        self.write_seconds += seconds
-        self.stored += sum(result.stored.values())
-        self.duplicates += sum(result.duplicates.values())
-        self.dead_letters += len(result.dead_letters)
-        self.records += result.records + len(result.dead_letters)
-        if self.records >= self.target:
-            self.last_commit = time.perf_counter()
-            self.done.set()
+        p = self.progress
+        with p.lock:
+            p.batches += 1
+            p.write_seconds += seconds
+            p.stored += sum(result.stored.values())
+            p.duplicates += sum(result.duplicates.values())
+            p.dead_letters += len(result.dead_letters)
+            p.records += result.records + len(result.dead_letters)
+            if p.records >= p.target and not p.done.is_set():
+                p.last_commit = time.perf_counter()
+                p.done.set()
 
 
 @dataclass
@@ -391,29 +408,48 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_ingest(settings: Settings, expected: int) -> IngestRun:
-    service = MeasuredIngest(settings, expected)
+def run_ingest(
+    settings: list[Settings], expected: int, share_group: str | None = None
+) -> IngestRun:
+    """One ingest per settings (several: one share group, as separate `swapfleet ingest`
+    processes would be; their MQTT sides share this process, which in (b) handles only
+    10,000 messages)."""
+    progress = Progress(expected)
+    services = [MeasuredIngest(s, progress, share_group) for s in settings]
     # start() returns once the writer process is up (spawned, imported, connected to
     # PostgreSQL: about a second, as any restart pays once) and the connection to the broker
     # has been initiated; it completes, and the backlog flows, only after this point, as the
     # bare subscriber's clock starts at its connect.
-    service.start()
-    cpu_started = time.process_time() + process_cpu_seconds(service.writer.process.pid)
+    # Every writer process first, so that no ingest drains the backlog while another's
+    # writer is still being spawned, before the clock starts.
+    for service in services:
+        service.writer.start()
+        setattr(service.writer, "start", lambda: None)  # noqa: B010
+    for service in services:
+        service.start()
+
+    def cpu() -> float:
+        # Only the ingests' threads run in this process meanwhile, plus their writer processes.
+        return time.process_time() + sum(
+            process_cpu_seconds(s.writer.process.pid) for s in services
+        )
+
+    cpu_started = cpu()
     started = time.perf_counter()
-    finished = service.done.wait(DRAIN_TIMEOUT_S)
-    # Only the ingest's threads run in this process meanwhile, plus its writer process.
-    cpu = time.process_time() + process_cpu_seconds(service.writer.process.pid) - cpu_started
-    service.stop()
+    finished = progress.done.wait(DRAIN_TIMEOUT_S)
+    cpu_used = cpu() - cpu_started
+    for service in services:
+        service.stop()
     if not finished:
-        raise RuntimeError(f"ingest handled {service.records} of {expected} records")
+        raise RuntimeError(f"ingest handled {progress.records} of {expected} records")
     return IngestRun(
-        service.last_commit - started,
-        service.stored,
-        service.duplicates,
-        service.dead_letters,
-        service.batches,
-        service.write_seconds,
-        cpu,
+        progress.last_commit - started,
+        progress.stored,
+        progress.duplicates,
+        progress.dead_letters,
+        progress.batches,
+        progress.write_seconds,
+        cpu_used,
     )
 
 
@@ -459,15 +495,22 @@ def scenario(
     stations: list[SeededStation],
     n_messages: int,
     per_message: int,
+    ingests: int = 1,
 ) -> Result:
-    settings = Settings(
-        environment="test",
-        database_url=database_url,
-        mqtt_url=broker.url,
-        mqtt_topic_prefix=PREFIX,
-        ingest_client_id=f"bench-ingest-{uuid.uuid4().hex[:8]}",
-        ingest_metrics_port=None,
-    )
+    run_id = uuid.uuid4().hex[:8]
+    ingest_settings = [
+        Settings(
+            environment="test",
+            database_url=database_url,
+            mqtt_url=broker.url,
+            mqtt_topic_prefix=PREFIX,
+            ingest_client_id=f"bench-ingest-{i}-{run_id}",
+            ingest_metrics_port=None,
+        )
+        for i in range(ingests)
+    ]
+    settings = ingest_settings[0]
+    share_group = f"bench{run_id}" if ingests > 1 else None
     data = build_dataset(stations, n_messages, per_message)
     n = len(data.messages)
     reset_telemetry(database_url)
@@ -481,8 +524,10 @@ def scenario(
     reset_telemetry(database_url)
 
     bare_id, validate_id = f"bench-bare-{uuid.uuid4().hex[:8]}", f"bench-val-{uuid.uuid4().hex[:8]}"
-    for client_id in (bare_id, validate_id, settings.ingest_client_id):
+    for client_id in (bare_id, validate_id):
         create_session(broker.port, client_id, settings)
+    for each in ingest_settings:
+        create_session(broker.port, each.ingest_client_id, settings, share_group)
     publisher = Publisher(broker.port)
     started = time.perf_counter()
     publish_backlog(publisher, data.messages)
@@ -499,14 +544,15 @@ def scenario(
     drop_session(broker.port, bare_id)
     drop_session(broker.port, validate_id)
 
-    first = run_ingest(settings, data.records)
+    first = run_ingest(ingest_settings, data.records, share_group)
     after_first = check(database_url)
 
     publish_backlog(publisher, data.messages)
     publisher.close()
-    second = run_ingest(settings, data.records)
+    second = run_ingest(ingest_settings, data.records, share_group)
     after_second = check(database_url)
-    drop_session(broker.port, settings.ingest_client_id)
+    for each in ingest_settings:
+        drop_session(broker.port, each.ingest_client_id)
 
     result = Result(per_message, n, data.records, data.payload_bytes, publish_s)
     result.load = load_average()
@@ -612,6 +658,12 @@ def main() -> int:
     parser.add_argument("--stations", type=int, default=8)
     parser.add_argument("--batteries-per-station", type=int, default=10)
     parser.add_argument("--database", default="swapfleet_bench_ingest")
+    parser.add_argument(
+        "--ingests",
+        type=int,
+        default=1,
+        help="ingests in one MQTT 5 share group, each with its own writer process (default 1)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     # Each run ends with a normal disconnect, which the ingest logs as a warning.
@@ -630,12 +682,13 @@ def main() -> int:
         broker.wait_ready()
         out(
             f"database {args.database} (migrated), mosquitto :{broker.port},"
-            f" {args.stations} stations x {args.batteries_per_station} batteries"
+            f" {args.stations} stations x {args.batteries_per_station} batteries,"
+            f" {args.ingests} ingest(s)"
         )
         sizes = {"a": (200_000, 1), "b": (10_000, 100)}
         for name in args.scenario:
             n, per_message = sizes.get(name, (args.messages, args.records_per_message))
-            result = scenario(database_url, broker, stations, n, per_message)
+            result = scenario(database_url, broker, stations, n, per_message, args.ingests)
             report(result, name)
             ok = ok and result.ok
     finally:

@@ -26,7 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from app.core import clock, metrics
 from app.core.config import Settings
-from app.ingest.worker import Job, JobOutcome, Quarantine, WriterProcess
+from app.ingest.worker import MAX_JOBS_IN_FLIGHT, Job, JobOutcome, Quarantine, WriterProcess
 from app.ingest.writer import WriteResult
 from app.ingest.writer import libpq_url as libpq_url
 from devices.contract import subscription_filters
@@ -58,10 +58,6 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
 # an object: it is built once per message on paho's network thread.
 Pending = tuple[str, bytes | bytearray, float, int, int, int]
 
-# Jobs handed to the writer process and not yet answered: one per writer (see WRITERS in
-# app/ingest/worker.py) and two decoded ahead (DECODED_AHEAD there), so that no writer idles
-# while the next job is collected and decoded.
-MAX_JOBS_IN_FLIGHT = 5
 # Every record of the contract has one "ts": counting them in the raw bytes sizes a job
 # before it is decoded (the writer still commits at most ingest_batch_max_records records
 # per transaction, splitting a job that holds more).

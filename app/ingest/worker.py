@@ -27,7 +27,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.synchronize import Event
@@ -36,13 +37,8 @@ from typing import Any
 from app.core import clock
 from app.core.config import Settings
 from app.ingest.payloads import DecodedMessage, decode_message
-from app.ingest.writer import (
-    BatchWriter,
-    TurnTimeout,
-    WriteResult,
-    libpq_url,
-    write_with_retry,
-)
+from app.ingest.retry import write_with_retry
+from app.ingest.writer import BatchWriter, TurnTimeout, WriteResult, libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +174,9 @@ WRITERS = 3
 # next job has not ended (bench/bench_ingest.py (b): 0.57-0.63 -> 0.66-0.67 x raw COPY with
 # one ready, in alternating runs).
 DECODED_AHEAD = 2
+# Jobs the parent hands over and has not had answered (app/ingest/client.py): one per writer
+# and those decoded ahead, so that no writer idles while the next job is collected and decoded.
+MAX_JOBS_IN_FLIGHT = WRITERS + DECODED_AHEAD
 
 # How long a staged batch waits for its turn before rolling back and trying again (see
 # writer.Turn): long enough for any healthy batch ahead of it.
@@ -226,6 +225,14 @@ class JobTurn:
 
     def wait(self) -> None:
         self._wait(self.commits, "commit")
+
+    @contextmanager
+    def withheld(self) -> Iterator[None]:
+        last, self.last_chunk = self.last_chunk, False
+        try:
+            yield
+        finally:
+            self.last_chunk = last
 
     def _wait(self, turnstile: Turnstile, phase: str) -> None:
         if not turnstile.wait(self.number, TURN_PATIENCE_S):
