@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.ingest.aggregates import NewKey
 from app.ingest.derived import RETURNED, HealthRow, VehicleRow
-from app.ingest.writer import SPECS
+from app.ingest.tables import SPECS
 from app.models.reports import BatteryDaily, BatteryMonthly
 from app.rollups.rules import DAILY, MONTHLY, TELEMETRY
 from devices.contract import RecordKind
@@ -82,7 +82,7 @@ def test_the_ingest_statements_equal_the_row_by_row_oracle(session: Session, see
 
 def test_the_writers_returning_is_what_the_derived_step_names() -> None:
     """The derived step reads the writer's RETURNING rows by name (derived.RETURNED)."""
-    assert SPECS[RecordKind.health].returning == ", ".join(HealthRow._fields)
-    assert SPECS[RecordKind.vehicle].returning == ", ".join(VehicleRow._fields)
-    assert SPECS[RecordKind.capacity].returning == ", ".join(NewKey._fields)
+    assert SPECS[RecordKind.health].returning == HealthRow._fields
+    assert SPECS[RecordKind.vehicle].returning == VehicleRow._fields
+    assert SPECS[RecordKind.capacity].returning == NewKey._fields
     assert set(RETURNED) == {kind for kind in SPECS if kind is not RecordKind.charging}
