@@ -2,10 +2,9 @@
 and each test inside a transaction that is rolled back."""
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import pytest
@@ -39,7 +38,7 @@ os.environ.setdefault("SWAPFLEET_API_WORKERS", "1")
 
 from app.core.config import get_settings, normalize_database_url  # noqa: E402
 from app.core.db import (  # noqa: E402
-    Prepared,
+    SessionStatements,
     Statements,
     async_unit_of_work,
     read_statements,
@@ -127,23 +126,6 @@ def same_session(session: Session) -> Callable[[], Iterator[Session]]:
         yield session
 
     return unit
-
-
-class SessionStatements:
-    """The async routes' Statements, run on a test's session."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    async def rows(
-        self, statement: Prepared, parameters: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
-        result = self.session.connection().exec_driver_sql(statement.sql, dict(parameters))
-        if not result.returns_rows:
-            return []
-        # The server path names the columns from Prepared.columns: they must be PostgreSQL's.
-        assert tuple(result.keys()) == statement.columns
-        return [dict(row) for row in result.mappings()]
 
 
 def async_twin(unit: Callable[[], Iterator[Session]]) -> Callable[[], AsyncIterator[Statements]]:

@@ -236,6 +236,26 @@ class TransactionStatements:
             self._connection = None
 
 
+class SessionStatements:
+    """Statements on a sync session's connection, in its transaction: for sync code that
+    calls the async services (the OCPP gateway's handlers) and for tests."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def rows(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        result = self.session.connection().exec_driver_sql(statement.sql, dict(parameters))
+        if not result.returns_rows:
+            return []
+        if tuple(result.keys()) != statement.columns:
+            # The pool's path names the columns from Prepared.columns: they must be
+            # PostgreSQL's, or the two paths would name a row's values differently.
+            raise RuntimeError(f"columns {tuple(result.keys())} != {statement.columns}")
+        return [dict(row) for row in result.mappings()]
+
+
 class AutocommitStatements:
     """Reads: each statement commits by itself on a connection taken from the pool and given
     back at once, so a read of one statement costs one round trip (no BEGIN, no COMMIT) and

@@ -10,7 +10,6 @@ happened, with a custody exception for the operator.
 import asyncio
 import secrets
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.batteries import custody
-from app.core.db import Prepared
+from app.core.db import SessionStatements
 from app.models import (
     Battery,
     CustodyCause,
@@ -551,21 +550,6 @@ def _flag(
     )
     session.flush()
     return reason_code
-
-
-class SessionStatements:
-    """The swap service's Statements on a sync session's connection (see _record)."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    async def rows(
-        self, statement: Prepared, parameters: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
-        result = self.session.connection().exec_driver_sql(statement.sql, dict(parameters))
-        if not result.returns_rows:
-            return []
-        return [dict(zip(statement.columns, row, strict=True)) for row in result]
 
 
 # ---- RequestBatterySwap -------------------------------------------------------------------------

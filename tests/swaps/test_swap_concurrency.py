@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
 from app.core.config import get_settings
-from app.core.db import get_engine, get_session_factory
+from app.core.db import SessionStatements, get_engine, get_session_factory
 from app.main import create_app
 from app.models import Battery, LocationKind, SwapEvent, SwapOutcome, Vehicle, VehicleModel
 from app.swaps import service
 from app.swaps.schemas import SwapCreate, SwapRead
-from tests.conftest import TEST_DATABASE_URL, SessionStatements
+from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import running_api
 from tests.fixtures.factories import auth, make_battery, make_vehicle
 from tests.fixtures.swap_world import SwapWorld, build_swap_world

@@ -7,6 +7,7 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
+from app.core.db import SessionStatements
 from app.models import (
     Battery,
     BatteryState,
@@ -22,7 +23,6 @@ from app.models import (
 from app.swaps import service
 from app.swaps.idempotency import claim
 from app.swaps.schemas import SwapCreate
-from tests.conftest import SessionStatements
 from tests.fixtures.factories import (
     auth,
     make_battery,
