@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -8,6 +9,7 @@ from typing import Annotated, Any, Protocol
 
 import psycopg
 from fastapi import Depends
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, Insert, MetaData, Select, create_engine
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -138,6 +140,7 @@ _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPoo
 
 
 POOL_TIMEOUT_S = 5.0
+IDLE = TransactionStatus.IDLE
 
 
 async def _async_pool() -> AsyncConnectionPool:
@@ -231,9 +234,14 @@ class TransactionStatements:
 
     async def close(self) -> None:
         if self._pool is not None and self._connection is not None:
-            # Rolls back what was not committed, drops a broken connection.
-            await self._pool.putconn(self._connection)
-            self._connection = None
+            connection, self._connection = self._connection, None
+            if not connection.closed and connection.info.transaction_status != IDLE:
+                # A request that failed (a deadlock, a constraint) leaves its transaction
+                # open or aborted: end it here, as part of the request, rather than have the
+                # pool do it with a warning. A connection that cannot is dropped by putconn.
+                with contextlib.suppress(psycopg.Error):
+                    await connection.rollback()
+            await self._pool.putconn(connection)
 
 
 class SessionStatements:

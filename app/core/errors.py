@@ -139,7 +139,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InterfaceError)
     @app.exception_handler(InternalError)
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("event=database_unavailable error=%s", type(exc).__name__)
+        # The SQLSTATE tells a deadlock (40P01) from a lost connection (none) in the log.
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        log.warning("event=database_unavailable error=%s sqlstate=%s", type(exc).__name__, sqlstate)
         error = ServiceUnavailable("nothing was stored; retry later")
         return problem(error.status, error.code, error.title, error.detail)
 
