@@ -49,7 +49,7 @@ from app.core.metrics import (
     SWAPS,
 )
 from app.models.base import utcnow
-from app.ocpp import frames, service
+from app.ocpp import frames, metering, service
 from app.ocpp.frames import Call, CallError, Reply
 from app.ocpp.service import BatteryReport, StationRef, SwapOutOfOrder
 
@@ -231,6 +231,9 @@ class StationConnection:
         # Set when the station may have requests to send (a NOTIFY, the connection's start).
         self.wake = asyncio.Event()
         self.outbox: asyncio.Task[None] | None = None
+        # transactionId -> evseId: OCPP names the EVSE in a transaction's first
+        # TransactionEvent only (it may repeat it).
+        self.transactions: dict[str, int] = {}
 
     def start_outbox(self) -> None:
         self.wake.set()
@@ -360,6 +363,17 @@ class StationConnection:
                     "InternalError", "the CSMS built an invalid response", message.message_id
                 )
         except CallError as error:
+            if action in metering.METERING_ACTIONS and isinstance(message, Call):
+                # Telemetry the station sent and the CSMS refused: kept, as the ingest keeps
+                # bad records, and counted in its dead-letter metric.
+                await run_in_threadpool(
+                    metering.dead_letter_call,
+                    self.station.code,
+                    action,
+                    message.payload,
+                    "ocpp_schema",
+                    f"{error.code}: {error.description}",
+                )
             OCPP_MESSAGES.labels(action, "callerror").inc()
             OCPP_CALLERRORS.labels(error.code).inc()
             logger.warning(
@@ -511,7 +525,64 @@ async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
     return {}
 
 
+async def _store_meter_values(
+    conn: StationConnection, call: Call, evse_id: int, payload: dict[str, Any]
+) -> None:
+    result = await run_in_threadpool(
+        metering.store_meter_values,
+        conn.station.id,
+        conn.station.code,
+        call.action,
+        evse_id,
+        payload,
+    )
+    if result.dead_letters:
+        logger.warning(
+            "event=ocpp_meter_values_refused station=%s action=%s evse=%s reasons=%s",
+            conn.station.code,
+            call.action,
+            evse_id,
+            ",".join(sorted({d.reason for d in result.dead_letters})),
+        )
+
+
+async def transaction_event(conn: StationConnection, call: Call) -> dict[str, Any]:
+    # A slot's charging session is a transaction; its meter values are the samples. The
+    # answer is always {} once the message is valid: OCPP has the station retry a
+    # TransactionEvent until it is answered, so one the CSMS cannot use is dead-lettered
+    # and answered, never left to be resent forever.
+    payload = call.payload
+    transaction_id = str(payload["transactionInfo"]["transactionId"])
+    evse = payload.get("evse")
+    if evse is not None:
+        conn.transactions[transaction_id] = int(evse["id"])
+    evse_id = conn.transactions.get(transaction_id)
+    if payload["eventType"] == "Ended":
+        conn.transactions.pop(transaction_id, None)
+    if not payload.get("meterValue"):
+        return {}
+    if evse_id is None:
+        await run_in_threadpool(
+            metering.dead_letter_call,
+            conn.station.code,
+            call.action,
+            payload,
+            "ocpp_mapping",
+            f"transaction {transaction_id[:36]}: no evse named on this connection",
+        )
+        return {}
+    await _store_meter_values(conn, call, evse_id, payload)
+    return {}
+
+
+async def meter_values(conn: StationConnection, call: Call) -> dict[str, Any]:
+    await _store_meter_values(conn, call, int(call.payload["evseId"]), call.payload)
+    return {}
+
+
 HANDLERS: dict[str, Handler] = {
+    "TransactionEvent": transaction_event,
+    "MeterValues": meter_values,
     "BootNotification": boot_notification,
     "Heartbeat": heartbeat,
     "StatusNotification": status_notification,
