@@ -26,7 +26,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ from app.models.base import utcnow
 from app.ocpp import frames, metering, service
 from app.ocpp.frames import Call, CallError, Reply
 from app.ocpp.service import BatteryReport, StationRef, SwapOutOfOrder
+from devices.ocpp import VENDOR_ID
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +407,13 @@ def _now_text() -> str:
     return utcnow().astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _timestamp(call: Call, field: str) -> datetime:
+@dataclass(frozen=True)
+class CallPayload:
+    message_id: str
+    payload: dict[str, Any]
+
+
+def _timestamp(call: Call | CallPayload, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(str(call.payload[field]).replace("Z", "+00:00"))
     except ValueError as exc:
@@ -470,6 +477,24 @@ async def authorize(conn: StationConnection, call: Call) -> dict[str, Any]:
     return {"idTokenInfo": {"status": "Accepted" if vehicle is not None else "Unknown"}}
 
 
+def _event_time(call: Call) -> datetime | None:
+    """When a BatterySwap event happened, if the station says so in swapfleet's customData
+    (devices/ocpp.py): OCPP's BatterySwap carries no time. Not later than now, give or take
+    the skew the ingest allows device clocks."""
+    custom = call.payload.get("customData") or {}
+    if custom.get("vendorId") != VENDOR_ID or "timestamp" not in custom:
+        return None
+    at = _timestamp(CallPayload(call.message_id, custom), "timestamp")
+    skew = timedelta(seconds=get_settings().ingest_max_future_skew_s)
+    if at > utcnow() + skew:
+        raise CallError(
+            "PropertyConstraintViolation",
+            f"customData.timestamp: {custom['timestamp']} is in the future",
+            call.message_id,
+        )
+    return at
+
+
 async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
     payload = call.payload
     if len(payload["batteryData"]) != 1:
@@ -487,10 +512,16 @@ async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
     )
     request_id = int(payload["requestId"])
     event = payload["eventType"]
+    at = _event_time(call)
     try:
         if event == "BatteryIn":
             await in_unit_of_work(
-                service.battery_in, conn.station, request_id, payload["idToken"]["idToken"], battery
+                service.battery_in,
+                conn.station,
+                request_id,
+                payload["idToken"]["idToken"],
+                battery,
+                at,
             )
             logger.info(
                 "event=ocpp_battery_in station=%s request_id=%s serial=%s slot=%s",
@@ -501,15 +532,20 @@ async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
             )
             return {}
         if event == "BatteryOut":
-            report = await in_unit_of_work(service.battery_out, conn.station, request_id, battery)
+            report = await in_unit_of_work(
+                service.battery_out, conn.station, request_id, battery, at
+            )
         else:
-            report = await in_unit_of_work(service.battery_out_timeout, conn.station, request_id)
+            report = await in_unit_of_work(
+                service.battery_out_timeout, conn.station, request_id, at
+            )
     except SwapOutOfOrder as exc:
         raise CallError(
             "PropertyConstraintViolation", f"requestId: {exc}", call.message_id
         ) from exc
     if report.in_at is not None:
-        OCPP_SWAP_SECONDS.observe(max(0.0, (utcnow() - report.in_at).total_seconds()))
+        if at is None:  # the latency of events the station reports as they happen
+            OCPP_SWAP_SECONDS.observe(max(0.0, (utcnow() - report.in_at).total_seconds()))
         if report.outcome in ("completed", "rejected", "aborted"):
             SWAPS.labels(report.outcome, report.reason_code or "none").inc()
     logger.info(

@@ -27,6 +27,7 @@ from app.ingest.payloads import DecodedMessage, decode_message
 from app.ingest.writer import BatchWriter, WriteResult, libpq_url
 from app.models.base import utcnow
 from devices.contract import RecordKind, TopicIdentity, station_topic
+from devices.ocpp import VENDOR_ID
 
 # The actions whose payloads are telemetry: a schema failure of one is dead-lettered too.
 METERING_ACTIONS = frozenset({"TransactionEvent", "MeterValues"})
@@ -50,8 +51,8 @@ _DEFAULT_UNIT = {
 
 # OCPP 2.1 dropped the Temperature measurand (2.0.1 had it), and a charging sample needs the
 # pack's lowest and highest temperature: the station sends them in the meterValue's
-# customData, the standard's extension point, under this vendorId.
-TEMPERATURE_VENDOR_ID = "org.swapfleet"
+# customData under swapfleet's vendorId (devices/ocpp.py).
+TEMPERATURE_VENDOR_ID = VENDOR_ID
 
 
 class MappingError(Exception):
@@ -94,10 +95,12 @@ def _battery_in_slot(
 ) -> str:
     """The serial of the battery custody holds in the slot, refused when it arrived there
     after the oldest sample (give or take the ingest's grace): a meter value resent after a
-    swap must not be given to the battery that replaced the one it measured."""
+    swap must not be given to the battery that replaced the one it measured. Registering a
+    battery in a slot is not an arrival: as in the ingest, older records of it (a backfill)
+    are its own."""
     row = conn.execute(
         "SELECT b.serial, (SELECT max(e.at) FROM custody_events e"
-        "   WHERE e.battery_id = b.id AND e.to_slot_id = s.id)"
+        "   WHERE e.battery_id = b.id AND e.to_slot_id = s.id AND e.from_kind IS NOT NULL)"
         " FROM slots s JOIN batteries b ON b.slot_id = s.id"
         " WHERE s.station_id = %s AND s.number = %s",
         (station_id, slot),
