@@ -2,6 +2,10 @@
 real `swapfleet api` process: for one simulated day, every swap the stations made is in the
 backend, as they made it, and every charging sample they sent is stored once."""
 
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -112,3 +116,39 @@ def test_a_simulated_day_over_ocpp_stores_every_swap_and_sample_once(
     assert exceptions == []
     assert letters == []
     assert samples == stats.records["charging"]
+
+
+def test_swapfleet_simulate_station_protocol_ocpp_runs_its_stations_over_ocpp(
+    engine: Engine, api: ApiServer
+) -> None:
+    prefix = f"oc{uuid.uuid4().hex[:6]}"
+    with Session(engine) as session, session.begin():
+        admin = make_key(session, KeyRole.admin)
+    argv = [
+        sys.executable, "-m", "app.cli", "simulate", "--station-protocol", "ocpp",
+        "--stations", "1", "--vehicles", "6", "--slots", "6", "--days", "0.5", "--seed", "3",
+        "--prefix", prefix, "--api-url", api.base_url, "--api-key", admin, "--no-progress",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SWAPFLEET_MQTT_URL"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "CALLERRORs by action: none" in done.stdout, done.stdout[-2000:]
+    with engine.connect() as conn:
+        swaps = conn.execute(
+            text(
+                "SELECT count(*) FROM swap_events e JOIN stations s ON s.id = e.station_id"
+                " WHERE s.code LIKE :p AND e.outcome = 'completed'"
+            ),
+            {"p": f"{prefix}%"},
+        ).scalar_one()
+        samples = conn.execute(
+            text(
+                "SELECT count(*) FROM charging_samples c JOIN stations s ON s.id = c.station_id"
+                " WHERE s.code LIKE :p"
+            ),
+            {"p": f"{prefix}%"},
+        ).scalar_one()
+    completed = re.search(r"swaps completed\s*│?\s*([\d,]+)", done.stdout)
+    assert completed is not None, done.stdout[-2000:]
+    assert swaps == int(completed.group(1).replace(",", "")) > 0
+    assert samples > 0
