@@ -48,8 +48,9 @@ from app.core.metrics import (
     OCPP_SWAP_SECONDS,
     SWAPS,
 )
+from app.ingest import ocpp_meter_values as metering
 from app.models.base import utcnow
-from app.ocpp import frames, metering, service
+from app.ocpp import frames, service
 from app.ocpp.frames import Call, CallError, Reply
 from app.ocpp.service import BatteryReport, StationRef, SwapOutOfOrder
 from devices.ocpp import VENDOR_ID
@@ -367,14 +368,17 @@ class StationConnection:
             if action in metering.METERING_ACTIONS and isinstance(message, Call):
                 # Telemetry the station sent and the CSMS refused: kept, as the ingest keeps
                 # bad records, and counted in its dead-letter metric.
-                await run_in_threadpool(
-                    metering.dead_letter_call,
-                    self.station.code,
-                    action,
-                    message.payload,
-                    "ocpp_schema",
-                    f"{error.code}: {error.description}",
-                )
+                try:
+                    await run_in_threadpool(
+                        metering.dead_letter_call,
+                        self.station.code,
+                        action,
+                        message.payload,
+                        "ocpp_schema",
+                        f"{error.code}: {error.description}",
+                    )
+                except Exception:  # the database is away: the answer still goes out
+                    logger.exception("event=ocpp_dead_letter_failed station=%s", self.station.code)
             OCPP_MESSAGES.labels(action, "callerror").inc()
             OCPP_CALLERRORS.labels(error.code).inc()
             logger.warning(

@@ -1,5 +1,6 @@
-"""Meter values of batteries charging in slots (`TransactionEvent`, `MeterValues`) become
-charging samples through the MQTT ingest's own path: each sampled instant is turned into the
+"""Meter values of batteries charging in slots (`TransactionEvent`, `MeterValues`), which the
+OCPP gateway (app/ocpp/gateway.py) receives, become charging samples through the MQTT
+ingest's own path: each sampled instant is turned into the
 v1 contract's charging record, decoded by app/ingest/payloads.decode_message (validation,
 ts bounds) and written by app/ingest/writer.BatchWriter (custody check, dedupe on the
 natural key, dead letters, derived state). The rules stay there; this module only maps OCPP
@@ -173,7 +174,7 @@ def store_meter_values(
                 return WriteResult()
             stamps = [datetime.fromisoformat(s["ts"].replace("Z", "+00:00")) for s in samples]
             grace = timedelta(seconds=settings.ingest_custody_grace_s)
-            conn = writer._connection()  # noqa: SLF001 -- one query on the writer's connection
+            conn = writer.connection()
             with conn.transaction():
                 serial = _battery_in_slot(conn, station_id, evse_id, stamps, grace)
         except (MappingError, ValueError, TypeError) as exc:
