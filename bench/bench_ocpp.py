@@ -195,7 +195,7 @@ def gateway_server() -> Server:
     port = free_port()
     env = dict(os.environ)
     env.update(
-        SWAPFLEET_DATABASE_URL=DB_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+        SWAPFLEET_DATABASE_URL=DB_URL,
         SWAPFLEET_ENVIRONMENT="development",
         SWAPFLEET_LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
@@ -506,7 +506,10 @@ async def run_phase(
     phase.db_cpu_pct = pct(cpu_before[1], cpu_after[1])
     phase.client_cpu_pct = pct(cpu_before[2], cpu_after[2])
     for station in connected:
-        await station.connection.close()
+        try:
+            await asyncio.wait_for(station.connection.close(), timeout=5)
+        except Exception:  # a connection left mid-call by a cancelled task
+            pass
     return phase
 
 
