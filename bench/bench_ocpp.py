@@ -276,8 +276,12 @@ class Station:
             self.next_id += 1
             frame = orjson.dumps([2, str(self.next_id), action, payload])
             started = time.perf_counter()
-            await self.connection.send(frame.decode())
-            answer = orjson.loads(await self.connection.recv())
+            try:
+                await self.connection.send(frame.decode())
+                answer = orjson.loads(await self.connection.recv())
+            except websockets.ConnectionClosed as exc:
+                # The server closed it (overload: a missed ping; a crash): counted.
+                answer = [4, str(self.next_id), f"closed {exc.rcvd.code if exc.rcvd else '-'}"]
             elapsed = time.perf_counter() - started
         if answer[0] == 3:
             self.counters.answered += 1
