@@ -52,6 +52,8 @@ import orjson
 import psutil
 import psycopg
 import websockets
+from fastapi import FastAPI, WebSocket
+from starlette.websockets import WebSocketDisconnect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,7 +88,8 @@ def station_code(s: int) -> str:
 
 
 def vin(s: int, k: int) -> str:
-    return f"OV{s * CHARGED + k:015d}"
+    # VINs have no I, O or Q: an "O" prefix would make every swap's VIN invalid.
+    return f"SV{s * CHARGED + k:015d}"
 
 
 def load(stations: int) -> None:
@@ -115,7 +118,7 @@ def load(stations: int) -> None:
         f"INSERT INTO slots (station_id, number, enabled)"
         f" SELECT s.id, n, true FROM stations s, generate_series(1, {SLOTS}) n",
         f"INSERT INTO vehicles (vin, oem_id, model_id)"
-        f" SELECT 'OV' || lpad(g::text, 15, '0'), vm.oem_id, vm.id"
+        f" SELECT 'SV' || lpad(g::text, 15, '0'), vm.oem_id, vm.id"
         f" FROM generate_series(0, {vehicles - 1}) g, vehicle_models vm",
         # Battery i charged in slot (i % 8) + 1 of station i / 8.
         f"INSERT INTO batteries (serial, pack_type_id, owner_id, oem_id, state, location_kind,"
@@ -212,8 +215,6 @@ def echo_server() -> Server:
 
 def run_echo_server(port: int) -> None:
     import uvicorn
-    from fastapi import FastAPI, WebSocket
-    from starlette.websockets import WebSocketDisconnect
 
     app = FastAPI()
 
