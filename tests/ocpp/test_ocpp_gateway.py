@@ -796,11 +796,13 @@ def test_disabling_and_enabling_a_slot_through_rest_reaches_the_station_as_chang
             while len(AvailabilityStation.received) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert AvailabilityStation.received == [("Inoperative", 2), ("Operative", 2)]
+            # Stay connected until the gateway has stored the answers: a command whose
+            # connection closes before its answer is stored is recorded as failed.
+            answered.extend(await asyncio.to_thread(wait_answered, engine, w.world.station.id))
 
+    answered: list[tuple[str, Any, str]] = []
     asyncio.run(run())
-    assert [
-        (a, p["operationalStatus"], s) for a, p, s in wait_answered(engine, w.world.station.id)
-    ] == [
+    assert [(a, p["operationalStatus"], s) for a, p, s in answered] == [
         ("ChangeAvailability", "Inoperative", "accepted"),
         ("ChangeAvailability", "Operative", "accepted"),
     ]
@@ -858,7 +860,10 @@ def test_a_new_target_soc_reaches_the_station_as_set_variables(
             deadline = time.monotonic() + 15
             while not VariablesStation.received and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            # Connected until the answer is stored (see the ChangeAvailability test).
+            answered.extend(await asyncio.to_thread(wait_answered, engine, w.world.station.id))
 
+    answered: list[tuple[str, Any, str]] = []
     asyncio.run(run())
     assert VariablesStation.received == [
         [
@@ -869,7 +874,7 @@ def test_a_new_target_soc_reaches_the_station_as_set_variables(
             }
         ]
     ]
-    ((action, _, state),) = wait_answered(engine, w.world.station.id)
+    ((action, _, state),) = answered
     assert (action, state) == ("SetVariables", "accepted")
 
 
