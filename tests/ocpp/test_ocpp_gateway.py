@@ -20,6 +20,7 @@ from ocpp.v21 import call, call_result
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
+from app.core import clock
 from app.models import IdToken, OcppCommand, OcppConnection, OcppSwapRequest
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
@@ -131,7 +132,7 @@ def test_boot_and_heartbeat_set_the_station_online_and_status_notification_the_s
             assert datetime.fromisoformat(beat.current_time.replace("Z", "+00:00")).tzinfo
             await station.call(
                 call.StatusNotification(
-                    timestamp=datetime.now(UTC).isoformat(),
+                    timestamp=clock.now().isoformat(),
                     connector_status="Faulted",
                     evse_id=4,
                     connector_id=1,
@@ -923,9 +924,9 @@ def test_battery_swap_times_from_swapfleet_custom_data_are_the_swaps_and_not_fut
 ) -> None:
     w = ocpp_world(engine)
     charged = w.world.charged[0].serial
-    went_in = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    went_in = clock.now().replace(microsecond=0) - timedelta(hours=3)
     went_out = went_in + timedelta(seconds=90)
-    future = datetime.now(UTC) + timedelta(hours=1)
+    future = clock.now() + timedelta(hours=1)
 
     def event(kind: str, serial: str, slot: int, at: datetime, request_id: int) -> Any:
         return call.BatterySwap(

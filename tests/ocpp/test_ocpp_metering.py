@@ -4,7 +4,7 @@ tables, once, with the ingest's derived state and dead letters."""
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from ocpp.v21 import call
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from app.core import clock
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
@@ -84,7 +85,7 @@ def test_transaction_event_meter_values_become_charging_samples_stored_once(
 ) -> None:
     w, password = world(engine)
     serial = w.charged[0].serial  # in slot 1
-    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    t0 = clock.now().replace(microsecond=0) - timedelta(minutes=3)
     started = call.TransactionEvent(
         event_type="Started",
         timestamp=iso(t0),
@@ -140,7 +141,7 @@ def test_meter_values_of_a_slot_are_stored_and_an_empty_slot_is_dead_lettered(
     engine: Engine, api: ApiServer
 ) -> None:
     w, password = world(engine)
-    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    ts = clock.now().replace(microsecond=0) - timedelta(minutes=1)
 
     async def run() -> None:
         async with connected_station(api.base_url, w.station.code, password) as station:
@@ -165,7 +166,7 @@ def test_a_malformed_transaction_event_gets_the_standard_callerror_and_a_dead_le
     # No transactionInfo, a required field.
     bad = {
         "eventType": "Updated",
-        "timestamp": iso(datetime.now(UTC)),
+        "timestamp": iso(clock.now()),
         "triggerReason": "MeterValuePeriodic",
         "seqNo": 3,
     }
@@ -174,7 +175,7 @@ def test_a_malformed_transaction_event_gets_the_standard_callerror_and_a_dead_le
         **bad,
         "transactionInfo": {"transactionId": "tx-9"},
         "evse": {"id": 1},
-        "meterValue": [{"timestamp": iso(datetime.now(UTC)), "sampledValue": [{"value": 3.0}]}],
+        "meterValue": [{"timestamp": iso(clock.now()), "sampledValue": [{"value": 3.0}]}],
     }
 
     async def run() -> None:
@@ -204,7 +205,7 @@ def test_a_meter_value_older_than_the_swap_that_filled_the_slot_is_not_given_to_
         token = f"TOK-{w.vehicle.vin}"
         ocpp_service.register_id_token(session, token, w.vehicle.vin)
     depleted = w.depleted.serial
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock.now().replace(microsecond=0)
 
     def swap(kind: str, slot: int, serial: str, soc: float) -> call.BatterySwap:
         return call.BatterySwap(

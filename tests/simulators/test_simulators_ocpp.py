@@ -8,13 +8,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from app.core import clock
 from app.models import KeyRole
 from simulators.backend import RestFleetRegistrar
 from simulators.fleet import Fleet, FleetConfig
@@ -53,7 +54,7 @@ def test_a_simulated_day_over_ocpp_stores_every_swap_and_sample_once(
     prefix = f"oc{uuid.uuid4().hex[:6]}"
     # The day before yesterday: OCPP swap events carry their simulated time (customData),
     # which the gateway takes only when it is not in the future.
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(2)
+    start = clock.now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(2)
     config = FleetConfig(
         stations=2, vehicles=12, days=1, seed=7, slots_per_station=6, start=start,
         code_prefix=prefix,
