@@ -260,3 +260,74 @@ def test_concurrent_swaps_through_a_server_with_two_workers_never_share_a_batter
             {"s": world.station.id},
         )
     assert completed == 4
+
+
+def _someone_waits_for(engine: Engine, pid: int) -> bool:
+    """Whether a backend waits for a lock the backend `pid` holds."""
+    with engine.connect() as connection:
+        return bool(
+            connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": pid},
+            )
+        )
+
+
+def test_a_swap_naming_its_battery_and_the_ingest_take_battery_locks_in_one_order(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    """The ingest locks a batch's batteries by serial (app/ingest/writer.py lock_batteries),
+    one row at a time. A swap that locked its removed battery and then waited for a named
+    installed battery of a lower serial formed a cycle with such a batch holding the lower
+    one: PostgreSQL aborted one of them as a deadlock (seen once in CI as a 503 from `up`)."""
+    world, drivers = committed_world
+    installed, removed = world.charged[0], world.depleted
+    with engine.begin() as connection:
+        # Serials whose order is the opposite of the swap's removed-then-installed order.
+        for battery, prefix in ((installed, "A-"), (removed, "Z-")):
+            connection.execute(
+                text("UPDATE batteries SET serial = :prefix || serial WHERE id = :id"),
+                {"prefix": prefix, "id": battery.id},
+            )
+    installed_serial, removed_serial = "A-" + installed.serial, "Z-" + removed.serial
+    outcome: list[object] = []
+    with Session(engine) as ingest, Session(engine) as swapping:
+        principal = authenticate(swapping, world.operator_key)
+        swapping.commit()
+        lock = text("SELECT 1 FROM batteries WHERE serial = :serial FOR NO KEY UPDATE")
+        # The batch's statement has taken its first (lowest) serial ...
+        ingest.execute(lock, {"serial": installed_serial})
+        ingest_pid = ingest.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        def swap() -> None:
+            request = SwapCreate(
+                station_code=world.station.code,
+                vin=world.vehicle.vin,
+                removed_battery_serial=removed_serial,
+                installed_battery_serial=installed_serial,
+            )
+            try:
+                result = asyncio.run(
+                    service.record_swap(SessionStatements(swapping), principal, request)
+                )
+                swapping.commit()
+                outcome.append(result.outcome)
+            except Exception as error:  # the deadlock, on the old lock order
+                swapping.rollback()
+                outcome.append(error)
+
+        thread = threading.Thread(target=swap)
+        thread.start()
+        for _ in range(200):
+            if _someone_waits_for(engine, ingest_pid):
+                break
+            threading.Event().wait(0.02)
+        assert _someone_waits_for(engine, ingest_pid)
+        # ... and now takes the next one, which the swap must not be holding.
+        ingest.execute(text("SET LOCAL lock_timeout = '5s'"))
+        ingest.execute(lock, {"serial": removed_serial})
+        ingest.commit()
+        thread.join(30)
+    assert outcome == [SwapOutcome.completed]
