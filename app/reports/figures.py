@@ -27,7 +27,7 @@ def least_squares_slope(n: float, sx: float, sy: float, sxx: float, sxy: float) 
 
 
 # The least evidence a fade rate is given for; below it the rate is null and the reason is
-# stated (docs/reports.md, "Fade rates"). 6 records leave 4 degrees of freedom for the
+# stated (README, "Fade rates and their uncertainty"). 6 records leave 4 degrees of freedom for the
 # residual variance (the t quantile below is exact to 0.3 % from there). The spreads are
 # the standard deviation of x, which sets the slope's precision with the noise: 10 days is a
 # span of about 35 days of evenly spread records, 5 cycles a spread of about 17 cycles. With

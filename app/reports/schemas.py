@@ -117,7 +117,7 @@ class BatteryReportRow(BaseModel):
     capacity_fade_pct_per_1000_cycles: float | None = Field(
         description="Least-squares slope of measured capacity against cycles, as % of nominal"
         " capacity lost per 1,000 cycles; null below the minimum of evidence (records, cycle"
-        " spread: docs/reports.md), with the reason in not_derivable"
+        " spread: README, Fade rates), with the reason in not_derivable"
     )
     capacity_fade_pct_per_1000_cycles_low: float | None = Field(description=FADE_LOW_DESCRIPTION)
     capacity_fade_pct_per_1000_cycles_high: float | None = Field(description=FADE_HIGH_DESCRIPTION)
