@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.core import clock  # noqa: E402
 from simulators.fleet import FleetConfig  # noqa: E402
 from tests.fixtures.ground_truth_world import (  # noqa: E402
+    World,
     judge_rates,
     score_detection,
     simulated_world,
@@ -46,6 +47,29 @@ def out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
 
 
+def details(world: World) -> None:
+    """Each planted or flagged battery: its fault, its anomalies and its figures."""
+    faults = world.fleet.faulty_serials()
+    found: dict[str, list[str]] = {}
+    for a in world.summary["anomalies"]:
+        found.setdefault(a["serial"], []).append(f"{a['kind']}: {a['reason']} [{a['evidence']}]")
+    true = truths(world)
+    for serial in sorted(set(faults) | set(found)):
+        row = world.rows[serial]
+        t = true.get(serial)
+        out(
+            f"\n{serial} planted {faults.get(serial, 'none')}; state {row['state']},"
+            f" SoH {row['soh_start_pct']} -> {row['soh_end_pct']}, age {row['age_days']} d,"
+            f" {row['capacity_records']} capacity records, fade/yr"
+            f" {row['capacity_fade_pct_per_year']} ({row['capacity_fade_pct_per_year_low']}"
+            f" to {row['capacity_fade_pct_per_year_high']}),"
+            f" true {None if t is None else round(t.fade_pct_per_year, 2)},"
+            f" cycles {row['equivalent_full_cycles']}, swaps {row['swaps']}"
+        )
+        for line in found.get(serial, ["not flagged"]):
+            out(f"  {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stations", type=int, default=8)
@@ -55,6 +79,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--charge-step-s", type=int, default=300)
     parser.add_argument("--telemetry-interval-s", type=int, default=900)
+    parser.add_argument(
+        "--details", action="store_true", help="every planted or flagged battery's figures"
+    )
     args = parser.parse_args()
     today = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
     config = FleetConfig(
@@ -73,7 +100,9 @@ def main() -> None:
         out(
             f"seed {args.seed}: {args.stations} stations, {args.vehicles} vehicles,"
             f" {args.days} days, {len(world.fleet.batteries)} batteries,"
-            f" {len(world.fleet.faulty_serials())} planted faults ({elapsed:.0f} s)"
+            f" {len(world.fleet.faulty_serials())} planted faults ({elapsed:.0f} s: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in world.timings.items())
+            + ")"
         )
         out("\n| kind | planted | flagged | recall | precision | missed | false alarms |")
         out("| --- | --- | --- | --- | --- | --- | --- |")
@@ -105,6 +134,8 @@ def main() -> None:
             )
             for serial, detail in sorted(v.misses.items()):
                 out(f"  miss {serial}: {detail}")
+        if args.details:
+            details(world)
 
 
 if __name__ == "__main__":
