@@ -12,13 +12,14 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import TypeVar
 
 from app.core.config import get_settings
 from app.reports.figures import FadeRate, fade_per_year_rate, least_squares_slope
 from app.reports.rows import CohortInputs
 from app.reports.schemas import Anomaly
+from app.rollups.rules import FIT_EPOCH
 
 # The anomaly inputs, or the batteries report's rows (which carry the same figures).
 CohortT = TypeVar("CohortT", bound=CohortInputs)
@@ -167,26 +168,54 @@ def expected_fade_per_year(points: dict[str, tuple[float, float]]) -> dict[str, 
     return out
 
 
-def window_fade_figure(
-    rate: FadeRate, expected: float | None, cohort_median: float | None, row: CohortInputs
-) -> Figure | None:
-    """The window's fade against the cohort's at the same usage, with the ratio's interval.
-    A battery fading slower than the cohort's median rate is not fast, whatever a line says
-    at its usage."""
-    if rate.value is None or expected is None or expected <= 0 or cohort_median is None:
+def age_at_records_days(row: CohortInputs) -> float | None:
+    """The battery's age at the mean date of its capacity records."""
+    if row.manufactured_on is None or row.fit_days_n == 0:
         return None
-    low = rate.low / expected if rate.low is not None else None
-    high = rate.high / expected if rate.high is not None else None
+    mean_at = FIT_EPOCH + timedelta(days=row.fit_days_sx / row.fit_days_n)
+    return (mean_at.date() - row.manufactured_on).days + 0.5
+
+
+def ageing_constant(rate: FadeRate, row: CohortInputs) -> FadeRate:
+    """A window's fade a year as the constant k of loss = k sqrt(age in years), the same
+    unit as the lifetime check's (loss falls off with age: a young pack fades faster a year
+    than its older siblings, by the square root of their ages, without any fault). Null
+    without a manufacturing date or a month of age."""
+    age_days = age_at_records_days(row)
+    if rate.value is None or age_days is None or age_days < 30.0:
+        return FadeRate(None)
+    factor = 2.0 * math.sqrt(age_days / 365.25)
+    return FadeRate(
+        rate.value * factor,
+        low=None if rate.low is None else rate.low * factor,
+        high=None if rate.high is None else rate.high * factor,
+    )
+
+
+def window_fade_figure(
+    rate: FadeRate,
+    k: FadeRate,
+    expected: float | None,
+    cohort_median: float | None,
+    row: CohortInputs,
+) -> Figure | None:
+    """The window's fade, as an ageing constant, against the cohort's at the same usage,
+    with the ratio's interval. A battery ageing slower than the cohort's median is not fast,
+    whatever a line says at its usage."""
+    if k.value is None or expected is None or expected <= 0 or cohort_median is None:
+        return None
+    low = k.low / expected if k.low is not None else None
+    high = k.high / expected if k.high is not None else None
     return Figure(
-        rate.value / expected,
+        k.value / expected,
         f"{row.fit_days_n} capacity records",
         low=low,
         high=high,
-        detail=f" ({rate.value:.2f} % per year, {rate.low:.2f} to {rate.high:.2f};"
-        f" expected {expected:.2f})",
+        detail=f" ({rate.value:.2f} % per year, {rate.low:.2f} to {rate.high:.2f},"
+        f" at {age_at_records_days(row):.0f} days of age)",
         # Not fast when its interval reaches the cohort's rate at its usage (the noise could
-        # explain it), nor when it fades slower than the cohort's median.
-        flaggable=(low is None or low > 1.0) and rate.value > cohort_median,
+        # explain it), nor when it ages slower than the cohort's median.
+        flaggable=(low is None or low > 1.0) and k.value > cohort_median,
     )
 
 
@@ -210,16 +239,17 @@ def lifetime_ageing(row: CohortInputs, day_to: date) -> tuple[float, float] | No
 def cohort_figures(members: Sequence[CohortT], day_to: date) -> list[list[Figure | None]]:
     """Per check of CHECKS, every member's figure."""
     rates = [fade_per_year_rate(row) for row in members]
+    constants = [ageing_constant(rate, row) for row, rate in zip(members, rates, strict=True)]
     usage: dict[str, tuple[float, float]] = {}
-    for row, rate in zip(members, rates, strict=True):
+    for row, k in zip(members, constants, strict=True):
         cycles_a_day = usage_cycles_per_day(row)
-        if rate.value is not None and rate.value > 0 and cycles_a_day is not None:
-            usage[row.serial] = (cycles_a_day, rate.value)
+        if k.value is not None and k.value > 0 and cycles_a_day is not None:
+            usage[row.serial] = (cycles_a_day, k.value)
     expected = expected_fade_per_year(usage)
-    median_fade = statistics.median(y for _, y in usage.values()) if usage else None
+    median_k = statistics.median(y for _, y in usage.values()) if usage else None
     window = [
-        window_fade_figure(rate, expected.get(row.serial), median_fade, row)
-        for row, rate in zip(members, rates, strict=True)
+        window_fade_figure(rate, k, expected.get(row.serial), median_k, row)
+        for row, rate, k in zip(members, rates, constants, strict=True)
     ]
     ageing = [lifetime_ageing(row, day_to) for row in members]
     known = [a[0] for a in ageing if a is not None]

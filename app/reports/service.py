@@ -1,5 +1,6 @@
 """OEM reports: the fleet summary, the batteries report (pages, and the rows its CSV streams)
-and the quarantine recommendations of the detection job.
+and the quarantine recommendations `swapfleet detect-anomalies` records (the reports compute
+theirs when read, from the window's anomaly snapshot).
 
 Every figure comes from the aggregates (app/models/reports.py: battery_monthly for whole
 months, battery_daily for edge days and first/last values, a fingerprinted snapshot for the

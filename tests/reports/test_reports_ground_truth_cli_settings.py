@@ -2,8 +2,8 @@
 (issue 14): the command-line simulator's measurement defaults (capacity measured only on
 charges that start at or below 20 % SoC, packs up to 540 days old at the start), 120 days,
 and two seeds no other test uses, each planting every kind of fault at least twice. Only the
-steps are coarser than the command line's (charging samples every 300 s, vehicle telemetry
-every 900 s), which the ageing laws do not depend on, to keep the run short.
+steps are coarser than the command line's (charging samples every 600 s, vehicle telemetry
+every 1,800 s), which the ageing laws do not depend on, to keep the run short.
 
 Asserted on each seed: every yearly fade rate within 10 % of the truth, or reported with an
 interval that contains the truth, or null with a reason; every planted fast-fade, hot-cell
@@ -50,8 +50,8 @@ def fleet_config(seed: int) -> FleetConfig:
         start=today - timedelta(days=DAYS + 1),
         code_prefix=f"gtc{seed}",
         faulty_share=0.15,
-        charge_step_s=300,
-        telemetry_interval_s=900,
+        charge_step_s=600,
+        telemetry_interval_s=1800,
     )
 
 
