@@ -98,7 +98,7 @@ def test_the_interval_covers_the_true_rate_as_often_as_it_claims() -> None:
 @pytest.mark.parametrize(
     ("evidence", "reason"),
     [
-        ({"records": MIN_FIT_RECORDS - 1}, "capacity records, 6 needed"),
+        ({"records": MIN_FIT_RECORDS - 1}, "capacity records, 8 needed"),
         ({"span_days": 20.0}, "days (standard deviation), 10 needed"),
     ],
 )
