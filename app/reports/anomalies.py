@@ -1,21 +1,44 @@
 """Anomalies: batteries far from their cohort, the batteries of the same OEM and pack type, so
 that a battery's flags do not depend on who asks and no OEM's figures shape another OEM's report.
-Each check compares one figure with the cohort's by a robust z-score."""
+Each check compares one figure with the cohort's by a robust z-score, and every anomaly says
+what it rests on (evidence) and, where the figure is a fit, its confidence interval.
+
+Fading is judged from capacity and SoH together (issue 14): the window's capacity fit against
+the cohort at the same usage, and the battery's whole life, SoH lost for its age, which needs
+no capacity record at all. A battery below the SoH floor is always reported."""
 
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import TypeVar
 
 from app.core.config import get_settings
-from app.reports.figures import fade_per_year, least_squares_slope
+from app.reports.figures import FadeRate, fade_per_year_rate, least_squares_slope
 from app.reports.rows import CohortInputs
 from app.reports.schemas import Anomaly
+from app.rollups.rules import FIT_EPOCH
 
 # The anomaly inputs, or the batteries report's rows (which carry the same figures).
 CohortT = TypeVar("CohortT", bound=CohortInputs)
+
+FAST_FADE = "fast_fade"
+BELOW_SOH_FLOOR = "below_soh_floor"
+IMBALANCE = "cell_imbalance"
+# A window's fade must be at least this many times the cohort's at the same usage, and the
+# lower end of its interval above the cohort's: a fast fade the noise could explain is none.
+FAST_FADE_RATIO = 1.5
+# Lifetime fading: SoH lost per square root of age (calendar ageing goes with the square root
+# of time, so packs of different ages compare), against the cohort's. Packs younger than
+# LIFETIME_MIN_AGE_DAYS are left out: their few points of loss are within the spread of new
+# packs' capacity (a new pack ships up to a few per cent above nominal).
+LIFETIME_RATIO = 2.0
+LIFETIME_MIN_AGE_DAYS = 90.0
+# In a cohort of 3 or 4 (an OEM with few packs of a type), either fading figure must reach
+# this ratio: the fast-fading packs the simulator plants age 2.8-5.2 x their siblings.
+SMALL_COHORT_FADE_RATIO = 2.5
 
 
 @dataclass(frozen=True)
@@ -33,11 +56,35 @@ class Check:
     limit: float | None = None
 
 
-# In the order of battery_values' figures. Each figure: higher is worse; None when the
-# battery has no such figure.
+@dataclass(frozen=True)
+class Figure:
+    """A battery's figure for a check (higher is worse), its interval when it has one, and
+    what it rests on."""
+
+    value: float
+    evidence: str
+    low: float | None = None
+    high: float | None = None
+    # The battery's own rate behind a ratio, for the reason's text.
+    detail: str = ""
+    # False: counted in the cohort's distribution, never flagged.
+    flaggable: bool = True
+
+
 CHECKS = (
     Check(
-        "fast_fade", 0.1, 1.5, "capacity fades {value:.1f} x the cohort's rate at the same usage"
+        FAST_FADE,
+        0.1,
+        FAST_FADE_RATIO,
+        "capacity fades {value:.1f} x the cohort's rate at the same usage",
+        limit=SMALL_COHORT_FADE_RATIO,
+    ),
+    Check(
+        "fast_fade_lifetime",
+        0.1,
+        LIFETIME_RATIO,
+        "SoH lost for its age {value:.1f} x the cohort's",
+        limit=SMALL_COHORT_FADE_RATIO,
     ),
     Check("running_hot", 0.25, 1.0, "{value:.1f} h above 45 °C", limit=10.0),
     Check(
@@ -48,13 +95,15 @@ CHECKS = (
         limit=5.0,
     ),
     Check(
-        "cell_imbalance",
+        IMBALANCE,
         0.5,
         2.0,
         "cell voltage spread grows {value:.1f} mV per 30 days",
         limit=10.0,
     ),
 )
+# Both fading checks report as fast_fade: one finding, two kinds of evidence.
+REPORTED_KIND = {"fast_fade_lifetime": FAST_FADE}
 
 
 def usage_cycles_per_day(row: CohortInputs) -> float | None:
@@ -87,107 +136,261 @@ def expected_fade_per_year(points: dict[str, tuple[float, float]]) -> dict[str, 
     fade a year against cycles a day, fitted over the cohort once, refitted without the
     points more than 3 robust deviations off it, gives each battery its expected fade; a
     battery fading several times that is fading fast for its use, whatever its use.
+
+    The line is never read beyond the usage the rest of the cohort covers: a battery at the
+    edge gets the line's value at the nearest usage another battery has (a line extrapolated
+    toward zero fade made two slow-fading low-use packs look 2 x fast, issue 14).
     points: serial -> (cycles a day, fade % a year)."""
     if not points:
         return {}
     median_fade = statistics.median(y for _, y in points.values())
     line = _line(list(points.values())) if len(points) >= 3 else None
+    kept = dict(points)
     if line is not None:
         residuals = {s: y - (line[0] + line[1] * x) for s, (x, y) in points.items()}
         mad = statistics.median(abs(r) for r in residuals.values())
-        kept = [points[s] for s, r in residuals.items() if abs(r) <= 3.0 * 1.4826 * mad]
-        if mad > 0 and len(kept) >= 3:
-            line = _line(kept) or line
+        inliers = {s: points[s] for s, r in residuals.items() if abs(r) <= 3.0 * 1.4826 * mad}
+        if mad > 0 and len(inliers) >= 3:
+            line = _line(list(inliers.values())) or line
+            kept = inliers
+    usages = sorted((x, s) for s, (x, _) in kept.items())
     out: dict[str, float] = {}
     for serial, (x, _) in points.items():
-        expected = line[0] + line[1] * x if line is not None else median_fade
+        # The range of the other batteries' usage: without this battery's own end of it.
+        others = [u for u in (usages[:2] + usages[-2:]) if u[1] != serial]
+        if line is None or len(usages) < 2 or not others:
+            expected = median_fade
+        else:
+            lo, hi = min(others)[0], max(others)[0]
+            expected = line[0] + line[1] * min(max(x, lo), hi)
         # A line can dip toward zero at the edge of the cohort's usage: never divide by that.
         out[serial] = max(expected, 0.25 * median_fade)
     return out
 
 
-def battery_values(
-    row: CohortInputs, per_year: float | None, expected_fade: float | None
-) -> tuple[float | None, ...]:
-    """The battery's figure for each of CHECKS."""
+def age_at_records_days(row: CohortInputs) -> float | None:
+    """The battery's age at the mean date of its capacity records."""
+    if row.manufactured_on is None or row.fit_days_n == 0:
+        return None
+    mean_at = FIT_EPOCH + timedelta(days=row.fit_days_sx / row.fit_days_n)
+    return (mean_at.date() - row.manufactured_on).days + 0.5
+
+
+def ageing_constant(rate: FadeRate, row: CohortInputs) -> FadeRate:
+    """A window's fade a year as the constant k of loss = k sqrt(age in years), the same
+    unit as the lifetime check's (loss falls off with age: a young pack fades faster a year
+    than its older siblings, by the square root of their ages, without any fault). Null
+    without a manufacturing date or a month of age."""
+    age_days = age_at_records_days(row)
+    if rate.value is None or age_days is None or age_days < 30.0:
+        return FadeRate(None)
+    factor = 2.0 * math.sqrt(age_days / 365.25)
+    return FadeRate(
+        rate.value * factor,
+        low=None if rate.low is None else rate.low * factor,
+        high=None if rate.high is None else rate.high * factor,
+    )
+
+
+def window_fade_figure(
+    rate: FadeRate,
+    k: FadeRate,
+    expected: float | None,
+    cohort_median: float | None,
+    row: CohortInputs,
+) -> Figure | None:
+    """The window's fade, as an ageing constant, against the cohort's at the same usage,
+    with the ratio's interval. A battery ageing slower than the cohort's median is not fast,
+    whatever a line says at its usage."""
+    if k.value is None or expected is None or expected <= 0 or cohort_median is None:
+        return None
+    low = k.low / expected if k.low is not None else None
+    high = k.high / expected if k.high is not None else None
+    return Figure(
+        k.value / expected,
+        f"{row.fit_days_n} capacity records",
+        low=low,
+        high=high,
+        detail=f" ({rate.value:.2f} % per year, {rate.low:.2f} to {rate.high:.2f},"
+        f" at {age_at_records_days(row):.0f} days of age)",
+        # Not fast when its interval reaches the cohort's rate at its usage (the noise could
+        # explain it), nor when it ages slower than the cohort's median.
+        flaggable=(low is None or low > 1.0) and k.value > cohort_median,
+    )
+
+
+def soh_now(row: CohortInputs) -> float | None:
+    return row.soh_end_pct if row.soh_end_pct is not None else row.soh_pct
+
+
+def lifetime_ageing(row: CohortInputs, day_to: date) -> tuple[float, float] | None:
+    """(SoH lost per square root of a year of age, age in days) at the latest SoH."""
+    soh = soh_now(row)
+    made = row.manufactured_on
+    if soh is None or made is None:
+        return None
+    at = row.cycles_end_ts.date() if row.soh_end_pct is not None and row.cycles_end_ts else day_to
+    age_days = float((at - made).days)
+    if age_days < LIFETIME_MIN_AGE_DAYS:
+        return None
+    return max(0.0, 100.0 - soh) / math.sqrt(age_days / 365.25), age_days
+
+
+def cohort_figures(members: Sequence[CohortT], day_to: date) -> list[list[Figure | None]]:
+    """Per check of CHECKS, every member's figure."""
+    rates = [fade_per_year_rate(row) for row in members]
+    constants = [ageing_constant(rate, row) for row, rate in zip(members, rates, strict=True)]
+    usage: dict[str, tuple[float, float]] = {}
+    for row, k in zip(members, constants, strict=True):
+        cycles_a_day = usage_cycles_per_day(row)
+        if k.value is not None and k.value > 0 and cycles_a_day is not None:
+            usage[row.serial] = (cycles_a_day, k.value)
+    expected = expected_fade_per_year(usage)
+    median_k = statistics.median(y for _, y in usage.values()) if usage else None
+    window = [
+        window_fade_figure(rate, k, expected.get(row.serial), median_k, row)
+        for row, rate, k in zip(members, rates, constants, strict=True)
+    ]
+    ageing = [lifetime_ageing(row, day_to) for row in members]
+    known = [a[0] for a in ageing if a is not None]
+    typical = statistics.median(known) if known else 0.0
+    lifetime = [
+        None
+        if a is None or typical <= 0
+        else Figure(
+            a[0] / typical,
+            f"SoH {soh_now(row):.1f} % at {a[1]:.0f} days of age",
+            detail=f" ({a[0]:.1f} points per square root of a year)",
+        )
+        for row, a in zip(members, ageing, strict=True)
+    ]
+    return [window, lifetime, *[list(col) for col in zip(*map(_plain, members), strict=True)]]
+
+
+def _plain(row: CohortInputs) -> tuple[Figure | None, ...]:
+    """The battery's figures for the checks that are not fits: running hot, hot cell,
+    imbalance."""
     samples = row.charging_samples
     spread = row.temp_spread_sum_c / samples if samples else None
     slope = row.imbalance_mv_per_day if row.imbalance_days >= 3 else None
-    ratio = (
-        per_year / expected_fade
-        if per_year is not None and expected_fade is not None and expected_fade > 0
-        else None
-    )
     return (
-        ratio,
-        row.seconds_above_45c / 3600.0,
-        spread,
-        slope * 30.0 if slope is not None else None,
+        Figure(row.seconds_above_45c / 3600.0, f"{samples} charging samples"),
+        None if spread is None else Figure(spread, f"{samples} charging samples"),
+        None
+        if slope is None
+        else Figure(slope * 30.0, f"{row.imbalance_days} days of cell voltages"),
     )
 
 
-def cohort_values(
-    members: Sequence[CohortT],
-) -> tuple[list[float | None], list[tuple[float | None, ...]]]:
-    """Each member's fade a year and, per check of CHECKS, every member's figure."""
-    per_year = [fade_per_year(row) for row in members]
-    usage: dict[str, tuple[float, float]] = {}
-    for row, fade in zip(members, per_year, strict=True):
-        cycles_a_day = usage_cycles_per_day(row)
-        if fade is not None and fade > 0 and cycles_a_day is not None:
-            usage[row.serial] = (cycles_a_day, fade)
-    expected = expected_fade_per_year(usage)
-    per_member = [
-        battery_values(row, fade, expected.get(row.serial))
-        for row, fade in zip(members, per_year, strict=True)
-    ]
-    return per_year, list(zip(*per_member, strict=True))
-
-
-def find_anomalies(rows: Sequence[CohortT]) -> list[tuple[CohortT, Anomaly]]:
+def find_anomalies(rows: Sequence[CohortT], day_to: date) -> list[tuple[CohortT, Anomaly]]:
     settings = get_settings()
     cohorts: dict[tuple[int | None, str], list[CohortT]] = defaultdict(list)
     for row in rows:
         cohorts[(row.oem_id, row.pack_type_code)].append(row)
-    found: list[tuple[CohortT, Anomaly]] = []
+    found: dict[tuple[str, str], tuple[CohortT, Anomaly]] = {}
     for members in cohorts.values():
-        per_year, by_check = cohort_values(members)
-        for check, values in zip(CHECKS, by_check, strict=True):
-            known = [v for v in values if v is not None]
-            if not known:
-                continue
-            small = len(known) < settings.report_anomaly_min_cohort
-            # Fewer than three batteries are no cohort at all.
-            if small and (check.limit is None or len(known) < 3):
-                continue
-            median = statistics.median(known)
-            mad = statistics.median(abs(v - median) for v in known)
-            scale = max(mad, check.mad_floor)
-            for row, fade, value in zip(members, per_year, values, strict=True):
-                if value is None or value < check.minimum:
-                    continue
-                z = 0.6745 * (value - median) / scale
-                if z <= settings.report_anomaly_z:
-                    continue
-                if small and value < (check.limit or math.inf):
-                    continue
-                reason = check.reason.format(value=value)
-                if check.kind == "fast_fade" and fade is not None:
-                    reason += f" ({fade:.2f} % per year)"
-                found.append(
-                    (
-                        row,
-                        Anomaly(
-                            serial=row.serial,
-                            pack_type_code=row.pack_type_code,
-                            kind=check.kind,
-                            reason=f"{reason}; cohort median {median:.2f}",
-                            value=value,
-                            cohort_median=median,
-                            robust_z=z,
-                            cohort_size=len(known),
-                        ),
-                    )
-                )
-    found.sort(key=lambda pair: (-pair[1].robust_z, pair[1].serial))
-    return found
+        for check, figures in zip(CHECKS, cohort_figures(members, day_to), strict=True):
+            for row, anomaly in _judge(check, members, figures, settings.report_anomaly_z,
+                                       settings.report_anomaly_min_cohort):  # fmt: skip
+                key = (row.serial, anomaly.kind)
+                # Two kinds of fading evidence: the more certain (higher z) one stands.
+                if key not in found or (anomaly.robust_z or 0) > (found[key][1].robust_z or 0):
+                    found[key] = (row, anomaly)
+        found.update(((row.serial, BELOW_SOH_FLOOR), (row, a)) for row, a in _below_floor(members))
+    _attribute_fading_to_imbalance(found)
+    return sorted(
+        found.values(),
+        key=lambda pair: (-(pair[1].robust_z or math.inf), pair[1].serial, pair[1].kind),
+    )
+
+
+def _attribute_fading_to_imbalance(found: dict[tuple[str, str], tuple[CohortT, Anomaly]]) -> None:
+    """A pack whose cell voltages drift apart loses capacity with them (its weakest cell
+    reaches its cut-off first): its fading is the imbalance's symptom, reported once, under
+    its cause, so that fast_fade names packs whose cells age fast."""
+    for serial, kind in list(found):
+        if kind != FAST_FADE or (serial, IMBALANCE) not in found:
+            continue
+        _, fading = found.pop((serial, FAST_FADE))
+        row, imbalance = found[(serial, IMBALANCE)]
+        found[(serial, IMBALANCE)] = (
+            row,
+            imbalance.model_copy(update={"reason": f"{imbalance.reason}; and {fading.reason}"}),
+        )
+
+
+def _judge(
+    check: Check,
+    members: Sequence[CohortT],
+    figures: Sequence[Figure | None],
+    z_threshold: float,
+    min_cohort: int,
+) -> list[tuple[CohortT, Anomaly]]:
+    known = [f.value for f in figures if f is not None]
+    small = len(known) < min_cohort
+    # Fewer than three batteries are no cohort at all.
+    if not known or (small and (check.limit is None or len(known) < 3)):
+        return []
+    median = statistics.median(known)
+    mad = statistics.median(abs(v - median) for v in known)
+    scale = max(mad, check.mad_floor)
+    out: list[tuple[CohortT, Anomaly]] = []
+    for row, figure in zip(members, figures, strict=True):
+        if figure is None or not figure.flaggable or figure.value < check.minimum:
+            continue
+        z = 0.6745 * (figure.value - median) / scale
+        if z <= z_threshold or (small and figure.value < (check.limit or math.inf)):
+            continue
+        reason = check.reason.format(value=figure.value) + figure.detail
+        out.append(
+            (
+                row,
+                Anomaly(
+                    serial=row.serial,
+                    pack_type_code=row.pack_type_code,
+                    kind=REPORTED_KIND.get(check.kind, check.kind),
+                    reason=f"{reason}; cohort median {median:.2f}",
+                    value=figure.value,
+                    value_low=figure.low,
+                    value_high=figure.high,
+                    evidence=figure.evidence,
+                    cohort_median=median,
+                    robust_z=z,
+                    cohort_size=len(known),
+                ),
+            )
+        )
+    return out
+
+
+def _below_floor(members: Sequence[CohortT]) -> list[tuple[CohortT, Anomaly]]:
+    """Every battery whose latest SoH is below the swap floor: no cohort needed, and no
+    statistics either (the floor is the fleet's rule)."""
+    floor = get_settings().swap_min_soh_pct
+    known = [s for row in members if (s := soh_now(row)) is not None]
+    median = statistics.median(known) if known else 0.0
+    out = []
+    for row in members:
+        soh = soh_now(row)
+        if soh is None or soh >= floor:
+            continue
+        source = "latest health record" if row.soh_end_pct is not None else "registry"
+        out.append(
+            (
+                row,
+                Anomaly(
+                    serial=row.serial,
+                    pack_type_code=row.pack_type_code,
+                    kind=BELOW_SOH_FLOOR,
+                    reason=f"SoH {soh:.1f} % is below the {floor:g} % floor ({source})",
+                    value=soh,
+                    value_low=None,
+                    value_high=None,
+                    evidence=source,
+                    cohort_median=median if known else soh,
+                    robust_z=None,
+                    cohort_size=len(known),
+                ),
+            )
+        )
+    return out

@@ -156,7 +156,9 @@ def rebuild_aggregates(
 @report_cli.command("detect-anomalies")
 def detect_anomalies(day_from: FromOption = None, day_to: ToOption = None) -> None:
     """Find batteries far from their cohort and record each as an open quarantine
-    recommendation; nothing is quarantined (an operator decides)."""
+    recommendation; nothing is quarantined (an operator decides). The reports do not need
+    it: they compute the same anomalies when read (README, "Anomalies and quarantine
+    recommendations"); this keeps a durable work list, e.g. from cron."""
     _require_database()
     try:
         start, end = resolve_window(_day(day_from), _day(day_to))

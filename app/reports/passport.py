@@ -8,7 +8,7 @@ from app.auth.service import Principal
 from app.batteries.exceptions import BatteryNotFound
 from app.core import clock
 from app.reports import repository as repo
-from app.reports.figures import fade_rates, resistance_increase_pct
+from app.reports.figures import fade_not_derivable, fade_rates, resistance_increase_pct
 from app.reports.schemas import (
     BatteryPassport,
     NegativeEvent,
@@ -18,7 +18,8 @@ from app.reports.schemas import (
     PassportPerformance,
     Recommendation,
 )
-from app.reports.scope import EARLIEST_DAY, LATEST_DAY, resolve_scope
+from app.reports.scope import EARLIEST_DAY, LATEST_DAY, Scope, resolve_scope, resolve_window
+from app.reports.snapshots import window_snapshot
 
 NOT_DERIVABLE = (
     "performance.initial_power_capability_w",
@@ -29,6 +30,30 @@ NOT_DERIVABLE = (
     "negative_events.deep_discharge_events",
     "negative_events.thermal_events",
 )
+
+
+def recommendations(session: Session, scope: Scope, serial: str) -> list[Recommendation]:
+    """The battery's anomalies over the reports' default window, from the same snapshot as
+    the fleet summary's (computed when the data changed, snapshots.py): no job to run first."""
+    start, end = resolve_window(None, None)
+    snapshot = window_snapshot(session, scope, start, end)
+    return [
+        Recommendation(
+            kind=a.kind,
+            reason=a.reason,
+            value=a.value,
+            value_low=a.value_low,
+            value_high=a.value_high,
+            evidence=a.evidence,
+            cohort_median=a.cohort_median,
+            robust_z=a.robust_z,
+            window_from=start,
+            window_to=end,
+            detected_at=snapshot.computed_at,
+        )
+        for a in snapshot.anomalies
+        if a.serial == serial
+    ]
 
 
 def passport(session: Session, principal: Principal, serial: str) -> BatteryPassport:
@@ -57,6 +82,8 @@ def passport(session: Session, principal: Principal, serial: str) -> BatteryPass
             "performance.remaining_energy_kwh",
             "performance.state_of_certified_energy_pct",
         ]
+    fade_reasons = fade_not_derivable(per_1000, per_year, "performance.")
+    not_derivable += list(fade_reasons)
     return BatteryPassport(
         generated_at=clock.now(),
         battery=PassportBattery(
@@ -80,8 +107,12 @@ def passport(session: Session, principal: Principal, serial: str) -> BatteryPass
                 remaining_kwh / rated_kwh * 100.0 if remaining_kwh is not None else None
             ),
             state_of_health_pct=(row.soh_end_pct if row.soh_end_pct is not None else row.soh_pct),
-            capacity_fade_pct_per_1000_cycles=per_1000,
-            capacity_fade_pct_per_year=per_year,
+            capacity_fade_pct_per_1000_cycles=per_1000.value,
+            capacity_fade_pct_per_1000_cycles_low=per_1000.low,
+            capacity_fade_pct_per_1000_cycles_high=per_1000.high,
+            capacity_fade_pct_per_year=per_year.value,
+            capacity_fade_pct_per_year_low=per_year.low,
+            capacity_fade_pct_per_year_high=per_year.high,
             capacity_records=row.fit_days_n,
             initial_power_capability_w=None,
             remaining_power_capability_w=None,
@@ -114,9 +145,7 @@ def passport(session: Session, principal: Principal, serial: str) -> BatteryPass
             deep_discharge_events=None,
             thermal_events=None,
         ),
-        quarantine_recommendations=[
-            Recommendation.model_validate(r, from_attributes=True)
-            for r in repo.open_recommendations(session, row.id)
-        ],
+        quarantine_recommendations=recommendations(session, scope, row.serial),
         not_derivable=not_derivable,
+        not_derivable_reasons=fade_reasons,
     )

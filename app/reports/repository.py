@@ -38,8 +38,9 @@ _SUMMED = (
     "days", "energy_charged_kwh", "energy_discharged_kwh", "charged_ah", "discharged_ah",
     "charging_sessions", "charging_samples", "temp_spread_sum_c", "seconds_above_45c",
     "seconds_below_0c", "capacity_records", "capacity_sum_ah", "fit_days_sx", "fit_days_sxx",
-    "fit_days_sxy", "fit_cycles_n", "fit_cycles_sx", "fit_cycles_sy", "fit_cycles_sxx",
-    "fit_cycles_sxy", "swaps_in", "swaps_out", "health_rejections", "imbalance_n",
+    "fit_days_sxy", "fit_days_syy", "fit_cycles_n", "fit_cycles_sx", "fit_cycles_sy",
+    "fit_cycles_sxx", "fit_cycles_sxy", "fit_cycles_syy", "swaps_in", "swaps_out",
+    "health_rejections", "imbalance_n",
     "imbalance_sx", "imbalance_sy", "imbalance_sxx", "imbalance_sxy",
 )  # fmt: skip
 
@@ -146,8 +147,6 @@ SELECT b.id, b.serial, b.state, b.oem_id, b.manufactured_on, b.soh_pct,
     pt.code AS pack_type_code, pt.chemistry, pt.nominal_capacity_ah, pt.nominal_energy_kwh,
     pt.nominal_voltage_v, oem.code AS oem_code,
     first_health.resistance_first_mohm,
-    EXISTS (SELECT 1 FROM battery_recommendations r
-            WHERE r.battery_id = b.id AND r.resolved_at IS NULL) AS quarantine_recommended,
     w.*
 FROM batteries b
 JOIN pack_types pt ON pt.id = b.pack_type_id
@@ -228,10 +227,12 @@ def set_report_plan_settings(session: Session) -> None:
 _ANOMALY_SUMMED = (
     "energy_charged_kwh", "charging_samples", "temp_spread_sum_c", "seconds_above_45c",
     "capacity_records", "capacity_sum_ah", "fit_days_sx", "fit_days_sxx", "fit_days_sxy",
-    "imbalance_n", "imbalance_sx", "imbalance_sy", "imbalance_sxx", "imbalance_sxy",
+    "fit_days_syy", "imbalance_n", "imbalance_sx", "imbalance_sy", "imbalance_sxx",
+    "imbalance_sxy",
 )  # fmt: skip
 ANOMALY_INPUTS = f"""
-SELECT b.id, b.serial, b.oem_id, pt.code AS pack_type_code, pt.nominal_capacity_ah, w.*
+SELECT b.id, b.serial, b.oem_id, b.manufactured_on, b.soh_pct, pt.code AS pack_type_code,
+    pt.nominal_capacity_ah, w.*
 FROM batteries b
 JOIN pack_types pt ON pt.id = b.pack_type_id
 CROSS JOIN LATERAL (
@@ -247,6 +248,7 @@ CROSS JOIN LATERAL (
         COALESCE(sum(p.capacity_sum_ah), 0) AS fit_days_sy,
         COALESCE(sum(p.fit_days_sxx), 0) AS fit_days_sxx,
         COALESCE(sum(p.fit_days_sxy), 0) AS fit_days_sxy,
+        COALESCE(sum(p.fit_days_syy), 0) AS fit_days_syy,
         COALESCE(sum(p.imbalance_n), 0) AS imbalance_days,
         {_IMBALANCE_SLOPE} AS imbalance_mv_per_day
         FROM ({_window_parts(_ANOMALY_SUMMED, extra=False)}) p ({", ".join(_ANOMALY_SUMMED)})
@@ -259,7 +261,8 @@ CROSS JOIN LATERAL (
         ORDER BY d.day LIMIT 1
     ) hf ON true
     LEFT JOIN LATERAL (
-        SELECT d.cycles_last AS cycles_end, d.health_last_ts AS cycles_end_ts
+        SELECT d.cycles_last AS cycles_end, d.health_last_ts AS cycles_end_ts,
+            d.soh_last_pct AS soh_end_pct
         FROM battery_daily d
         WHERE d.battery_serial = b.serial AND d.day BETWEEN :day_from AND :day_to
           AND d.health_last_ts IS NOT NULL
@@ -402,7 +405,7 @@ WHERE (CAST(:oem_id AS bigint) IS NULL OR b.oem_id = :oem_id) AND hl.soh_last_pc
 # plan adds the rows cannot change the fingerprint; a float sum could, in its last digits.
 ANOMALY_FINGERPRINT = """
 SELECT concat_ws(':', m.n, m.days, m.samples, m.health, m.cap_n, m.imb_n, m.swaps, m.vals,
-    m.seen, r.n, r.oems, r.packs)
+    m.seen, r.n, r.oems, r.packs, r.soh, r.made)
 FROM (
     SELECT count(*) AS n, sum(days) AS days, sum(charging_samples) AS samples,
         sum(health_records) AS health, sum(capacity_records) AS cap_n,
@@ -415,7 +418,10 @@ FROM (
     WHERE month BETWEEN date_trunc('month', CAST(:day_from AS date))
         AND date_trunc('month', CAST(:day_to AS date))
 ) m, (
-    SELECT count(*) AS n, sum(COALESCE(oem_id, 0)) AS oems, sum(pack_type_id) AS packs
+    -- The lifetime fading check and the SoH floor read the registry's SoH and age too.
+    SELECT count(*) AS n, sum(COALESCE(oem_id, 0)) AS oems, sum(pack_type_id) AS packs,
+        sum(COALESCE(soh_pct, 0)::numeric) AS soh,
+        sum(COALESCE(manufactured_on - DATE '2000-01-01', 0)) AS made
     FROM batteries
 ) r
 """
@@ -440,7 +446,7 @@ def _snapshot(
     row = (
         session.execute(
             text(
-                "SELECT anomalies, energy_by_oem FROM report_anomaly_snapshots"
+                "SELECT anomalies, energy_by_oem, computed_at FROM report_anomaly_snapshots"
                 f" WHERE window_from = :day_from AND window_to = :day_to AND {condition}"
             ),
             {"day_from": day_from, "day_to": day_to, **params},

@@ -50,12 +50,17 @@ class CohortInputs(NamedRow):
     fit_days_sy: float
     fit_days_sxx: float
     fit_days_sxy: float
+    fit_days_syy: float
     imbalance_days: int
     imbalance_mv_per_day: float | None
     cycles_start: float | None
     cycles_start_ts: datetime | None
     cycles_end: float | None
     cycles_end_ts: datetime | None
+    # The lifetime fade check and the SoH floor: the registry's and the window's latest SoH.
+    manufactured_on: date | None
+    soh_pct: float | None
+    soh_end_pct: float | None
 
 
 @dataclass(slots=True)
@@ -64,15 +69,12 @@ class BatteryWindow(CohortInputs):
     (repository.BATTERY_ROWS): the batteries report, its CSV and the passport."""
 
     state: str
-    manufactured_on: date | None
-    soh_pct: float | None
     battery_cycles: float
     chemistry: str
     nominal_energy_kwh: Decimal | float
     nominal_voltage_v: Decimal | float
     oem_code: str | None
     resistance_first_mohm: float | None
-    quarantine_recommended: bool
     energy_discharged_kwh: float
     charging_sessions: int
     seconds_below_0c: float
@@ -81,6 +83,7 @@ class BatteryWindow(CohortInputs):
     fit_cycles_sy: float
     fit_cycles_sxx: float
     fit_cycles_sxy: float
+    fit_cycles_syy: float
     health_rejections: int
     capacity_throughput_ah: float
     swaps: int
@@ -88,7 +91,6 @@ class BatteryWindow(CohortInputs):
     last_seen_at: datetime | None
     first_day: date | None
     soh_start_pct: float | None
-    soh_end_pct: float | None
     resistance_end_mohm: float | None
     capacity_last_ah: float | None
     capacity_last_kwh: float | None
@@ -143,7 +145,7 @@ class OpenRecommendation(NamedRow):
     reason: str
     value: float
     cohort_median: float
-    robust_z: float
+    robust_z: float | None
     window_from: date
     window_to: date
     detected_at: datetime
@@ -156,3 +158,4 @@ class AnomalySnapshot(NamedRow):
 
     anomalies: list[dict[str, Any]]
     energy_by_oem: dict[str, float]
+    computed_at: datetime

@@ -4,6 +4,12 @@ from pydantic import BaseModel, Field
 
 from app.models import BatteryState
 
+FADE_LOW_DESCRIPTION = (
+    "Lower end of the rate's 99.9 % confidence interval (figures.FADE_CONFIDENCE), from the"
+    " least-squares fit's standard error (Student's t); null with the rate"
+)
+FADE_HIGH_DESCRIPTION = "Upper end of the same interval"
+
 
 class ReportWindow(BaseModel):
     """UTC days, both inclusive."""
@@ -56,11 +62,23 @@ class QuarantinedBattery(BaseModel):
 class Anomaly(BaseModel):
     serial: str
     pack_type_code: str
-    kind: str = Field(description="fast_fade | running_hot | hot_cell | cell_imbalance")
+    kind: str = Field(
+        description="fast_fade | running_hot | hot_cell | cell_imbalance | below_soh_floor"
+    )
     reason: str
     value: float = Field(description="The battery's figure, in the unit the reason names")
+    value_low: float | None = Field(
+        default=None,
+        description="The figure's confidence interval, where it comes from a fit (a fast"
+        " fade's ratio from the fade rate's interval); null otherwise",
+    )
+    value_high: float | None = Field(default=None)
+    evidence: str = Field(default="", description="What the figure rests on")
     cohort_median: float
-    robust_z: float = Field(description="0.6745 (value - median) / MAD within the cohort")
+    robust_z: float | None = Field(
+        description="0.6745 (value - median) / MAD within the cohort; null for"
+        " below_soh_floor, which is the fleet's rule and needs no cohort"
+    )
     cohort_size: int
 
 
@@ -98,11 +116,17 @@ class BatteryReportRow(BaseModel):
     capacity_records: int
     capacity_fade_pct_per_1000_cycles: float | None = Field(
         description="Least-squares slope of measured capacity against cycles, as % of nominal"
-        " capacity lost per 1,000 cycles; null below 3 records or without a cycle spread"
+        " capacity lost per 1,000 cycles; null below the minimum of evidence (records, cycle"
+        " spread: README, Fade rates), with the reason in not_derivable"
     )
+    capacity_fade_pct_per_1000_cycles_low: float | None = Field(description=FADE_LOW_DESCRIPTION)
+    capacity_fade_pct_per_1000_cycles_high: float | None = Field(description=FADE_HIGH_DESCRIPTION)
     capacity_fade_pct_per_year: float | None = Field(
-        description="The same against time, % of nominal capacity lost per year"
+        description="The same against time, % of nominal capacity lost per year; null below"
+        " the minimum of evidence (records, time spread), with the reason in not_derivable"
     )
+    capacity_fade_pct_per_year_low: float | None = Field(description=FADE_LOW_DESCRIPTION)
+    capacity_fade_pct_per_year_high: float | None = Field(description=FADE_HIGH_DESCRIPTION)
     internal_resistance_increase_pct: float | None = Field(
         description="Latest resistance in the window against the first ever recorded"
     )
@@ -113,14 +137,21 @@ class BatteryReportRow(BaseModel):
     swaps: int
     last_seen_at: datetime | None
     quarantine_recommended: bool
+    not_derivable: dict[str, str] = Field(
+        description="The row's fields that are null because the data does not support a"
+        " figure, each with the reason"
+    )
 
 
 class Recommendation(BaseModel):
     kind: str
     reason: str
     value: float
+    value_low: float | None = None
+    value_high: float | None = None
+    evidence: str = ""
     cohort_median: float
-    robust_z: float
+    robust_z: float | None
     window_from: date
     window_to: date
     detected_at: datetime
@@ -149,7 +180,11 @@ class PassportPerformance(BaseModel):
     )
     state_of_health_pct: float | None = Field(description="The BMS's latest reported SoH")
     capacity_fade_pct_per_1000_cycles: float | None
+    capacity_fade_pct_per_1000_cycles_low: float | None = Field(description=FADE_LOW_DESCRIPTION)
+    capacity_fade_pct_per_1000_cycles_high: float | None = Field(description=FADE_HIGH_DESCRIPTION)
     capacity_fade_pct_per_year: float | None
+    capacity_fade_pct_per_year_low: float | None = Field(description=FADE_LOW_DESCRIPTION)
+    capacity_fade_pct_per_year_high: float | None = Field(description=FADE_HIGH_DESCRIPTION)
     capacity_records: int
     initial_power_capability_w: float | None = Field(
         description="Not derivable: no power-capability tests are recorded"
@@ -207,3 +242,6 @@ class BatteryPassport(BaseModel):
     negative_events: PassportNegativeEvents
     quarantine_recommendations: list[Recommendation]
     not_derivable: list[str]
+    not_derivable_reasons: dict[str, str] = Field(
+        description="Why a field of not_derivable is null, where that depends on the data"
+    )

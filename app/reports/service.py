@@ -1,5 +1,6 @@
 """OEM reports: the fleet summary, the batteries report (pages, and the rows its CSV streams)
-and the quarantine recommendations of the detection job.
+and the quarantine recommendations `swapfleet detect-anomalies` records (the reports compute
+theirs when read, from the window's anomaly snapshot).
 
 Every figure comes from the aggregates (app/models/reports.py: battery_monthly for whole
 months, battery_daily for edge days and first/last values, a fingerprinted snapshot for the
@@ -120,6 +121,9 @@ class BatteriesReportQuery:
     day_from: date
     day_to: date
     query: repo.BatteryQuery
+    # The batteries with an anomaly in the window: the fleet summary's, from the same
+    # snapshot, so both reports agree.
+    recommended: frozenset[str]
 
 
 def batteries_query(
@@ -147,7 +151,8 @@ def batteries_query(
         max_soh_pct=max_soh_pct,
         min_soh_pct=min_soh_pct,
     )
-    return BatteriesReportQuery(start, end, query)
+    anomalies = window_snapshot(session, scope, start, end).anomalies
+    return BatteriesReportQuery(start, end, query, frozenset(a.serial for a in anomalies))
 
 
 _SERIAL_CURSOR = TypeAdapter(tuple[CursorText])
@@ -160,7 +165,10 @@ def batteries_page(
     after = None if values is None else values[0]
     rows = repo.battery_rows(session, report.query, after=after, limit=limit + 1)
     return page_of(
-        rows, limit, read=lambda row: report_row(row, report.day_to), key=lambda row: (row.serial,)
+        rows,
+        limit,
+        read=lambda row: report_row(row, report.day_to, row.serial in report.recommended),
+        key=lambda row: (row.serial,),
     )
 
 
@@ -181,7 +189,7 @@ def refresh_recommendations(session: Session, *, day_from: date, day_to: date) -
     """Detects anomalies over the whole fleet and records each as an open quarantine
     recommendation (updating an open one of the same kind). Nothing is quarantined: an
     operator decides. Returns the number of anomalies recorded."""
-    found = find_anomalies(repo.anomaly_inputs(session, day_from, day_to))
+    found = find_anomalies(repo.anomaly_inputs(session, day_from, day_to), day_to)
     for row, anomaly in found:
         repo.upsert_recommendation(
             session,

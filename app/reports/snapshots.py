@@ -3,11 +3,12 @@ came from, so that a fleet summary does not refit every cohort."""
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.core import clock
 from app.core.config import get_settings
 from app.reports import repository as repo
 from app.reports.anomalies import find_anomalies
@@ -19,6 +20,7 @@ from app.reports.scope import Scope
 class WindowSnapshot:
     anomalies: list[Anomaly]
     energy_charged_kwh: float
+    computed_at: datetime
 
 
 def window_snapshot(session: Session, scope: Scope, start: date, end: date) -> WindowSnapshot:
@@ -40,12 +42,14 @@ def window_snapshot(session: Session, scope: Scope, start: date, end: date) -> W
     energy: dict[str, float]
     if saved is not None:
         entries, energy = list(saved.anomalies), dict(saved.energy_by_oem)
+        computed_at = saved.computed_at
     else:
         rows = repo.anomaly_inputs(session, start, end)
         entries = [
             {"oem_id": row.oem_id, **anomaly.model_dump(mode="json")}
-            for row, anomaly in find_anomalies(rows)
+            for row, anomaly in find_anomalies(rows, end)
         ]
+        computed_at = clock.now()
         energy = defaultdict(float)
         for row in rows:
             energy[_oem_key(row.oem_id)] += row.energy_charged_kwh
@@ -61,6 +65,7 @@ def window_snapshot(session: Session, scope: Scope, start: date, end: date) -> W
             if scope.oem_id is None
             else energy.get(_oem_key(scope.oem_id), 0.0)
         ),
+        computed_at=computed_at,
     )
 
 

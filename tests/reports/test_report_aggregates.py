@@ -31,8 +31,9 @@ COMPARED = (
     "soh_first_pct", "resistance_first_mohm", "health_last_ts", "soh_last_pct",
     "resistance_last_mohm", "cycles_last", "soh_min_pct", "soh_max_pct", "cell_imbalance_max_mv",
     "capacity_records", "capacity_sum_ah", "capacity_last_ts", "capacity_last_ah",
-    "capacity_last_kwh", "fit_days_sx", "fit_days_sxx", "fit_days_sxy", "fit_cycles_n",
-    "fit_cycles_sx", "fit_cycles_sy", "fit_cycles_sxx", "fit_cycles_sxy", "swaps_in",
+    "capacity_last_kwh", "fit_days_sx", "fit_days_sxx", "fit_days_sxy", "fit_days_syy",
+    "fit_cycles_n", "fit_cycles_sx", "fit_cycles_sy", "fit_cycles_sxx", "fit_cycles_sxy",
+    "fit_cycles_syy", "swaps_in",
     "swaps_out", "health_rejections", "last_seen_at",
 )  # fmt: skip
 
@@ -177,7 +178,8 @@ MONTHLY_SUMMED = (
     "swaps_out", "health_rejections", "health_records", "energy_charged_kwh", "charged_ah",
     "temp_spread_sum_c", "energy_discharged_kwh", "discharged_ah", "seconds_above_45c",
     "seconds_below_0c", "capacity_sum_ah", "fit_days_sx", "fit_days_sxx", "fit_days_sxy",
-    "fit_cycles_sx", "fit_cycles_sy", "fit_cycles_sxx", "fit_cycles_sxy",
+    "fit_cycles_sx", "fit_cycles_sy", "fit_cycles_sxx", "fit_cycles_sxy", "fit_days_syy",
+    "fit_cycles_syy",
 )  # fmt: skip
 MONTHLY_COMPARED = (
     "days", *MONTHLY_SUMMED, "imbalance_n", "imbalance_sx", "imbalance_sy", "imbalance_sxx",

@@ -447,8 +447,8 @@ def test_anomaly_inputs_equal_the_report_rows_bit_for_bit(
             assert value == getattr(b, column), (a.serial, column, value, getattr(b, column))
             compared += value is not None and value != 0
     assert compared > 0
-    as_anomalies = [anomaly for _, anomaly in find_anomalies(slim)]
-    assert as_anomalies == [anomaly for _, anomaly in find_anomalies(full)]
+    as_anomalies = [anomaly for _, anomaly in find_anomalies(slim, end)]
+    assert as_anomalies == [anomaly for _, anomaly in find_anomalies(full, end)]
     if days > 5:
         assert world.fast_fader in {a.serial for a in as_anomalies}
 

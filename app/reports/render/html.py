@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from app.reports.figures import FADE_CONFIDENCE
 from app.reports.render.svg import (
     BandPoint,
     Bar,
@@ -31,6 +32,7 @@ ANOMALY_KINDS = {
     "running_hot": "Running hot",
     "hot_cell": "Hot cell",
     "cell_imbalance": "Growing cell imbalance",
+    "below_soh_floor": "Below the SoH floor",
 }
 
 CSS = """
@@ -206,6 +208,13 @@ def rejections_chart(summary: FleetSummary) -> str:
 # ---------------------------------------------------------------- tables
 
 
+def _figure(a: Anomaly) -> str:
+    """The value, with its confidence interval where it comes from a fit."""
+    if a.value_low is None or a.value_high is None:
+        return f"{a.value:,.2f}"
+    return f"{a.value:,.2f} ({a.value_low:,.2f} to {a.value_high:,.2f})"
+
+
 def anomalies_table(anomalies: Sequence[Anomaly]) -> str:
     return _table(
         [
@@ -213,7 +222,8 @@ def anomalies_table(anomalies: Sequence[Anomaly]) -> str:
             ("Pack type", False),
             ("Finding", False),
             ("Detail", False),
-            ("Value", True),
+            ("Evidence", False),
+            (f"Value ({FADE_CONFIDENCE:.1%} interval)", True),
             ("Cohort median", True),
             ("Robust z", True),
             ("Cohort size", True),
@@ -224,9 +234,10 @@ def anomalies_table(anomalies: Sequence[Anomaly]) -> str:
                 a.pack_type_code,
                 ANOMALY_KINDS.get(a.kind, a.kind),
                 a.reason,
-                f"{a.value:,.2f}",
+                a.evidence,
+                _figure(a),
                 f"{a.cohort_median:,.2f}",
-                f"{a.robust_z:,.1f}",
+                "" if a.robust_z is None else f"{a.robust_z:,.1f}",
                 f"{a.cohort_size:,}",
             )
             for a in anomalies
