@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from app.models import (
     Battery,
-    BatteryRecommendation,
     CustodyCause,
     CustodyEvent,
     Organization,
@@ -22,7 +21,6 @@ from app.reports.rows import (
     BatteryCount,
     BatteryWindow,
     CohortInputs,
-    OpenRecommendation,
     Quarantined,
     QuarantineEvent,
     SohPoint,
@@ -347,25 +345,6 @@ def quarantine_events(session: Session, battery_id: int) -> list[QuarantineEvent
         .order_by(CustodyEvent.at, CustodyEvent.id)
     )
     return QuarantineEvent.all_of(session.execute(statement).mappings())
-
-
-def open_recommendations(session: Session, battery_id: int) -> list[OpenRecommendation]:
-    r = BatteryRecommendation
-    statement = (
-        select(
-            r.kind,
-            r.reason,
-            r.value,
-            r.cohort_median,
-            r.robust_z,
-            r.window_from,
-            r.window_to,
-            r.detected_at,
-        )
-        .where(r.battery_id == battery_id, r.resolved_at.is_(None))
-        .order_by(r.kind)
-    )
-    return OpenRecommendation.all_of(session.execute(statement).mappings())
 
 
 def upsert_recommendation(session: Session, values: dict[str, Any]) -> None:

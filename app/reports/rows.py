@@ -140,18 +140,6 @@ class QuarantineEvent(NamedRow):
 
 
 @dataclass(slots=True)
-class OpenRecommendation(NamedRow):
-    kind: str
-    reason: str
-    value: float
-    cohort_median: float
-    robust_z: float | None
-    window_from: date
-    window_to: date
-    detected_at: datetime
-
-
-@dataclass(slots=True)
 class AnomalySnapshot(NamedRow):
     """A window's saved anomalies (JSON objects, with the battery's oem_id) and energy
     charged by OEM ('' for batteries without one)."""

@@ -11,7 +11,7 @@ then the existing battery-days are filled in from capacity_records (each UPDATE 
 difference to the month through that trigger).
 
 Revision ID: b8f4d2a6c9e1
-Revises: 0e8798c22d89
+Revises: b7e2c9d4a1f3
 Create Date: 2026-12-07 18:00:00
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b8f4d2a6c9e1"
-down_revision: str | None = "0e8798c22d89"
+down_revision: str | None = "b7e2c9d4a1f3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
