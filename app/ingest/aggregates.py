@@ -81,7 +81,7 @@ class ChargingStatements(NamedTuple):
     general: str
 
 
-_CHARGING = {
+CHARGING_STATEMENTS = {
     new: ChargingStatements(
         upsert_statement(CHARGING.written, append_select(CHARGING, new)),
         _statement(CHARGING, new),
@@ -119,7 +119,7 @@ def update_daily_aggregates(
         }
         touched += conn.execute(statement, params, prepare=True).rowcount
     if new_charging:
-        charging = _CHARGING[new_charging_rows]
+        charging = CHARGING_STATEMENTS[new_charging_rows]
         # New rows make at least one battery-day: none means the batch does not only append.
         appended = conn.execute(charging.append, gap, prepare=True).rowcount
         if not appended:
