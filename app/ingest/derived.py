@@ -2,7 +2,8 @@
 
 Only newly inserted rows feed it, so a redelivered record cannot count twice. Each piece has
 one path: the batteries' latest readings, the stations' status, the charging sessions (from
-the new charging rows in NEW_CHARGING_TABLE) and battery_daily (app/ingest/aggregates.py).
+the new charging rows, read where the writer has them: one of NEW_CHARGING_RELATIONS) and
+battery_daily (app/ingest/aggregates.py).
 """
 
 from collections import defaultdict
@@ -14,7 +15,12 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import psycopg
 from psycopg.rows import class_row
 
-from app.ingest.aggregates import NEW_CHARGING_TABLE, NewKey, update_daily_aggregates
+from app.ingest.aggregates import (
+    NEW_CHARGING_RELATIONS,
+    NEW_CHARGING_TABLE,
+    NewKey,
+    update_daily_aggregates,
+)
 from devices.contract import RecordKind, StationStatus
 
 Connection = psycopg.Connection[Any]
@@ -47,8 +53,8 @@ class Reading(Protocol):
 
 R = TypeVar("R", bound=Reading)
 
-# The writer's RETURNING per kind but charging (whose new rows wait in NEW_CHARGING_TABLE),
-# as named rows.
+# The writer's RETURNING per kind but charging (whose new rows stay in the database), as
+# named rows.
 RETURNED: dict[RecordKind, Callable[[Iterable[Any]], Reading]] = {
     RecordKind.health: HealthRow._make,
     RecordKind.vehicle: VehicleRow._make,
@@ -101,13 +107,14 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
 
 # After update_batteries: a charging sample and a vehicle reading of one battery at the same
 # instant resolve to the charging sample's SoC.
-UPDATE_SOC_FROM_NEW_CHARGING = (
-    "UPDATE batteries b SET soc_pct = v.soc_pct, readings_at = v.ts"
+UPDATE_SOC_FROM_NEW_CHARGING = {
+    new: "UPDATE batteries b SET soc_pct = v.soc_pct, readings_at = v.ts"
     # The newest sample per battery by a hashed max() and join: no sort of the batch.
-    f" FROM {NEW_CHARGING_TABLE} v JOIN (SELECT battery_serial, max(ts) AS ts"
-    f" FROM {NEW_CHARGING_TABLE} GROUP BY battery_serial) m USING (battery_serial, ts)"
+    f" FROM {new} v JOIN (SELECT battery_serial, max(ts) AS ts"
+    f" FROM {new} GROUP BY battery_serial) m USING (battery_serial, ts)"
     " WHERE b.serial = v.battery_serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)"
-)
+    for new in NEW_CHARGING_RELATIONS
+}
 
 
 class StationSeen(NamedTuple):
@@ -263,11 +270,11 @@ def _add_sample(group: list[Session], serial: str, sample: Sample, gap: timedelt
 
 
 # The batch's new charging samples as runs (see Run), per battery in time order.
-_RUNS = f"""
+_RUNS_OF = """
 WITH s AS (
     SELECT battery_serial, station_id, slot, ts, soc_pct, energy_kwh, temp_c_max,
         CASE WHEN ts - lag(ts) OVER w >= %(gap)s THEN 1 ELSE 0 END AS brk
-    FROM {NEW_CHARGING_TABLE}
+    FROM {new}
     WINDOW w AS (PARTITION BY battery_serial, station_id, slot ORDER BY ts)
 ), g AS (
     SELECT s.*, sum(brk) OVER (PARTITION BY battery_serial, station_id, slot ORDER BY ts) AS run
@@ -291,16 +298,17 @@ FROM (
     GROUP BY battery_serial, station_id, slot, run
 ) runs
 ORDER BY battery_serial, first_ts"""
+_RUNS = {new: _RUNS_OF.format(new=new) for new in NEW_CHARGING_RELATIONS}
 
 
-def roll_up_new_charging(conn: Connection, gap_s: float) -> None:
-    """The batch's new charging samples (in NEW_CHARGING_TABLE) into charging_sessions, a run
+def roll_up_new_charging(conn: Connection, gap_s: float, new: str = NEW_CHARGING_TABLE) -> None:
+    """The batch's new charging samples (in `new`) into charging_sessions, a run
     at a time: a run joins the first session that accepts its first sample, or starts one,
     exactly as its samples would one by one, unless an earlier session could take some of
     them; then, rarely, that run's samples go one by one."""
     gap = timedelta(seconds=gap_s)
     with conn.cursor(row_factory=class_row(Run)) as cur:
-        runs = cur.execute(_RUNS, {"gap": gap}, prepare=True).fetchall()
+        runs = cur.execute(_RUNS[new], {"gap": gap}, prepare=True).fetchall()
     if not runs:
         return
     sessions = _load_sessions(
@@ -317,7 +325,7 @@ def roll_up_new_charging(conn: Connection, gap_s: float) -> None:
         )
         before = group if target is None else group[: group.index(target)]
         if any(s.may_accept(run, gap) for s in before):
-            for sample in _run_samples(conn, run):
+            for sample in _run_samples(conn, run, new):
                 _add_sample(group, run.battery_serial, sample, gap)
         elif target is None:
             group.append(
@@ -342,11 +350,11 @@ def roll_up_new_charging(conn: Connection, gap_s: float) -> None:
     save_sessions(conn, sessions)
 
 
-def _run_samples(conn: Connection, run: Run) -> list[Sample]:
+def _run_samples(conn: Connection, run: Run, new: str) -> list[Sample]:
     with conn.cursor(row_factory=class_row(Sample)) as cur:
         return cur.execute(
             "SELECT ts, station_id, slot, soc_pct, energy_kwh, temp_c_max"
-            f" FROM {NEW_CHARGING_TABLE} WHERE battery_serial = %s AND station_id = %s"
+            f" FROM {new} WHERE battery_serial = %s AND station_id = %s"
             " AND slot = %s AND ts >= %s AND ts <= %s ORDER BY ts",
             (run.battery_serial, run.station_id, run.slot, run.first_ts, run.last_ts),
         ).fetchall()
@@ -406,24 +414,26 @@ def apply_derived_state(
     *,
     session_gap_s: float,
     new_charging: int = 0,
-    fill_new_charging: Callable[[], None] | None = None,
+    new_charging_rows: str = NEW_CHARGING_TABLE,
 ) -> None:
     """inserted: the new rows of each kind but charging, as the writer's RETURNING (see
-    RETURNED). new_charging: how many charging rows were new; they are in NEW_CHARGING_TABLE,
-    or get there by fill_new_charging when it is given (a batch whose every row was new)."""
-    if new_charging and fill_new_charging is not None:
-        fill_new_charging()
+    RETURNED). new_charging: how many charging rows were new; they are the rows of
+    new_charging_rows, one of NEW_CHARGING_RELATIONS."""
     update_batteries(conn, inserted)
     if new_charging:
-        conn.execute(UPDATE_SOC_FROM_NEW_CHARGING, prepare=True)
+        conn.execute(UPDATE_SOC_FROM_NEW_CHARGING[new_charging_rows], prepare=True)
     update_stations(conn, statuses)
     if new_charging:
-        roll_up_new_charging(conn, session_gap_s)
+        roll_up_new_charging(conn, session_gap_s, new_charging_rows)
     new_keys = {
         kind: [NewKey(row.battery_serial, row.ts) for row in map(RETURNED[kind], rows)]
         for kind, rows in inserted.items()
         if rows
     }
     update_daily_aggregates(
-        conn, new_keys, new_charging=bool(new_charging), session_gap_s=session_gap_s
+        conn,
+        new_keys,
+        new_charging=bool(new_charging),
+        session_gap_s=session_gap_s,
+        new_charging_rows=new_charging_rows,
     )

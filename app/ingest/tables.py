@@ -69,6 +69,11 @@ class TableSpec:
     _head: Callable[[BaseModel], tuple[Any, ...]]
     _tail: Callable[[BaseModel], tuple[Any, ...]]
 
+    @property
+    def staging(self) -> str:
+        """The writer's temporary table the batch's rows are copied into first."""
+        return f"stage_{self.table}"
+
     def make_row(self, record: BaseModel, owner: int | str, received_at: datetime) -> Any:
         """The record's row: its fields around its owner, then extra fields and arrival."""
         return self.row(

@@ -23,7 +23,12 @@ from psycopg.pq import Format
 from psycopg.rows import namedtuple_row
 
 from app.core.config import Settings
-from app.ingest.aggregates import NEW_CHARGING_COLUMNS, NEW_CHARGING_DDL, NEW_CHARGING_TABLE
+from app.ingest.aggregates import (
+    NEW_CHARGING_COLUMNS,
+    NEW_CHARGING_DDL,
+    NEW_CHARGING_TABLE,
+    STAGED_CHARGING_TABLE,
+)
 from app.ingest.derived import apply_derived_state
 from app.ingest.partitions import create_partitions, month_start
 from app.ingest.payloads import DeadLetterRow, DecodedMessage
@@ -105,10 +110,11 @@ def lock_batteries(conn: Connection, accepted: Accepted) -> None:
 class Staged:
     accepted: Accepted
     result: "WriteResult"
-    # New rows of each kind but charging (whose new rows wait in NEW_CHARGING_TABLE), of
-    # the columns its spec's `returning` names.
+    # New rows of each kind but charging (whose new rows stay in the database), of the
+    # columns its spec's `returning` names.
     inserted: dict[RecordKind, list[Any]] = field(default_factory=dict)
-    # Whether the new charging rows are in NEW_CHARGING_TABLE (see BatchWriter._insert).
+    # Whether the new charging rows are in NEW_CHARGING_TABLE (see BatchWriter._insert);
+    # if not, every staged one was new.
     captured: bool = False
 
 
@@ -172,21 +178,16 @@ class BinaryCursor(psycopg.Cursor[Any]):
 _CHARGING_COLUMNS = ", ".join(SPECS[RecordKind.charging].columns)
 INSERT_CHARGING = (
     f"INSERT INTO charging_samples ({_CHARGING_COLUMNS}) SELECT {_CHARGING_COLUMNS}"
-    " FROM stage_charging_samples ON CONFLICT DO NOTHING"
+    f" FROM {STAGED_CHARGING_TABLE} ON CONFLICT DO NOTHING"
 )
 # Charging samples are the bulk of the telemetry: when a batch holds both new samples and
 # duplicates, the new ones are kept in the database (a temporary table) for the derived
 # state, instead of travelling back through Python.
 CAPTURE_CHARGING = (
     f"WITH new AS (INSERT INTO charging_samples ({_CHARGING_COLUMNS})"
-    f" SELECT {_CHARGING_COLUMNS} FROM stage_charging_samples"
+    f" SELECT {_CHARGING_COLUMNS} FROM {STAGED_CHARGING_TABLE}"
     f" ON CONFLICT DO NOTHING RETURNING {', '.join(NEW_CHARGING_COLUMNS)})"
     f" INSERT INTO {NEW_CHARGING_TABLE} SELECT * FROM new"
-)
-# The new charging rows of a batch whose every one was new: the staged ones.
-FILL_NEW_CHARGING = (
-    f"INSERT INTO {NEW_CHARGING_TABLE} SELECT {', '.join(NEW_CHARGING_COLUMNS)}"
-    " FROM stage_charging_samples"
 )
 
 
@@ -222,7 +223,7 @@ class BatchWriter:
             )
             for spec in SPECS.values():
                 self._conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS stage_{spec.table}"
+                    f"CREATE TEMP TABLE IF NOT EXISTS {spec.staging}"
                     f" (LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
             self._conn.execute(NEW_CHARGING_DDL)
@@ -270,8 +271,7 @@ class BatchWriter:
             with (
                 conn.cursor() as cur,
                 cur.copy(
-                    f"COPY stage_{spec.table} ({', '.join(spec.columns)}) FROM STDIN"
-                    " (FORMAT BINARY)"
+                    f"COPY {spec.staging} ({', '.join(spec.columns)}) FROM STDIN (FORMAT BINARY)"
                 ) as copy,
             ):
                 copy.set_types(list(spec.types))
@@ -294,7 +294,7 @@ class BatchWriter:
                 else:
                     new_rows = cur.execute(
                         f"INSERT INTO {spec.table} ({columns}) SELECT {columns}"
-                        f" FROM stage_{spec.table} ON CONFLICT DO NOTHING"
+                        f" FROM {spec.staging} ON CONFLICT DO NOTHING"
                         f" RETURNING {', '.join(spec.returning)}"
                     ).fetchall()
                     staged.inserted[kind] = new_rows
@@ -319,9 +319,6 @@ class BatchWriter:
             return conn.execute(CAPTURE_CHARGING, prepare=True).rowcount
         return stored
 
-    def _fill_new_charging(self, conn: Connection) -> None:
-        conn.execute(FILL_NEW_CHARGING, prepare=True)
-
     def _finish(self, conn: Connection, staged: "Staged") -> WriteResult:
         """Derived state and dead letters: one batch at a time per battery."""
         result = staged.result
@@ -334,7 +331,8 @@ class BatchWriter:
             staged.accepted.statuses,
             session_gap_s=self._settings.ingest_session_gap_s,
             new_charging=result.stored.get(RecordKind.charging, 0),
-            fill_new_charging=None if staged.captured else lambda: self._fill_new_charging(conn),
+            # A batch whose every charging row was new has them in its staging table.
+            new_charging_rows=NEW_CHARGING_TABLE if staged.captured else STAGED_CHARGING_TABLE,
         )
         return result
 

@@ -93,6 +93,36 @@ def _sample(source: RowSource) -> str:
     )
 
 
+def _paired(source: RowSource, rule: PairRule, samples: str, keep: str) -> str:
+    """The battery-days of the rows of `samples` (a relation of s_* columns holding, besides
+    the rows to sum, each one's predecessor) that meet `keep`: pair terms and aggregates."""
+    pairs = ", ".join(
+        f"sum({t.sql(s='s', p='p', dt='p_dt', continuous='p_continuous')}) AS {t.column}"
+        for t in rule.terms
+    )
+    # OFFSET 0 keeps each level a subquery of its own, so that p_dt and p_continuous are
+    # computed once per row: pulled up, every reference in the terms would recompute them
+    # (extract() of an interval is numeric arithmetic, and the terms name them about 15 times).
+    return f"""
+SELECT s_battery_serial, {DAY.format(ts="s_ts")} AS day, {pairs},
+    {_sums(source, only_new=False)}
+FROM (
+    SELECT *, {_continuous(rule, "s", "p")} AS p_continuous
+    FROM (
+        SELECT *, extract(epoch FROM s_ts - p_ts)::float8 AS p_dt
+        FROM (
+            SELECT *, {_lags(rule, rule.values, "s", "p")}
+            FROM ({samples}) samples
+            {_window(rule)}
+        ) lagged
+        WHERE {keep}
+        OFFSET 0
+    ) timed
+    OFFSET 0
+) paired
+GROUP BY 1, 2"""
+
+
 def rebuild_select(source: RowSource, serials: str) -> str:
     """The battery-days of [%(lo)s, %(hi)s) recomputed from the raw table (its samples from a
     session gap earlier, %(lo_gap)s, as predecessors); `serials`: a condition on the table's
@@ -104,26 +134,47 @@ def rebuild_select(source: RowSource, serials: str) -> str:
 SELECT s_battery_serial, {DAY.format(ts="s_ts")} AS day, {_sums(source, only_new=False)}
 FROM ({rows} WHERE t.ts >= %(lo)s AND t.ts < %(hi)s {serials}) s
 GROUP BY 1, 2"""
-    pairs = ", ".join(
-        f"sum({t.sql(s='s', p='p', dt='p_dt', continuous='p_continuous')}) AS {t.column}"
-        for t in rule.terms
-    )
+    samples = f"{rows} WHERE t.ts >= %(lo_gap)s AND t.ts < %(hi)s {serials}"
+    return _paired(source, rule, samples, "s_ts >= %(lo)s")
+
+
+def append_select(source: RowSource, new: str) -> str:
+    """incremental_select for a batch that only appends to each battery's history, in key
+    order; no rows at all for any other batch, which then needs incremental_select.
+
+    `new`: a relation of the new rows (distinct keys, already inserted) with the source's
+    columns, not only their keys. The batch only appends when, from each battery's first new
+    row to a session gap after its last, the table holds its new rows and nothing else. Then
+    each new row's predecessor is the new row before it or, for the first, the stored row
+    before, and no old row's predecessor changed (none follows within a gap); so the new rows
+    are read from `new` and only the predecessors from the table, and no row is looked up,
+    marked as new or recomputed as before."""
+    rule = source.pairs
+    if rule is None or source.computed:
+        raise ValueError(f"{source.table}: the append path is for pair terms over raw columns")
+    sample, table = _sample(source), source.table
+    # The batch appends when each battery's rows from its first new row to a gap after its
+    # last are its new rows: one test for the whole batch, before its rows are read.
+    appends = f"""(
+    SELECT bool_and(b.n = (
+        SELECT count(*) FROM {table} t WHERE t.battery_serial = b.battery_serial
+            AND t.ts >= b.first AND t.ts <= b.last + %(gap_interval)s))
+    FROM bounds b)"""
+    samples = f"""
+SELECT {sample}, false AS s_new
+FROM bounds b
+JOIN {table} t ON t.battery_serial = b.battery_serial AND t.ts = (
+    SELECT max(ts) FROM {table} WHERE battery_serial = b.battery_serial
+        AND ts < b.first AND ts >= b.first - %(gap_interval)s)
+UNION ALL
+SELECT {sample}, true FROM {new} t WHERE {appends}"""
     return f"""
-SELECT s_battery_serial, {DAY.format(ts="s_ts")} AS day, {pairs},
-    {_sums(source, only_new=False)}
-FROM (
-    SELECT *, {_continuous(rule, "s", "p")} AS p_continuous
-    FROM (
-        SELECT *, extract(epoch FROM s_ts - p_ts)::float8 AS p_dt
-        FROM (
-            SELECT *, {_lags(rule, rule.values, "s", "p")}
-            FROM ({rows} WHERE t.ts >= %(lo_gap)s AND t.ts < %(hi)s {serials}) samples
-            {_window(rule)}
-        ) lagged
-    ) timed
-) paired
-WHERE s_ts >= %(lo)s
-GROUP BY 1, 2"""
+WITH bounds AS MATERIALIZED (
+    SELECT battery_serial, min(ts) AS first, max(ts) AS last, count(*) AS n
+    FROM {new} GROUP BY battery_serial
+)
+{_paired(source, rule, samples, "s_new")}
+ORDER BY 1, 2"""
 
 
 def incremental_select(source: RowSource, new: str) -> str:
@@ -192,6 +243,8 @@ WITH bounds AS (
         FROM win {_window(rule)}
     ) s
     WHERE s_new OR p_new
+    -- Computed once per row, not wherever the terms name it (see _paired).
+    OFFSET 0
 ), olds AS (
     -- o_*: the old row before, which an old row right after a new one had as its
     -- predecessor until now; among the old rows only, which are few.
@@ -202,12 +255,14 @@ WITH bounds AS (
             {_lags(rule, rule.values, "s", "o")}
         FROM win WHERE NOT s_new {_window(rule)}
     ) s
+    OFFSET 0
 ), terms AS (
     SELECT paired.*, olds.*,
         {_continuous(rule, "s", "p")} AS p_continuous,
         {_continuous(rule, "o_s", "o")} AS o_continuous
     FROM paired
     LEFT JOIN olds ON NOT s_new AND {" AND ".join(f"o_at_{c} = s_{c}" for c in key)}
+    OFFSET 0
 )
 SELECT s_battery_serial, {DAY.format(ts="s_ts")} AS day, {pairs},
     {_sums(source, only_new=True)}

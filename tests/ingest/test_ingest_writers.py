@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from app.core import clock
+from app.ingest.aggregates import CHARGING_STATEMENTS, NEW_CHARGING_TABLE, STAGED_CHARGING_TABLE
 from app.ingest.payloads import decode_message
 from app.ingest.worker import READY, JobOutcome, serve
 from app.ingest.writer import BatchWriter, libpq_url
@@ -169,9 +170,10 @@ def test_two_writers_give_what_one_writer_gives_and_answer_in_order(engine: Engi
 def test_the_writers_derived_state_equals_the_per_row_roll_up(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through each of the writer's ways with charging rows: all new and appended (derived
-    state from its own rows), all new but late (the same, with the SQL daily roll-up), new
-    and duplicate mixed (new rows captured in PostgreSQL), all duplicates."""
+    """Through each of the writer's ways with charging rows: all new and appended (read from
+    the staging table, daily aggregates by the append path), all new but late (the same, the
+    append path declines and the general statement runs), new and duplicate mixed (new rows
+    captured in PostgreSQL), all duplicates."""
     prefix = unique_prefix()
     settings = ingest_settings(TEST_DATABASE_URL, "mqtt://127.0.0.1:1", prefix)
     reference, written = seed_fleet(engine, batteries=3), seed_fleet(engine, batteries=3)
@@ -184,15 +186,22 @@ def test_the_writers_derived_state_equals_the_per_row_roll_up(
     batches.insert(7, batches[6][:10] + on_time[-5:])
     batches.append(late[:3] + batches[-1])
 
-    fills = 0
-    fill = BatchWriter._fill_new_charging
+    # Which daily statement ran, over which table of new rows, and what it upserted.
+    statements = {
+        statement: (new, path)
+        for new, pair in CHARGING_STATEMENTS.items()
+        for path, statement in pair._asdict().items()
+    }
+    daily_paths: list[tuple[str, str, int]] = []
+    execute = psycopg.Connection.execute
 
-    def counted_fill(self: BatchWriter, conn: psycopg.Connection[Any]) -> None:
-        nonlocal fills
-        fills += 1
-        fill(self, conn)
+    def spied(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        cursor = execute(self, query, *args, **kwargs)
+        if isinstance(query, str) and query in statements:
+            daily_paths.append((*statements[query], cursor.rowcount))
+        return cursor
 
-    monkeypatch.setattr(BatchWriter, "_fill_new_charging", counted_fill)
+    monkeypatch.setattr(psycopg.Connection, "execute", spied)
     topic = station_topic(written.station_code, RecordKind.charging, prefix)
     writer = BatchWriter(DB, settings)
     ways = set()
@@ -225,7 +234,11 @@ def test_the_writers_derived_state_equals_the_per_row_roll_up(
             conn.commit()
 
     assert ways == {"new", "old", "mixed"}
-    assert fills > 0, "no late batch took the SQL roll-up: nothing was tested"
+    staged = [(path, n > 0) for new, path, n in daily_paths if new == STAGED_CHARGING_TABLE]
+    assert ("append", True) in staged, "no batch took the append path: nothing was tested"
+    assert ("append", False) in staged, "no late batch took the general path: nothing was tested"
+    assert ("general", True) in staged
+    assert any(new == NEW_CHARGING_TABLE for new, _, _ in daily_paths), "no mixed batch"
     sessions, daily = derived_state(written)
     expected_sessions, expected_daily = derived_state(reference)
     assert sum(s[-1] for s in sessions) == len(records)
