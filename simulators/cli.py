@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,7 @@ from simulators.backend import (
     SharedMqttSink,
 )
 from simulators.fleet import Fleet, FleetConfig, FleetStats
+from simulators.ocpp_station import OcppFleetStations, provision_ocpp, ws_url
 from simulators.sinks import GroundTruthWriter, InMemorySink, RecordSink, SwapRecorder
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,11 @@ def _render_summary(
     for note in notes:
         table.add_row("note", note)
     console.print(table)
+
+
+class StationProtocol(StrEnum):
+    mqtt = "mqtt"
+    ocpp = "ocpp"
 
 
 @simulate_cli.callback(invoke_without_command=True)
@@ -201,6 +208,16 @@ def simulate(
     offline: Annotated[
         bool, typer.Option(help="Run in memory only, ignoring any API or broker settings.")
     ] = False,
+    station_protocol: Annotated[
+        StationProtocol,
+        typer.Option(
+            help="How stations talk to the backend: `mqtt` (telemetry over MQTT, swaps over "
+            "REST) or `ocpp` (OCPP 2.1 to the API's /ocpp gateway: heartbeats, meter values "
+            "and BatterySwap; health, capacity and vehicle records still over MQTT). `ocpp` "
+            "needs --api-key: it provisions each station's OCPP password and each vehicle's "
+            "idToken through REST.",
+        ),
+    ] = StationProtocol.mqtt,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     wait: Annotated[
         float,
@@ -277,6 +294,7 @@ def simulate(
             notes.append("swaps kept in memory (no --api-key)")
 
         fleet = Fleet(config, sink, swap_recorder=recorder, truth=writer)
+        ocpp_stations: OcppFleetStations | None = None
         fleet_holder.append(fleet)
         if recorder is not None and register:
             console.print(
@@ -291,6 +309,18 @@ def simulate(
                     f"fleet registered before: reused {report.existing:,} objects, "
                     f"{moved:,} batteries placed where the backend has them"
                 )
+
+        if station_protocol is StationProtocol.ocpp:
+            if recorder is None:
+                console.print("--station-protocol ocpp needs --api-key (and no --offline)")
+                raise typer.Exit(code=2)
+            passwords = provision_ocpp(http, fleet.manifest)
+            # Health, capacity and vehicle records have no OCPP message: the other sink.
+            ocpp = ocpp_stations = OcppFleetStations(api_url, passwords, sink).start()
+            stack.callback(ocpp.close)
+            fleet.sink = ocpp
+            fleet.recorder = ocpp
+            notes.append(f"stations speak OCPP 2.1 to {ws_url(api_url, '<code>')}")
 
         wall_start = time.monotonic()
         stats = fleet.stats
@@ -338,6 +368,11 @@ def simulate(
                         "statuses superseded by newer ones)"
                     )
         wall = time.monotonic() - wall_start
+        if ocpp_stations is not None:
+            notes.append(
+                f"OCPP: {len(ocpp_stations.stations)} stations, {ocpp_stations.calls:,} calls, "
+                f"CALLERRORs by action: {dict(ocpp_stations.failed) or 'none'}"
+            )
         if writer is not None:
             notes.append(f"ground truth: {writer.rows:,} rows in {truth}")
         _render_summary(console, fleet, stats, wall, notes)

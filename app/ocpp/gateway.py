@@ -26,7 +26,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -48,10 +48,12 @@ from app.core.metrics import (
     OCPP_SWAP_SECONDS,
     SWAPS,
 )
+from app.ingest import ocpp_meter_values as metering
 from app.models.base import utcnow
 from app.ocpp import frames, service
 from app.ocpp.frames import Call, CallError, Reply
 from app.ocpp.service import BatteryReport, StationRef, SwapOutOfOrder
+from devices.ocpp import VENDOR_ID
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +233,9 @@ class StationConnection:
         # Set when the station may have requests to send (a NOTIFY, the connection's start).
         self.wake = asyncio.Event()
         self.outbox: asyncio.Task[None] | None = None
+        # transactionId -> evseId: OCPP names the EVSE in a transaction's first
+        # TransactionEvent only (it may repeat it).
+        self.transactions: dict[str, int] = {}
 
     def start_outbox(self) -> None:
         self.wake.set()
@@ -360,6 +365,20 @@ class StationConnection:
                     "InternalError", "the CSMS built an invalid response", message.message_id
                 )
         except CallError as error:
+            if action in metering.METERING_ACTIONS and isinstance(message, Call):
+                # Telemetry the station sent and the CSMS refused: kept, as the ingest keeps
+                # bad records, and counted in its dead-letter metric.
+                try:
+                    await run_in_threadpool(
+                        metering.dead_letter_call,
+                        self.station.code,
+                        action,
+                        message.payload,
+                        "ocpp_schema",
+                        f"{error.code}: {error.description}",
+                    )
+                except Exception:  # the database is away: the answer still goes out
+                    logger.exception("event=ocpp_dead_letter_failed station=%s", self.station.code)
             OCPP_MESSAGES.labels(action, "callerror").inc()
             OCPP_CALLERRORS.labels(error.code).inc()
             logger.warning(
@@ -392,7 +411,13 @@ def _now_text() -> str:
     return utcnow().astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _timestamp(call: Call, field: str) -> datetime:
+@dataclass(frozen=True)
+class CallPayload:
+    message_id: str
+    payload: dict[str, Any]
+
+
+def _timestamp(call: Call | CallPayload, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(str(call.payload[field]).replace("Z", "+00:00"))
     except ValueError as exc:
@@ -456,6 +481,24 @@ async def authorize(conn: StationConnection, call: Call) -> dict[str, Any]:
     return {"idTokenInfo": {"status": "Accepted" if vehicle is not None else "Unknown"}}
 
 
+def _event_time(call: Call) -> datetime | None:
+    """When a BatterySwap event happened, if the station says so in swapfleet's customData
+    (devices/ocpp.py): OCPP's BatterySwap carries no time. Not later than now, give or take
+    the skew the ingest allows device clocks."""
+    custom = call.payload.get("customData") or {}
+    if custom.get("vendorId") != VENDOR_ID or "timestamp" not in custom:
+        return None
+    at = _timestamp(CallPayload(call.message_id, custom), "timestamp")
+    skew = timedelta(seconds=get_settings().ingest_max_future_skew_s)
+    if at > utcnow() + skew:
+        raise CallError(
+            "PropertyConstraintViolation",
+            f"customData.timestamp: {custom['timestamp']} is in the future",
+            call.message_id,
+        )
+    return at
+
+
 async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
     payload = call.payload
     if len(payload["batteryData"]) != 1:
@@ -473,10 +516,16 @@ async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
     )
     request_id = int(payload["requestId"])
     event = payload["eventType"]
+    at = _event_time(call)
     try:
         if event == "BatteryIn":
             await in_unit_of_work(
-                service.battery_in, conn.station, request_id, payload["idToken"]["idToken"], battery
+                service.battery_in,
+                conn.station,
+                request_id,
+                payload["idToken"]["idToken"],
+                battery,
+                at,
             )
             logger.info(
                 "event=ocpp_battery_in station=%s request_id=%s serial=%s slot=%s",
@@ -487,15 +536,20 @@ async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
             )
             return {}
         if event == "BatteryOut":
-            report = await in_unit_of_work(service.battery_out, conn.station, request_id, battery)
+            report = await in_unit_of_work(
+                service.battery_out, conn.station, request_id, battery, at
+            )
         else:
-            report = await in_unit_of_work(service.battery_out_timeout, conn.station, request_id)
+            report = await in_unit_of_work(
+                service.battery_out_timeout, conn.station, request_id, at
+            )
     except SwapOutOfOrder as exc:
         raise CallError(
             "PropertyConstraintViolation", f"requestId: {exc}", call.message_id
         ) from exc
     if report.in_at is not None:
-        OCPP_SWAP_SECONDS.observe(max(0.0, (utcnow() - report.in_at).total_seconds()))
+        if at is None:  # the latency of events the station reports as they happen
+            OCPP_SWAP_SECONDS.observe(max(0.0, (utcnow() - report.in_at).total_seconds()))
         if report.outcome in ("completed", "rejected", "aborted"):
             SWAPS.labels(report.outcome, report.reason_code or "none").inc()
     logger.info(
@@ -511,7 +565,64 @@ async def battery_swap(conn: StationConnection, call: Call) -> dict[str, Any]:
     return {}
 
 
+async def _store_meter_values(
+    conn: StationConnection, call: Call, evse_id: int, payload: dict[str, Any]
+) -> None:
+    result = await run_in_threadpool(
+        metering.store_meter_values,
+        conn.station.id,
+        conn.station.code,
+        call.action,
+        evse_id,
+        payload,
+    )
+    if result.dead_letters:
+        logger.warning(
+            "event=ocpp_meter_values_refused station=%s action=%s evse=%s reasons=%s",
+            conn.station.code,
+            call.action,
+            evse_id,
+            ",".join(sorted({d.reason for d in result.dead_letters})),
+        )
+
+
+async def transaction_event(conn: StationConnection, call: Call) -> dict[str, Any]:
+    # A slot's charging session is a transaction; its meter values are the samples. The
+    # answer is always {} once the message is valid: OCPP has the station retry a
+    # TransactionEvent until it is answered, so one the CSMS cannot use is dead-lettered
+    # and answered, never left to be resent forever.
+    payload = call.payload
+    transaction_id = str(payload["transactionInfo"]["transactionId"])
+    evse = payload.get("evse")
+    if evse is not None:
+        conn.transactions[transaction_id] = int(evse["id"])
+    evse_id = conn.transactions.get(transaction_id)
+    if payload["eventType"] == "Ended":
+        conn.transactions.pop(transaction_id, None)
+    if not payload.get("meterValue"):
+        return {}
+    if evse_id is None:
+        await run_in_threadpool(
+            metering.dead_letter_call,
+            conn.station.code,
+            call.action,
+            payload,
+            "ocpp_mapping",
+            f"transaction {transaction_id[:36]}: no evse named on this connection",
+        )
+        return {}
+    await _store_meter_values(conn, call, evse_id, payload)
+    return {}
+
+
+async def meter_values(conn: StationConnection, call: Call) -> dict[str, Any]:
+    await _store_meter_values(conn, call, int(call.payload["evseId"]), call.payload)
+    return {}
+
+
 HANDLERS: dict[str, Handler] = {
+    "TransactionEvent": transaction_event,
+    "MeterValues": meter_values,
     "BootNotification": boot_notification,
     "Heartbeat": heartbeat,
     "StatusNotification": status_notification,

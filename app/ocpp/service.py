@@ -218,7 +218,12 @@ class SwapOutcomeReport:
 
 
 def battery_in(
-    session: Session, station: StationRef, request_id: int, id_token: str, battery: BatteryReport
+    session: Session,
+    station: StationRef,
+    request_id: int,
+    id_token: str,
+    battery: BatteryReport,
+    at: datetime | None = None,
 ) -> None:
     """Opens the swap. A resent BatteryIn (the station did not get our answer) changes
     nothing."""
@@ -231,7 +236,7 @@ def battery_in(
         in_evse_id=battery.evse_id,
         in_soc_pct=battery.soc_pct,
         in_soh_pct=battery.soh_pct,
-        in_at=utcnow(),
+        in_at=at or utcnow(),
     )
     # A requestId seen before and closed is a new swap once more (stations reuse ids).
     session.execute(
@@ -256,7 +261,11 @@ def battery_in(
 
 
 def battery_out(
-    session: Session, station: StationRef, request_id: int, battery: BatteryReport
+    session: Session,
+    station: StationRef,
+    request_id: int,
+    battery: BatteryReport,
+    at: datetime | None = None,
 ) -> SwapOutcomeReport:
     """Closes the swap through the swap service. What the rules refuse is recorded as they
     decide (a rejected swap with its reason) and custody follows the station anyway, with a
@@ -264,7 +273,7 @@ def battery_out(
     opened = _open_swap(session, station, request_id)
     if opened is None:
         return _repeated(session, station, request_id)
-    now = utcnow()
+    now = at or utcnow()
     vehicle = vehicle_for_token(session, opened.id_token)
     exceptions: list[str] = []
     swap: SwapRead | None = None
@@ -317,14 +326,14 @@ def battery_out(
 
 
 def battery_out_timeout(
-    session: Session, station: StationRef, request_id: int
+    session: Session, station: StationRef, request_id: int, at: datetime | None = None
 ) -> SwapOutcomeReport:
     """No battery was taken out in time: the swap ends as aborted. The battery the vehicle
     brought stays in the slot the station reported for BatteryIn."""
     opened = _open_swap(session, station, request_id)
     if opened is None:
         return _repeated(session, station, request_id)
-    now = utcnow()
+    now = at or utcnow()
     vehicle = vehicle_for_token(session, opened.id_token)
     removed = custody.lock_battery(session, opened.in_serial)
     swap_id = None
