@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -59,9 +59,28 @@ def parse_speed(value: str) -> float | None:
     return speed
 
 
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# Where the command that hosts this one puts its clock (a () -> datetime) in click's context
+# meta, shared by every nested context: app/cli puts app.core.clock.now there. The simulation's
+# "now" (the default start, the present a paced run never gets ahead of) must be the backend's:
+# the backend refuses records from its future and records older than its retention, so a
+# simulator on the wall clock beside a backend whose clock is shifted (SWAPFLEET_CLOCK_OFFSET_S,
+# as the tests run it) sends records the backend dead-letters. simulators/ imports nothing from
+# app/, hence this hook; run on its own (python -m simulators.cli) it is the wall clock.
+CLOCK_META_KEY = "swapfleet.clock"
+
+
+def hosted_clock(ctx: typer.Context) -> Callable[[], datetime]:
+    found = ctx.meta.get(CLOCK_META_KEY)
+    return found if callable(found) else wall_clock
+
+
 def default_start(days: float, speed: float | None, now: datetime | None = None) -> datetime:
     """Backfills end now (history up to the present); paced runs begin now."""
-    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    now = (now or wall_clock()).replace(microsecond=0)
     return now - timedelta(days=days) if speed is None else now
 
 
@@ -127,6 +146,7 @@ class StationProtocol(StrEnum):
 
 @simulate_cli.callback(invoke_without_command=True)
 def simulate(
+    ctx: typer.Context,
     stations: Annotated[int, typer.Option(min=1, help="Swap stations.")] = 20,
     vehicles: Annotated[int, typer.Option(min=0, help="Vehicles.")] = 300,
     days: Annotated[float, typer.Option(min=0.0, help="Simulated days.")] = 30.0,
@@ -228,18 +248,21 @@ def simulate(
 ) -> None:
     """Simulate stations and vehicles; register them, record swaps and publish telemetry."""
     pace = parse_speed(speed)
+    now = hosted_clock(ctx)
     # One line per swap request would drown the summary.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if threading.current_thread() is threading.main_thread():
         # `up` stops its children with SIGTERM: end like Ctrl-C, flushing what is buffered and
         # marking the stations offline.
         signal.signal(signal.SIGTERM, _interrupt)
+    if start is None:
+        start = default_start(days, pace, now())
     config = FleetConfig(
         stations=stations,
         vehicles=vehicles,
         days=days,
         seed=seed,
-        start=(start.replace(tzinfo=start.tzinfo or UTC) if start else default_start(days, pace)),
+        start=start.replace(tzinfo=start.tzinfo or UTC),
         code_prefix=prefix,
         slots_per_station=slots,
         station_power_kw=station_power_kw,
@@ -351,6 +374,7 @@ def simulate(
                         else None
                     ),
                     progress=on_progress,
+                    clock=lambda: now().timestamp(),
                 )
         except KeyboardInterrupt:
             notes.append("interrupted: the run stopped early")
@@ -437,7 +461,7 @@ def up_simulator_command(
         env["SWAPFLEET_MQTT_TOPIC_PREFIX"] = topic_prefix
     argv = [sys.executable, "-m", "app.cli", "simulate", *UP_FLEET_ARGS, "--speed", f"{speed:g}"]
     if backfill:
-        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        now = (now or wall_clock()).replace(microsecond=0)
         runway = now - timedelta(days=UP_RUNWAY_DAYS)
         start = runway - timedelta(days=UP_BACKFILL_DAYS)
         argv += ["--start", start.isoformat(), "--flat-out-until", runway.isoformat()]
