@@ -18,17 +18,18 @@ vehicle's battery into an empty slot, then BatteryOut of a charged one (each sta
 CALL at a time, as OCPP-J wants). Latency: BatteryOut sent -> its CALLRESULT received; the
 gateway answers only after the swap is committed, so it is BatteryOut -> stored swap.
 
-  G: `swapfleet api --workers 1` (the gateway is its /ocpp route), SWAPFLEET_ENVIRONMENT
-     development (profile 1: production refuses plain ws://; TLS would be a proxy's);
-  E: a FastAPI app whose /ocpp/{code} route accepts the same handshake (subprotocol) and
-     answers every CALL with an empty CALLRESULT, without parsing beyond the message id:
-     the cost of the framework and the connections alone.
+  G: `swapfleet api --workers W` (the gateway is its /ocpp route; W defaults to one per CPU,
+     as `swapfleet api` does), SWAPFLEET_ENVIRONMENT development (profile 1: production
+     refuses plain ws://; TLS would be a proxy's);
+  E: a FastAPI app on uvicorn, one process, whose /ocpp/{code} route accepts the same
+     handshake (subprotocol) and answers every CALL with an empty CALLRESULT, without
+     parsing beyond the message id: the cost of the framework and the connections alone.
 
 Reported per phase: connect time, server CPU (% of one core, user+system of the server
-process; for G also PostgreSQL's backends), RSS before and after connecting (memory per
-connection = the difference / N), messages answered, CALLERRORs, swap latency p50/p99, and
-for G the swaps stored (checked in SQL). The load generator runs on the same machine and
-takes CPU too: its own share is printed.
+processes; for G also PostgreSQL's backends of its database), RSS before and after
+connecting (memory per connection = the difference / N), messages answered, CALLERRORs,
+swap latency p50/p99, and for G the swaps stored (checked in SQL). The load generator runs
+on the same machine and takes CPU too: its own share is printed.
 """
 
 from __future__ import annotations
@@ -181,9 +182,11 @@ class Server:
         else:
             raise RuntimeError(f"{argv} did not answer /healthz within 60 s")
 
-    def process(self) -> psutil.Process:
-        # uvicorn with one worker serves in the process it was started as.
-        return psutil.Process(self.proc.pid)
+    def processes(self) -> list[psutil.Process]:
+        # With one worker uvicorn serves in the process it was started as; with more, in
+        # children of it (the supervisor itself idles).
+        main = psutil.Process(self.proc.pid)
+        return [main, *main.children(recursive=True)]
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -194,7 +197,7 @@ class Server:
             self.proc.wait()
 
 
-def gateway_server() -> Server:
+def gateway_server(workers: int) -> Server:
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -203,7 +206,7 @@ def gateway_server() -> Server:
         SWAPFLEET_LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
-    argv = [sys.executable, "-m", "app.cli", "api", "--port", str(port), "--workers", "1"]
+    argv = [sys.executable, "-m", "app.cli", "api", "--port", str(port), "--workers", str(workers)]
     return Server(argv, port, env)
 
 
@@ -407,6 +410,10 @@ def db_backends() -> list[psutil.Process]:
     return found
 
 
+def rss_mb(processes: list[psutil.Process]) -> float:
+    return sum(p.memory_info().rss for p in processes) / 2**20
+
+
 def cpu_of(processes: list[psutil.Process]) -> dict[int, float]:
     times = {}
     for p in processes:
@@ -422,8 +429,8 @@ async def run_phase(
     name: str, server: Server, stations: int, duration: float, swaps_per_s: float, db: bool
 ) -> Phase:
     phase = Phase(name, stations)
-    server_proc = server.process()
-    phase.rss_idle_mb = server_proc.memory_info().rss / 2**20
+    server_procs = server.processes()
+    phase.rss_idle_mb = rss_mb(server_procs)
     ws = server.url.replace("http://", "ws://")
     counters = phase.counters
     connected: list[Station] = []
@@ -454,7 +461,7 @@ async def run_phase(
             "BootNotification",
             {"reason": "PowerUp", "chargingStation": {"model": "Bench", "vendorName": "bench"}},
         )
-    phase.rss_connected_mb = server_proc.memory_info().rss / 2**20
+    phase.rss_connected_mb = rss_mb(server_procs)
     out(
         f"{name}: {phase.connected}/{stations} connected in {phase.connect_s:.1f} s; "
         f"RSS {phase.rss_idle_mb:.0f} -> {phase.rss_connected_mb:.0f} MiB"
@@ -464,7 +471,7 @@ async def run_phase(
 
     backends = db_backends() if db else []
     me = psutil.Process()
-    cpu_before = cpu_of([server_proc]), cpu_of(backends), cpu_of([me])
+    cpu_before = cpu_of(server_procs), cpu_of(backends), cpu_of([me])
     t0 = time.monotonic()
     until = t0 + duration
     tasks = [asyncio.create_task(s.heartbeats(until)) for s in connected]
@@ -501,7 +508,10 @@ async def run_phase(
             task.cancel()
         phase.unfinished_tasks = len(unfinished)
     phase.duration_s = time.monotonic() - t0
-    cpu_after = cpu_of([server_proc]), cpu_of(backends), cpu_of([me])
+    # Backends opened during the period count from zero.
+    cpu_after = cpu_of(server_procs), cpu_of(db_backends() if db else []), cpu_of([me])
+    for pid in cpu_after[1]:
+        cpu_before[1].setdefault(pid, 0.0)
 
     def pct(before: dict[int, float], after: dict[int, float]) -> float:
         used = sum(after[p] - before[p] for p in before if p in after)
@@ -529,13 +539,19 @@ def stored() -> tuple[int, int]:
     return int(swaps[0]), int(samples[0])
 
 
+def per_s(count: int, phase: Phase) -> float:
+    return count / phase.duration_s if phase.duration_s else 0.0
+
+
 def report(phases: list[Phase], args: argparse.Namespace, load_avg: str) -> str:
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `python bench/bench_ocpp.py --stations "
-        f"{args.stations} --duration {args.duration:g} --swaps-per-s {args.swaps_per_s:g}`, "
+        f"{args.stations} --duration {args.duration:g} --swaps-per-s {args.swaps_per_s:g} "
+        f"--workers {args.workers}`, "
         f"{os.cpu_count()} CPUs, load average before: {load_avg}.",
         "",
-        "| | G: gateway (`swapfleet api --workers 1`) | E: bare echo (FastAPI, same route) |",
+        f"| | G: gateway (`swapfleet api --workers {args.workers}`) | E: bare echo (FastAPI,"
+        " same route, one process) |",
         "|---|---|---|",
     ]
     g, e = phases
@@ -557,7 +573,7 @@ def report(phases: list[Phase], args: argparse.Namespace, load_avg: str) -> str:
     row(
         "messages answered (CALLRESULT) / CALLERROR",
         lambda p: (
-            f"{p.counters.answered:,} ({p.counters.answered / p.duration_s:.0f}/s)"
+            f"{p.counters.answered:,} ({per_s(p.counters.answered, p):.0f}/s)"
             f" / {p.counters.callerrors:,}"
         ),
     )
@@ -574,7 +590,7 @@ def report(phases: list[Phase], args: argparse.Namespace, load_avg: str) -> str:
     )
     row(
         "swaps (BatteryIn + BatteryOut) answered",
-        lambda p: f"{p.counters.swaps_done:,} ({p.counters.swaps_done / p.duration_s:.1f}/s)",
+        lambda p: f"{p.counters.swaps_done:,} ({per_s(p.counters.swaps_done, p):.1f}/s)",
     )
     row(
         "BatteryOut -> stored swap (answer), p50 / p99",
@@ -614,7 +630,16 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--swaps-per-s", type=float, default=50.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="API processes (default: one per CPU, as `swapfleet api`)",
+    )
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--gateway-only", action="store_true", help="skip the echo phase (profiling; no docs)"
+    )
     args = parser.parse_args()
     # One socket per station in this process and in the server's (which inherits this).
     import resource
@@ -626,7 +651,7 @@ def main() -> None:
     load(args.stations)
     out(f"loaded {args.stations} stations in {time.perf_counter() - started:.1f} s")
     phases = []
-    server = gateway_server()
+    server = gateway_server(args.workers)
     try:
         phase = asyncio.run(
             run_phase("G", server, args.stations, args.duration, args.swaps_per_s, db=True)
@@ -635,6 +660,10 @@ def main() -> None:
         server.stop()
     phase.stored_swaps, phase.stored_samples = stored()
     phases.append(phase)
+    if args.gateway_only:
+        phases.append(Phase("E", 0))
+        out(report(phases, args, load_avg))
+        return
     server = echo_server()
     try:
         phases.append(

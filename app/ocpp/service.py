@@ -9,7 +9,7 @@ happened, with a custody exception for the operator.
 
 import secrets
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -151,6 +151,18 @@ def set_online(session: Session, station_id: int, *, online: bool, seen: datetim
             (Station.last_seen_at.is_(None)) | (Station.last_seen_at <= seen),
         )
         .values(online=online, last_seen_at=seen)
+    )
+
+
+def mark_seen(session: Session, seen: Mapping[int, datetime]) -> None:
+    """set_online(online=True) for many stations in one statement (the gateway batches
+    heartbeats), with the same rule."""
+    ids = list(seen)
+    session.connection().exec_driver_sql(
+        "UPDATE stations s SET online = true, last_seen_at = v.seen"
+        " FROM unnest(%s::int8[], %s::timestamptz[]) AS v(id, seen)"
+        " WHERE s.id = v.id AND (s.last_seen_at IS NULL OR s.last_seen_at <= v.seen)",
+        (ids, [seen[i] for i in ids]),
     )
 
 
