@@ -12,9 +12,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,7 @@ from simulators.backend import (
     SharedMqttSink,
 )
 from simulators.fleet import Fleet, FleetConfig, FleetStats
+from simulators.ocpp_station import OcppFleetStations, provision_ocpp, ws_url
 from simulators.sinks import GroundTruthWriter, InMemorySink, RecordSink, SwapRecorder
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,28 @@ def parse_speed(value: str) -> float | None:
     return speed
 
 
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# Where the command that hosts this one puts its clock (a () -> datetime) in click's context
+# meta, shared by every nested context: app/cli puts app.core.clock.now there. The simulation's
+# "now" (the default start, the present a paced run never gets ahead of) must be the backend's:
+# the backend refuses records from its future and records older than its retention, so a
+# simulator on the wall clock beside a backend whose clock is shifted (SWAPFLEET_CLOCK_OFFSET_S,
+# as the tests run it) sends records the backend dead-letters. simulators/ imports nothing from
+# app/, hence this hook; run on its own (python -m simulators.cli) it is the wall clock.
+CLOCK_META_KEY = "swapfleet.clock"
+
+
+def hosted_clock(ctx: typer.Context) -> Callable[[], datetime]:
+    found = ctx.meta.get(CLOCK_META_KEY)
+    return found if callable(found) else wall_clock
+
+
 def default_start(days: float, speed: float | None, now: datetime | None = None) -> datetime:
     """Backfills end now (history up to the present); paced runs begin now."""
-    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    now = (now or wall_clock()).replace(microsecond=0)
     return now - timedelta(days=days) if speed is None else now
 
 
@@ -118,8 +139,14 @@ def _render_summary(
     console.print(table)
 
 
+class StationProtocol(StrEnum):
+    mqtt = "mqtt"
+    ocpp = "ocpp"
+
+
 @simulate_cli.callback(invoke_without_command=True)
 def simulate(
+    ctx: typer.Context,
     stations: Annotated[int, typer.Option(min=1, help="Swap stations.")] = 20,
     vehicles: Annotated[int, typer.Option(min=0, help="Vehicles.")] = 300,
     days: Annotated[float, typer.Option(min=0.0, help="Simulated days.")] = 30.0,
@@ -201,6 +228,16 @@ def simulate(
     offline: Annotated[
         bool, typer.Option(help="Run in memory only, ignoring any API or broker settings.")
     ] = False,
+    station_protocol: Annotated[
+        StationProtocol,
+        typer.Option(
+            help="How stations talk to the backend: `mqtt` (telemetry over MQTT, swaps over "
+            "REST) or `ocpp` (OCPP 2.1 to the API's /ocpp gateway: heartbeats, meter values "
+            "and BatterySwap; health, capacity and vehicle records still over MQTT). `ocpp` "
+            "needs --api-key: it provisions each station's OCPP password and each vehicle's "
+            "idToken through REST.",
+        ),
+    ] = StationProtocol.mqtt,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     wait: Annotated[
         float,
@@ -211,18 +248,21 @@ def simulate(
 ) -> None:
     """Simulate stations and vehicles; register them, record swaps and publish telemetry."""
     pace = parse_speed(speed)
+    now = hosted_clock(ctx)
     # One line per swap request would drown the summary.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if threading.current_thread() is threading.main_thread():
         # `up` stops its children with SIGTERM: end like Ctrl-C, flushing what is buffered and
         # marking the stations offline.
         signal.signal(signal.SIGTERM, _interrupt)
+    if start is None:
+        start = default_start(days, pace, now())
     config = FleetConfig(
         stations=stations,
         vehicles=vehicles,
         days=days,
         seed=seed,
-        start=(start.replace(tzinfo=start.tzinfo or UTC) if start else default_start(days, pace)),
+        start=start.replace(tzinfo=start.tzinfo or UTC),
         code_prefix=prefix,
         slots_per_station=slots,
         station_power_kw=station_power_kw,
@@ -277,6 +317,7 @@ def simulate(
             notes.append("swaps kept in memory (no --api-key)")
 
         fleet = Fleet(config, sink, swap_recorder=recorder, truth=writer)
+        ocpp_stations: OcppFleetStations | None = None
         fleet_holder.append(fleet)
         if recorder is not None and register:
             console.print(
@@ -291,6 +332,18 @@ def simulate(
                     f"fleet registered before: reused {report.existing:,} objects, "
                     f"{moved:,} batteries placed where the backend has them"
                 )
+
+        if station_protocol is StationProtocol.ocpp:
+            if recorder is None:
+                console.print("--station-protocol ocpp needs --api-key (and no --offline)")
+                raise typer.Exit(code=2)
+            passwords = provision_ocpp(http, fleet.manifest)
+            # Health, capacity and vehicle records have no OCPP message: the other sink.
+            ocpp = ocpp_stations = OcppFleetStations(api_url, passwords, sink).start()
+            stack.callback(ocpp.close)
+            fleet.sink = ocpp
+            fleet.recorder = ocpp
+            notes.append(f"stations speak OCPP 2.1 to {ws_url(api_url, '<code>')}")
 
         wall_start = time.monotonic()
         stats = fleet.stats
@@ -321,6 +374,7 @@ def simulate(
                         else None
                     ),
                     progress=on_progress,
+                    clock=lambda: now().timestamp(),
                 )
         except KeyboardInterrupt:
             notes.append("interrupted: the run stopped early")
@@ -338,6 +392,11 @@ def simulate(
                         "statuses superseded by newer ones)"
                     )
         wall = time.monotonic() - wall_start
+        if ocpp_stations is not None:
+            notes.append(
+                f"OCPP: {len(ocpp_stations.stations)} stations, {ocpp_stations.calls:,} calls, "
+                f"CALLERRORs by action: {dict(ocpp_stations.failed) or 'none'}"
+            )
         if writer is not None:
             notes.append(f"ground truth: {writer.rows:,} rows in {truth}")
         _render_summary(console, fleet, stats, wall, notes)
@@ -402,7 +461,7 @@ def up_simulator_command(
         env["SWAPFLEET_MQTT_TOPIC_PREFIX"] = topic_prefix
     argv = [sys.executable, "-m", "app.cli", "simulate", *UP_FLEET_ARGS, "--speed", f"{speed:g}"]
     if backfill:
-        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        now = (now or wall_clock()).replace(microsecond=0)
         runway = now - timedelta(days=UP_RUNWAY_DAYS)
         start = runway - timedelta(days=UP_BACKFILL_DAYS)
         argv += ["--start", start.isoformat(), "--flat-out-until", runway.isoformat()]

@@ -87,12 +87,14 @@ class Engine:
         progress: Callable[[FleetStats], None] | None = None,
         progress_interval_s: float = 0.25,
         should_stop: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> FleetStats:
         """Run to the end; speed is simulated seconds per wall second (None: flat out).
 
         Paced, the events before `flat_out_until` (a backfill of history) run flat out first,
         and the run never gets ahead of the real clock: a backend refuses records from the
-        future, so once it has caught up with the present it goes on in real time."""
+        future, so once it has caught up with the present it goes on in real time. `clock()` is
+        that present (epoch seconds): the backend's clock, which tests shift."""
         handlers = self._handler_table()
         wall_start = time.monotonic()
         last_progress = wall_start
@@ -112,9 +114,7 @@ class Engine:
                 wall_start = time.monotonic()
             while heap and not ended:
                 t, _, kind, index = heap[0]
-                delay = max(
-                    wall_start + (t - paced_from) / speed - time.monotonic(), t - time.time()
-                )
+                delay = max(wall_start + (t - paced_from) / speed - time.monotonic(), t - clock())
                 if delay > 0:
                     time.sleep(min(delay, progress_interval_s))
                     if progress is not None:

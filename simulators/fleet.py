@@ -10,6 +10,7 @@ name, so a seed gives the same run, record for record, at any speed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -143,17 +144,19 @@ class Fleet:
         progress: Callable[[FleetStats], None] | None = None,
         progress_interval_s: float = 0.25,
         should_stop: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> FleetStats:
         """Run to the end; speed is simulated seconds per wall second (None: flat out).
 
         Paced, the events before `flat_out_until` (a backfill of history) run flat out first,
-        and the run never gets ahead of the real clock (see Engine.run)."""
+        and the run never gets ahead of the real clock, `clock()` (see Engine.run)."""
         return self.engine.run(
             speed=speed,
             flat_out_until=flat_out_until,
             progress=progress,
             progress_interval_s=progress_interval_s,
             should_stop=should_stop,
+            clock=clock,
         )
 
     # ---- continuing from the backend's state -----------------------------------------------

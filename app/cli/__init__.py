@@ -9,11 +9,12 @@ import logging
 import typer
 
 from app.cli import api, db, demo, keys, up
+from app.core import clock
 from app.core.config import get_settings
 from app.ingest import cli as ingest_cli
 from app.provisioning.cli import devices_cli
 from app.reports import cli as reports_cli
-from simulators.cli import simulate_cli
+from simulators.cli import CLOCK_META_KEY, simulate_cli
 
 logger = logging.getLogger("app.cli")
 
@@ -41,11 +42,13 @@ cli.command("up")(up.up)
 
 
 @cli.callback()
-def _configure_logging() -> None:
+def _configure(ctx: typer.Context) -> None:
     logging.basicConfig(
         level=get_settings().log_level.upper(),
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
+    # `swapfleet simulate` runs on the backend's clock (simulators/cli.py CLOCK_META_KEY).
+    ctx.meta[CLOCK_META_KEY] = clock.now
 
 
 def main() -> None:

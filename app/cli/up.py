@@ -10,6 +10,7 @@ from app.auth.service import create_key
 from app.cli.api import api_workers
 from app.cli.common import PortTaken, display_url, require_database, require_free_port
 from app.cli.demo import echo_seed_summary
+from app.core import clock
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine, get_session_factory
 from app.local.demo import seed_demo
@@ -108,6 +109,7 @@ def simulator_process(
         base_env=child_environment(settings),
         backfill=backfill,
         speed=speed,
+        now=clock.now(),
     )
     return ChildSpec(name="simulator", argv=argv, env=env)
 

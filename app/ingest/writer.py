@@ -216,6 +216,11 @@ class BatchWriter:
             self._conn.close()
             self._conn = None
 
+    def connection(self) -> Connection:
+        """The writer's connection, opened if need be, for a caller's reads between writes
+        (the OCPP gateway's lookup of the battery in a slot)."""
+        return self._connection()
+
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = psycopg.connect(

@@ -19,6 +19,7 @@ from app.ocpp.schemas import (
     CustodyExceptionRead,
     IdTokenPut,
     IdTokenRead,
+    OcppPasswordRead,
     SwapRequestCreate,
     SwapRequestRead,
 )
@@ -152,6 +153,23 @@ def create_swap_request(
         raise VehicleNotFound(str(exc)) from exc
     session.refresh(request)
     return _request_read(session, station, request)
+
+
+@router.post(
+    "/stations/{code}/ocpp-password",
+    status_code=201,
+    response_model=OcppPasswordRead,
+    summary="Create (or replace) the station's OCPP password; shown once, stored hashed",
+    description="What `swapfleet devices provision --station CODE --ocpp` does, for tools "
+    "that provision stations over REST (the fleet simulator). The station connects with it "
+    "as `SecurityCtrlr.BasicAuthPassword`; an earlier password stops working.",
+    responses=problem_responses(Unauthorized, Forbidden, StationNotFound),
+)
+def create_ocpp_password(
+    code: str, session: SessionDep, principal: WriterPrincipal
+) -> OcppPasswordRead:
+    station = _station(session, principal, code)
+    return OcppPasswordRead(station_code=station.code, password=service.set_password(session, code))
 
 
 @router.get(

@@ -18,6 +18,11 @@ class IdTokenRead(BaseModel):
     vin: str
 
 
+class OcppPasswordRead(BaseModel):
+    station_code: str
+    password: str = Field(description="Shown this once; only its hash is stored")
+
+
 class CustodyExceptionRead(BaseModel):
     id: int
     station_code: str

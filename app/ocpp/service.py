@@ -7,12 +7,12 @@ per message, app/ocpp/gateway.py). Swaps go through the swap service of POST /v1
 happened, with a custody exception for the operator.
 """
 
-import asyncio
 import secrets
 import uuid
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
@@ -42,6 +42,8 @@ from app.models.base import utcnow
 from app.provisioning.mosquitto_files import hash_password, verify_password
 from app.swaps import service as swap_service
 from app.swaps.schemas import SwapCreate, SwapRead
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,18 @@ def set_online(session: Session, station_id: int, *, online: bool, seen: datetim
     )
 
 
+def mark_seen(session: Session, seen: Mapping[int, datetime]) -> None:
+    """set_online(online=True) for many stations in one statement (the gateway batches
+    heartbeats), with the same rule."""
+    ids = list(seen)
+    session.connection().exec_driver_sql(
+        "UPDATE stations s SET online = true, last_seen_at = v.seen"
+        " FROM unnest(%s::int8[], %s::timestamptz[]) AS v(id, seen)"
+        " WHERE s.id = v.id AND (s.last_seen_at IS NULL OR s.last_seen_at <= v.seen)",
+        (ids, [seen[i] for i in ids]),
+    )
+
+
 def set_connector_status(
     session: Session, station_id: int, evse_id: int, status: str, at: datetime
 ) -> bool:
@@ -218,7 +232,12 @@ class SwapOutcomeReport:
 
 
 def battery_in(
-    session: Session, station: StationRef, request_id: int, id_token: str, battery: BatteryReport
+    session: Session,
+    station: StationRef,
+    request_id: int,
+    id_token: str,
+    battery: BatteryReport,
+    at: datetime | None = None,
 ) -> None:
     """Opens the swap. A resent BatteryIn (the station did not get our answer) changes
     nothing."""
@@ -231,7 +250,7 @@ def battery_in(
         in_evse_id=battery.evse_id,
         in_soc_pct=battery.soc_pct,
         in_soh_pct=battery.soh_pct,
-        in_at=utcnow(),
+        in_at=at or utcnow(),
     )
     # A requestId seen before and closed is a new swap once more (stations reuse ids).
     session.execute(
@@ -256,7 +275,11 @@ def battery_in(
 
 
 def battery_out(
-    session: Session, station: StationRef, request_id: int, battery: BatteryReport
+    session: Session,
+    station: StationRef,
+    request_id: int,
+    battery: BatteryReport,
+    at: datetime | None = None,
 ) -> SwapOutcomeReport:
     """Closes the swap through the swap service. What the rules refuse is recorded as they
     decide (a rejected swap with its reason) and custody follows the station anyway, with a
@@ -264,7 +287,7 @@ def battery_out(
     opened = _open_swap(session, station, request_id)
     if opened is None:
         return _repeated(session, station, request_id)
-    now = utcnow()
+    now = at or utcnow()
     vehicle = vehicle_for_token(session, opened.id_token)
     exceptions: list[str] = []
     swap: SwapRead | None = None
@@ -317,14 +340,14 @@ def battery_out(
 
 
 def battery_out_timeout(
-    session: Session, station: StationRef, request_id: int
+    session: Session, station: StationRef, request_id: int, at: datetime | None = None
 ) -> SwapOutcomeReport:
     """No battery was taken out in time: the swap ends as aborted. The battery the vehicle
     brought stays in the slot the station reported for BatteryIn."""
     opened = _open_swap(session, station, request_id)
     if opened is None:
         return _repeated(session, station, request_id)
-    now = utcnow()
+    now = at or utcnow()
     vehicle = vehicle_for_token(session, opened.id_token)
     removed = custody.lock_battery(session, opened.in_serial)
     swap_id = None
@@ -418,11 +441,23 @@ def _record(
         return None
     # The swap service is async (POST /v1/swaps awaits it on psycopg's pool); here it runs on
     # this unit of work's connection, which answers at once, in the gateway's worker thread.
-    return asyncio.run(
+    return _run_to_end(
         swap_service.record_station_swap(
             SessionStatements(session), request, operator_id=station.operator_id
         )
     )
+
+
+def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """A coroutine that never suspends (its statements go through SessionStatements, which
+    answer at once), run without an event loop: asyncio.run would make and close one per
+    swap, which cost more than the rest of BatteryOut's Python under load."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("the swap service awaited real I/O: run it on an event loop")
 
 
 def _follow_station(

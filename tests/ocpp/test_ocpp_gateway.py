@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -894,3 +894,64 @@ def test_a_client_that_does_not_offer_ocpp21_is_refused(engine: Engine, api: Api
             return exc.response.status_code
 
     assert asyncio.run(run()) == 400
+
+
+def test_rest_ocpp_password_replaces_the_old_one_for_the_stations_operator_only(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    other = ocpp_world(engine)
+    # Another operator's key does not see the station.
+    refused = http(api, other.world.operator_key).post(f"/v1/stations/{w.code}/ocpp-password")
+    assert refused.status_code == 404
+    created = http(api, w.world.operator_key).post(f"/v1/stations/{w.code}/ocpp-password")
+    assert created.status_code == 201
+    password = created.json()["password"]
+    assert created.json()["station_code"] == w.code
+    assert 16 <= len(password) <= 40
+
+    async def run() -> None:
+        old = await handshake_status(ws_url(api.base_url, w.code), basic_auth(w.code, w.password))
+        assert old == 401
+        async with connected_station(api.base_url, w.code, password) as station:
+            assert (await station.call(boot())).status == "Accepted"
+
+    asyncio.run(run())
+
+
+def test_battery_swap_times_from_swapfleet_custom_data_are_the_swaps_and_not_future_ones(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    charged = w.world.charged[0].serial
+    went_in = clock.now().replace(microsecond=0) - timedelta(hours=3)
+    went_out = went_in + timedelta(seconds=90)
+    future = clock.now() + timedelta(hours=1)
+
+    def event(kind: str, serial: str, slot: int, at: datetime, request_id: int) -> Any:
+        return call.BatterySwap(
+            battery_data=[battery(slot, serial, 50.0, 95.0)],
+            event_type=kind,
+            id_token=id_token(w.token),
+            request_id=request_id,
+            custom_data={"vendor_id": "org.swapfleet", "timestamp": at.isoformat()},
+        )
+
+    async def run() -> None:
+        async with connected_station(api.base_url, w.code, w.password) as station:
+            await station.battery_swap(event("BatteryIn", w.world.depleted.serial, 5, went_in, 1))
+            await station.battery_swap(event("BatteryOut", charged, 1, went_out, 1))
+            # A time later than now (beyond the device clock skew): refused, nothing opened.
+            with pytest.raises(Exception, match="PropertyConstraintViolation"):
+                await station.call(
+                    event("BatteryIn", w.world.charged[1].serial, 6, future, 2),
+                    suppress=False,
+                    skip_schema_validation=True,
+                )
+
+    asyncio.run(run())
+    client = http(api, w.world.operator_key)
+    swaps = client.get("/v1/swaps", params={"station_code": w.code}).json()["items"]
+    assert len(swaps) == 1
+    assert datetime.fromisoformat(swaps[0]["started_at"]) == went_in
+    assert datetime.fromisoformat(swaps[0]["finished_at"]) == went_out

@@ -349,3 +349,18 @@ def test_a_paced_run_backfills_flat_out_then_never_gets_ahead_of_the_real_clock(
     assert time.time() >= fleet.end - 0.5
     assert wall < 20
     assert max(ahead) <= 1.0
+
+
+def test_a_paced_run_never_gets_ahead_of_the_clock_it_is_given() -> None:
+    # The backend's clock, a thousand days behind the wall clock: on the wall clock the run
+    # would be in the past and run flat out; on its own clock it ends 2 s in the future.
+    def behind() -> float:
+        return time.time() - 1000 * 86_400
+
+    start = datetime.fromtimestamp(behind() - 600, UTC).replace(microsecond=0)
+    config = FleetConfig(stations=1, vehicles=3, days=(behind() + 2 - start.timestamp()) / 86_400,
+                         seed=1, slots_per_station=4, start=start)  # fmt: skip
+    fleet = Fleet(config, InMemorySink(keep_records=False))
+    fleet.run(speed=1000.0, flat_out_until=behind() - 60, clock=behind)
+    assert fleet.now == fleet.end
+    assert behind() >= fleet.end - 0.5
