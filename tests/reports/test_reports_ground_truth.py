@@ -37,7 +37,8 @@ MIN_WINDOW_CYCLES = 10.0
 # The module's world (a 40-day fleet simulated, its custody recorded, its telemetry written)
 # takes 3-4 minutes alone on the shared 2-core machine, and more beside a parallel suite:
 # beyond the suite's default 300 s.
-pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+# One xdist worker builds the module-scoped world (pyproject: --dist loadgroup).
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.xdist_group("ground_truth")]
 
 
 def fleet_config() -> FleetConfig:

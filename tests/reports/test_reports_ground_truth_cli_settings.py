@@ -55,7 +55,14 @@ def fleet_config(seed: int) -> FleetConfig:
     )
 
 
-@pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
+# Each seed's tests on one xdist worker (pyproject's --dist loadgroup): a module-scoped world
+# is built once per worker that runs any of its tests, and it takes a minute.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(s, marks=pytest.mark.xdist_group(f"gtc{s}"), id=f"seed{s}") for s in SEEDS
+    ],
+)
 def world(request: pytest.FixtureRequest) -> Iterator[World]:
     with simulated_world(f"{TEST_DB}_gtc", fleet_config(request.param)) as w:
         yield w
