@@ -150,6 +150,12 @@ def test_admin_registers_battery_in_slot_and_history_starts_with_registered(
         "soh_pct": 99.5,
         "equivalent_full_cycles": 3.0,
         "readings_at": None,
+        # Given at registration: labelled so, with no measured-at time.
+        "soc_measured_at": None,
+        "soh_measured_at": None,
+        "soh_source": "registration",
+        "cycles_measured_at": None,
+        "cycles_source": "registration",
     }
     fetched = client.get(f"/v1/batteries/{body['serial']}", headers=world.admin)
     assert fetched.json() == created
