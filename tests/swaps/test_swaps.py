@@ -120,6 +120,38 @@ def test_completed_swap_writes_custody_history_for_both_batteries(
     )
 
 
+def test_swap_readings_replace_only_fields_they_are_newer_than(
+    client: TestClient, session: Session, world: SwapWorld
+) -> None:
+    """A station's readings at a swap are readings like any other, per field: the removed
+    battery's SoH from a BMS health record later than the swap stays; its SoC, older than
+    the swap, is replaced; the installed battery's stored SoC, which the request did not
+    read, is not restamped as measured at the swap."""
+    now = clock.now()
+    health_at = now + timedelta(hours=1)
+    depleted = refreshed(session, world.depleted)
+    depleted.soh_pct, depleted.soh_measured_at, depleted.soh_source = (
+        91.0,
+        health_at,
+        "health_record",
+    )
+    depleted.soc_measured_at = now - timedelta(hours=2)
+    session.flush()
+
+    body = world.swap_body(finished_at=now.isoformat(), started_at=now.isoformat())
+    response = post_swap(client, world.operator_key, body)
+
+    assert response.status_code == 201, response.text
+    removed = refreshed(session, world.depleted)
+    assert (removed.soh_pct, removed.soh_measured_at, removed.soh_source) == (
+        91.0, health_at, "health_record",
+    )  # fmt: skip
+    assert (removed.soc_pct, removed.soc_measured_at) == (15.0, now)
+    installed = refreshed(session, world.charged[0])
+    assert installed.soc_measured_at is None
+    assert installed.soh_source == "registration"
+
+
 def test_allocation_picks_highest_soc_then_fewest_cycles(
     client: TestClient, session: Session, world: SwapWorld
 ) -> None:
