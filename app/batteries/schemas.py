@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import RequestModel, Text
 from app.models import BatteryState, CustodyCause, LocationKind, ReadingSource
@@ -80,8 +80,17 @@ class BatteryCreate(RequestModel):
         default=None,
         ge=0,
         le=MAX_CAPACITY_THROUGHPUT_AH,
-        description="Ah charged plus Ah discharged before registration, when known.",
+        description="Ah charged plus Ah discharged before registration, when known; given"
+        " together with energy_throughput_kwh.",
     )
+
+    @model_validator(mode="after")
+    def _history_whole(self) -> "BatteryCreate":
+        # The passport states one period for both throughputs, from manufacture when they
+        # include a history: half a history would make one of them cover less than it says.
+        if (self.energy_throughput_kwh is None) != (self.capacity_throughput_ah is None):
+            raise ValueError("energy_throughput_kwh and capacity_throughput_ah come together")
+        return self
 
 
 class BatteryUpdate(RequestModel):
