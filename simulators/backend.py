@@ -231,6 +231,8 @@ def battery_body(battery: BatteryEntry) -> dict[str, Any]:
         "soc_pct": battery.soc_pct,
         "soh_pct": battery.soh_pct,
         "equivalent_full_cycles": battery.equivalent_full_cycles,
+        "energy_throughput_kwh": battery.energy_throughput_kwh,
+        "capacity_throughput_ah": battery.capacity_throughput_ah,
     }
 
 

@@ -146,6 +146,9 @@ class BatteryEntry:
     station_code: str | None = None
     slot_number: int | None = None
     vin: str | None = None
+    # The pack's history before the simulation, which the registrant knows.
+    energy_throughput_kwh: float | None = None
+    capacity_throughput_ah: float | None = None
 
 
 @dataclass(slots=True)

@@ -214,6 +214,16 @@ class WorldBuilder:
             station_code=station_code,
             slot_number=slot_number,
             vin=vin,
+            # A full-equivalent cycle is twice the nominal capacity through the pack, half of
+            # it charged.
+            energy_throughput_kwh=round(
+                battery.efc
+                * battery.spec.nominal_capacity_ah
+                * battery.spec.nominal_voltage_v
+                / 1000.0,
+                1,
+            ),
+            capacity_throughput_ah=round(battery.efc * 2.0 * battery.spec.nominal_capacity_ah, 1),
         )
 
     def stock_stations(self, rng: random.Random) -> None:

@@ -94,6 +94,11 @@ def _battery_view(viewer_oem_id: ViewerOem = None) -> Select[*tuple[Any, ...]]:
             Battery.soh_pct,
             Battery.equivalent_full_cycles,
             Battery.readings_at,
+            Battery.soc_measured_at,
+            Battery.soh_measured_at,
+            Battery.soh_source,
+            Battery.cycles_measured_at,
+            Battery.cycles_source,
         )
         .join(PackType, PackType.id == Battery.pack_type_id)
         .join(OwnerOrg, OwnerOrg.id == Battery.owner_id)

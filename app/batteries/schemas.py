@@ -3,10 +3,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.schemas import RequestModel, Text
-from app.models import BatteryState, CustodyCause, LocationKind
+from app.models import BatteryState, CustodyCause, LocationKind, ReadingSource
 from app.stations.schemas import MAX_SLOT_NUMBER
 from app.vehicles import schemas as vehicle_schemas
 
@@ -18,6 +18,9 @@ Percent = Annotated[float | None, Field(default=None, ge=0, le=100)]
 # Traction packs are rated for a few thousand full cycles; a hundred thousand is no battery,
 # and a bound keeps fleet sums of the column finite.
 MAX_EQUIVALENT_FULL_CYCLES = 100_000
+# The same bound as throughput: 100,000 full cycles of a 1 MWh pack, charged and discharged.
+MAX_ENERGY_THROUGHPUT_KWH = 2e8
+MAX_CAPACITY_THROUGHPUT_AH = 2e9
 
 
 class SlotPlace(RequestModel):
@@ -58,7 +61,36 @@ class BatteryCreate(RequestModel):
     location: Place
     soc_pct: Percent = None
     soh_pct: Percent = None
-    equivalent_full_cycles: float = Field(default=0.0, ge=0, le=MAX_EQUIVALENT_FULL_CYCLES)
+    equivalent_full_cycles: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_EQUIVALENT_FULL_CYCLES,
+        description="Full-equivalent cycles the battery has done, when known; reports label the"
+        " figure as given at registration until the BMS reports a cycle count. Omitted: unknown"
+        " (stored as 0 for allocation, reported as null).",
+    )
+    energy_throughput_kwh: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ENERGY_THROUGHPUT_KWH,
+        description="Energy charged into the battery before registration, when known: the"
+        " passport's lifetime throughput adds it to what telemetry measures afterwards.",
+    )
+    capacity_throughput_ah: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_CAPACITY_THROUGHPUT_AH,
+        description="Ah charged plus Ah discharged before registration, when known; given"
+        " together with energy_throughput_kwh.",
+    )
+
+    @model_validator(mode="after")
+    def _history_whole(self) -> "BatteryCreate":
+        # The passport states one period for both throughputs, from manufacture when they
+        # include a history: half a history would make one of them cover less than it says.
+        if (self.energy_throughput_kwh is None) != (self.capacity_throughput_ah is None):
+            raise ValueError("energy_throughput_kwh and capacity_throughput_ah come together")
+        return self
 
 
 class BatteryUpdate(RequestModel):
@@ -108,7 +140,24 @@ class BatteryRead(BaseModel):
     soc_pct: float | None
     soh_pct: float | None
     equivalent_full_cycles: float
-    readings_at: datetime | None
+    readings_at: datetime | None = Field(description="The newest of the readings' times")
+    soc_measured_at: datetime | None = Field(
+        default=None, description="When soc_pct was measured; null: given at registration"
+    )
+    soh_measured_at: datetime | None = Field(
+        default=None, description="When soh_pct was measured; null: given at registration"
+    )
+    soh_source: ReadingSource | None = Field(
+        default=None, description="Where soh_pct came from; null when there is none"
+    )
+    cycles_measured_at: datetime | None = Field(
+        default=None,
+        description="When the BMS reported equivalent_full_cycles; null: given at registration",
+    )
+    cycles_source: ReadingSource | None = Field(
+        default=None,
+        description="Where equivalent_full_cycles came from; null: nobody gave it (it reads 0)",
+    )
 
 
 class CustodyEventRead(BaseModel):

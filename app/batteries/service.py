@@ -48,7 +48,7 @@ from app.batteries.schemas import (
 from app.core.db import NamedRow, Statements
 from app.core.integrity import refused_writes
 from app.core.pagination import CursorInt, CursorTime, Page, decode_cursor, page_of
-from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole
+from app.models import Battery, BatteryState, CustodyCause, LocationKind, OrgRole, ReadingSource
 
 # Places a battery can be that belong to no station: any operator may handle it there.
 UNATTACHED = (LocationKind.warehouse, LocationKind.in_transit)
@@ -97,6 +97,11 @@ def _battery_read(row: NamedRow) -> BatteryRead:
         soh_pct=row["soh_pct"],
         equivalent_full_cycles=row["equivalent_full_cycles"],
         readings_at=row["readings_at"],
+        soc_measured_at=row["soc_measured_at"],
+        soh_measured_at=row["soh_measured_at"],
+        soh_source=row["soh_source"],
+        cycles_measured_at=row["cycles_measured_at"],
+        cycles_source=row["cycles_source"],
     )
 
 
@@ -304,7 +309,15 @@ def register_battery(session: Session, principal: Principal, data: BatteryCreate
         location_note=destination.note if destination.kind in UNATTACHED else None,
         soc_pct=data.soc_pct,
         soh_pct=data.soh_pct,
-        equivalent_full_cycles=data.equivalent_full_cycles,
+        # Values given at registration carry no measured-at time, so any device reading
+        # replaces them (app/ingest/derived.py); their source says where they came from.
+        soh_source=ReadingSource.registration if data.soh_pct is not None else None,
+        equivalent_full_cycles=data.equivalent_full_cycles or 0.0,
+        cycles_source=(
+            ReadingSource.registration if data.equivalent_full_cycles is not None else None
+        ),
+        registered_energy_throughput_kwh=data.energy_throughput_kwh,
+        registered_capacity_throughput_ah=data.capacity_throughput_ah,
     )
     with _place_conflicts(data.serial):
         session.add(battery)

@@ -73,17 +73,51 @@ def _latest(rows: Iterable[R]) -> list[R]:
     return list(latest.values())
 
 
+# Each field of a battery's readings keeps its own measured-at time (batteries.soh_measured_at,
+# ...): a record replaces a field only when it is at least as new as that field's time, so a
+# health record arriving after a newer SoC reading still updates SoH and cycles, and an older
+# or resent record never overwrites a newer value. readings_at is the newest of them.
+def _newer(field: str) -> str:
+    """Whether the reading v is at least as new as the battery's `field` (SET expressions
+    all read the row as it was, so each field is judged by its own old time)."""
+    return f"(b.{field}_measured_at IS NULL OR b.{field}_measured_at <= v.ts)"
+
+
+def _set_if_newer(field: str, column: str, value: str) -> str:
+    return f"{column} = CASE WHEN {_newer(field)} THEN {value} ELSE b.{column} END"
+
+
+UPDATE_FROM_HEALTH = (
+    "UPDATE batteries b SET "
+    + ", ".join(
+        _set_if_newer(field, column, value)
+        for field, column, value in (
+            ("soh", "soh_pct", "v.soh"),
+            ("soh", "soh_measured_at", "v.ts"),
+            ("soh", "soh_source", "'health_record'"),
+            ("cycles", "equivalent_full_cycles", "v.cycles"),
+            ("cycles", "cycles_measured_at", "v.ts"),
+            ("cycles", "cycles_source", "'health_record'"),
+        )
+    )
+    + ", readings_at = greatest(b.readings_at, v.ts)"
+    " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::float8[])"
+    " AS v(serial, ts, soh, cycles)"
+    f" WHERE b.serial = v.serial AND ({_newer('soh')} OR {_newer('cycles')})"
+)
+UPDATE_SOC_FROM_VEHICLE = (
+    "UPDATE batteries b SET soc_pct = v.soc, soc_measured_at = v.ts,"
+    " readings_at = greatest(b.readings_at, v.ts)"
+    " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
+    f" WHERE b.serial = v.serial AND {_newer('soc')}"
+)
+
+
 def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any, ...]]]) -> None:
-    # batteries has one readings_at for SoC and SoH, so a reading older than it is ignored;
-    # health records arrive in order with the station's charging samples in practice.
     health = _latest(HealthRow._make(r) for r in inserted.get(RecordKind.health, []))
     if health:
         conn.execute(
-            "UPDATE batteries b SET soh_pct = v.soh, equivalent_full_cycles = v.cycles,"
-            " readings_at = v.ts"
-            " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::float8[])"
-            " AS v(serial, ts, soh, cycles)"
-            " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
+            UPDATE_FROM_HEALTH,
             (
                 [r.battery_serial for r in health],
                 [r.ts for r in health],
@@ -94,9 +128,7 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
     vehicle = _latest(VehicleRow._make(r) for r in inserted.get(RecordKind.vehicle, []))
     if vehicle:
         conn.execute(
-            "UPDATE batteries b SET soc_pct = v.soc, readings_at = v.ts"
-            " FROM unnest(%s::text[], %s::timestamptz[], %s::float8[]) AS v(serial, ts, soc)"
-            " WHERE b.serial = v.serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)",
+            UPDATE_SOC_FROM_VEHICLE,
             (
                 [r.battery_serial for r in vehicle],
                 [r.ts for r in vehicle],
@@ -108,11 +140,12 @@ def update_batteries(conn: Connection, inserted: dict[RecordKind, list[tuple[Any
 # After update_batteries: a charging sample and a vehicle reading of one battery at the same
 # instant resolve to the charging sample's SoC.
 UPDATE_SOC_FROM_NEW_CHARGING = {
-    new: "UPDATE batteries b SET soc_pct = v.soc_pct, readings_at = v.ts"
+    new: "UPDATE batteries b SET soc_pct = v.soc_pct, soc_measured_at = v.ts,"
+    " readings_at = greatest(b.readings_at, v.ts)"
     # The newest sample per battery by a hashed max() and join: no sort of the batch.
     f" FROM {new} v JOIN (SELECT battery_serial, max(ts) AS ts"
     f" FROM {new} GROUP BY battery_serial) m USING (battery_serial, ts)"
-    " WHERE b.serial = v.battery_serial AND (b.readings_at IS NULL OR b.readings_at <= v.ts)"
+    f" WHERE b.serial = v.battery_serial AND {_newer('soc')}"
     for new in NEW_CHARGING_RELATIONS
 }
 

@@ -18,6 +18,7 @@ from app.models import (
     Organization,
     OrgRole,
     PackType,
+    ReadingSource,
     Slot,
     Station,
     Vehicle,
@@ -386,7 +387,9 @@ def _battery(
         location_note="demo stock" if kind is LocationKind.warehouse else None,
         soc_pct=spec.soc_pct,
         soh_pct=spec.soh_pct,
+        soh_source=ReadingSource.registration,
         equivalent_full_cycles=spec.cycles,
+        cycles_source=ReadingSource.registration,
     )
     session.add(battery)
     session.flush()

@@ -9,6 +9,7 @@ from app.models.enums import (
     KeyRole,
     LocationKind,
     OrgRole,
+    ReadingSource,
     StationStatus,
     SwapOutcome,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "OrgRole",
     "Organization",
     "PackType",
+    "ReadingSource",
     "Slot",
     "Station",
     "StationStatus",

@@ -40,6 +40,18 @@ class Battery(Base):
         CheckConstraint("soh_pct IS NULL OR soh_pct BETWEEN 0 AND 100", name="soh_range"),
         CheckConstraint("equivalent_full_cycles >= 0", name="cycles_nonnegative"),
         CheckConstraint(
+            "soh_source IN ('registration', 'health_record', 'swap')", name="soh_source_known"
+        ),
+        CheckConstraint(
+            "cycles_source IN ('registration', 'health_record')", name="cycles_source_known"
+        ),
+        CheckConstraint(
+            "(registered_energy_throughput_kwh IS NULL OR registered_energy_throughput_kwh >= 0)"
+            " AND (registered_capacity_throughput_ah IS NULL"
+            " OR registered_capacity_throughput_ah >= 0)",
+            name="registered_throughput_nonnegative",
+        ),
+        CheckConstraint(
             "state <> 'retired' OR location_kind IN ('warehouse', 'in_transit')",
             name="retired_not_in_use",
         ),
@@ -66,7 +78,20 @@ class Battery(Base):
     soc_pct: Mapped[float | None] = mapped_column(Double)
     soh_pct: Mapped[float | None] = mapped_column(Double)
     equivalent_full_cycles: Mapped[float] = mapped_column(Double, default=0.0, server_default="0")
+    # Each reading keeps the time it was taken, and a reading replaces a field only when it is
+    # at least as new as that field's time (app/ingest/derived.py, the swap function): the
+    # fields arrive from different records at different rates. NULL for a value given at
+    # registration, which any device reading replaces.
+    soc_measured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    soh_measured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    soh_source: Mapped[str | None] = mapped_column(String(16))
+    cycles_measured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cycles_source: Mapped[str | None] = mapped_column(String(16))
+    # The newest of the per-field times.
     readings_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the battery had done before it was registered, when the registrant knew it.
+    registered_energy_throughput_kwh: Mapped[float | None] = mapped_column(Double)
+    registered_capacity_throughput_ah: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 

@@ -45,3 +45,11 @@ class SwapOutcome(enum.StrEnum):
     completed = "completed"
     rejected = "rejected"
     aborted = "aborted"
+
+
+class ReadingSource(enum.StrEnum):
+    """Where a battery's stored reading came from (batteries.soh_source, cycles_source)."""
+
+    registration = "registration"
+    health_record = "health_record"
+    swap = "swap"

@@ -176,6 +176,9 @@ def fade_not_derivable(per_1000: FadeRate, per_year: FadeRate, prefix: str = "")
 def report_row(row: BatteryWindow, day_to: date, recommended: bool) -> BatteryReportRow:
     per_1000, per_year = fade_rates(row)
     made = row.manufactured_on
+    # A battery that sent nothing in the window has no throughput or time at temperature in
+    # it, rather than 0.
+    seen = row.last_seen_at is not None
     return BatteryReportRow(
         serial=row.serial,
         pack_type_code=row.pack_type_code,
@@ -183,10 +186,16 @@ def report_row(row: BatteryWindow, day_to: date, recommended: bool) -> BatteryRe
         state=row.state,
         age_days=(day_to - made).days if made is not None else None,
         equivalent_full_cycles=cycles_of(row),
-        energy_throughput_kwh=row.energy_charged_kwh,
-        energy_discharged_kwh=row.energy_discharged_kwh,
+        equivalent_full_cycles_measured_at=(
+            row.cycles_end_ts if row.cycles_end is not None else row.cycles_measured_at
+        ),
+        energy_throughput_kwh=row.energy_charged_kwh if seen else None,
+        energy_discharged_kwh=row.energy_discharged_kwh if seen else None,
         soh_start_pct=row.soh_start_pct,
+        soh_start_measured_at=row.cycles_start_ts if row.soh_start_pct is not None else None,
         soh_end_pct=row.soh_end_pct,
+        soh_end_measured_at=row.cycles_end_ts if row.soh_end_pct is not None else None,
+        health_records=row.health_records,
         capacity_records=row.fit_days_n,
         capacity_fade_pct_per_1000_cycles=per_1000.value,
         capacity_fade_pct_per_1000_cycles_low=per_1000.low,
@@ -197,8 +206,8 @@ def report_row(row: BatteryWindow, day_to: date, recommended: bool) -> BatteryRe
         internal_resistance_increase_pct=resistance_increase_pct(
             row.resistance_first_mohm, row.resistance_end_mohm
         ),
-        hours_above_45c=row.seconds_above_45c / 3600.0,
-        hours_below_0c=row.seconds_below_0c / 3600.0,
+        hours_above_45c=row.seconds_above_45c / 3600.0 if seen else None,
+        hours_below_0c=row.seconds_below_0c / 3600.0 if seen else None,
         max_temp_c=row.max_temp_c,
         charging_sessions=row.charging_sessions,
         swaps=row.swaps,

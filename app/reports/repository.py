@@ -21,6 +21,7 @@ from app.reports.rows import (
     BatteryCount,
     BatteryWindow,
     CohortInputs,
+    PassportEvidence,
     Quarantined,
     QuarantineEvent,
     SohPoint,
@@ -39,7 +40,7 @@ _SUMMED = (
     "fit_days_sxy", "fit_days_syy", "fit_cycles_n", "fit_cycles_sx", "fit_cycles_sy",
     "fit_cycles_sxx", "fit_cycles_sxy", "fit_cycles_syy", "swaps_in", "swaps_out",
     "health_rejections", "imbalance_n",
-    "imbalance_sx", "imbalance_sy", "imbalance_sxx", "imbalance_sxy",
+    "imbalance_sx", "imbalance_sy", "imbalance_sxx", "imbalance_sxy", "health_records",
 )  # fmt: skip
 
 
@@ -141,7 +142,9 @@ def _next_month(day: date) -> date:
 
 BATTERY_ROWS = f"""
 SELECT b.id, b.serial, b.state, b.oem_id, b.manufactured_on, b.soh_pct,
-    b.equivalent_full_cycles AS battery_cycles,
+    b.equivalent_full_cycles AS battery_cycles, b.soh_measured_at, b.soh_source,
+    b.cycles_measured_at, b.cycles_source, b.registered_energy_throughput_kwh,
+    b.registered_capacity_throughput_ah,
     pt.code AS pack_type_code, pt.chemistry, pt.nominal_capacity_ah, pt.nominal_energy_kwh,
     pt.nominal_voltage_v, oem.code AS oem_code,
     first_health.resistance_first_mohm,
@@ -335,6 +338,24 @@ def quarantined(session: Session, oem_id: int | None) -> list[Quarantined]:
             ),
             {"oem_id": oem_id},
         ).mappings()
+    )
+
+
+# What a passport's figures rest on beyond the window's sums, over the battery's whole life:
+# its registration (the custody core's `registered` event) and its vehicle readings (kept per
+# day only, not in battery_monthly).
+PASSPORT_EVIDENCE = """
+SELECT (SELECT min(e.at) FROM custody_events e
+        WHERE e.battery_id = b.id AND e.cause = 'registered') AS registered_at,
+    (SELECT COALESCE(sum(d.vehicle_samples), 0) FROM battery_daily d
+     WHERE d.battery_serial = b.serial) AS vehicle_samples
+FROM batteries b WHERE b.id = :battery_id
+"""
+
+
+def passport_evidence(session: Session, battery_id: int) -> PassportEvidence:
+    return PassportEvidence.of(
+        session.execute(text(PASSPORT_EVIDENCE), {"battery_id": battery_id}).mappings().one()
     )
 
 

@@ -70,6 +70,13 @@ class BatteryWindow(CohortInputs):
 
     state: str
     battery_cycles: float
+    soh_measured_at: datetime | None
+    soh_source: str | None
+    cycles_measured_at: datetime | None
+    cycles_source: str | None
+    registered_energy_throughput_kwh: float | None
+    registered_capacity_throughput_ah: float | None
+    health_records: int
     chemistry: str
     nominal_energy_kwh: Decimal | float
     nominal_voltage_v: Decimal | float
@@ -131,6 +138,14 @@ class Quarantined(NamedRow):
     soh_pct: float | None
     at: datetime | None
     note: str | None
+
+
+@dataclass(slots=True)
+class PassportEvidence(NamedRow):
+    """repository.PASSPORT_EVIDENCE."""
+
+    registered_at: datetime | None
+    vehicle_samples: int | Decimal
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
-from app.models import BatteryState
+from app.models import BatteryState, ReadingSource
 
 FADE_LOW_DESCRIPTION = (
     "Lower end of the rate's 99.9 % confidence interval (figures.FADE_CONFIDENCE), from the"
@@ -109,10 +109,27 @@ class BatteryReportRow(BaseModel):
     equivalent_full_cycles: float | None = Field(
         description="Cycle count of the latest health record in the window, else the battery's"
     )
-    energy_throughput_kwh: float = Field(description="Energy charged at stations in the window")
-    energy_discharged_kwh: float = Field(description="Energy drawn on the road (vehicle data)")
+    equivalent_full_cycles_measured_at: datetime | None = Field(
+        default=None,
+        description="When the BMS reported that count; null when it was given at registration",
+    )
+    energy_throughput_kwh: float | None = Field(
+        description="Energy charged at stations in the window; null when the battery sent no"
+        " record in the window"
+    )
+    energy_discharged_kwh: float | None = Field(
+        description="Energy drawn on the road (vehicle data); null as above"
+    )
     soh_start_pct: float | None
+    soh_start_measured_at: datetime | None = Field(
+        default=None, description="The health record soh_start_pct comes from"
+    )
     soh_end_pct: float | None
+    soh_end_measured_at: datetime | None = Field(
+        default=None,
+        description="The health record soh_end_pct comes from: a SoH is as old as this",
+    )
+    health_records: int = Field(default=0, description="BMS health records in the window")
     capacity_records: int
     capacity_fade_pct_per_1000_cycles: float | None = Field(
         description="Least-squares slope of measured capacity against cycles, as % of nominal"
@@ -130,8 +147,11 @@ class BatteryReportRow(BaseModel):
     internal_resistance_increase_pct: float | None = Field(
         description="Latest resistance in the window against the first ever recorded"
     )
-    hours_above_45c: float
-    hours_below_0c: float
+    hours_above_45c: float | None = Field(
+        description="From charging and vehicle samples; null when the battery sent no record in"
+        " the window"
+    )
+    hours_below_0c: float | None = Field(description="As hours_above_45c")
     max_temp_c: float | None
     charging_sessions: int
     swaps: int
@@ -178,7 +198,21 @@ class PassportPerformance(BaseModel):
     state_of_certified_energy_pct: float | None = Field(
         description="Remaining energy against the rated (certified) energy"
     )
-    state_of_health_pct: float | None = Field(description="The BMS's latest reported SoH")
+    state_of_health_pct: float | None = Field(
+        description="The latest SoH reading: its source and measured-at time say whose and how"
+        " old (a figure given at registration has source `registration` and no time)"
+    )
+    state_of_health_measured_at: datetime | None = Field(
+        default=None, description="When that SoH was measured"
+    )
+    state_of_health_source: ReadingSource | None = Field(
+        default=None,
+        description="health_record (the BMS), swap (read by the station at a swap) or"
+        " registration (given by whoever registered the battery)",
+    )
+    health_records: int = Field(
+        default=0, description="BMS health records received over the battery's life"
+    )
     capacity_fade_pct_per_1000_cycles: float | None
     capacity_fade_pct_per_1000_cycles_low: float | None = Field(description=FADE_LOW_DESCRIPTION)
     capacity_fade_pct_per_1000_cycles_high: float | None = Field(description=FADE_HIGH_DESCRIPTION)
@@ -195,6 +229,9 @@ class PassportPerformance(BaseModel):
     power_fade_pct: float | None = Field(description="Not derivable, as above")
     internal_resistance_initial_mohm: float | None
     internal_resistance_current_mohm: float | None
+    internal_resistance_measured_at: datetime | None = Field(
+        default=None, description="The health record of the current resistance"
+    )
     internal_resistance_increase_pct: float | None
     round_trip_efficiency_pct: float | None = Field(
         description="Not derivable: charge and discharge energy are not metered over one cycle"
@@ -203,12 +240,51 @@ class PassportPerformance(BaseModel):
 
 
 class PassportDurability(BaseModel):
-    equivalent_full_cycles: float
-    energy_throughput_kwh: float = Field(description="Energy charged at stations, lifetime")
-    energy_discharged_kwh: float = Field(description="Energy drawn on the road, lifetime")
-    capacity_throughput_ah: float = Field(description="Ah charged plus Ah discharged")
-    time_above_45c_h: float
-    time_below_0c_h: float
+    """Figures over the period from throughput_from to throughput_to; null where no record
+    supports a figure (a battery that sent no telemetry has no throughput, not 0)."""
+
+    equivalent_full_cycles: float | None = Field(
+        description="The BMS's latest cycle count, or the count given at registration (see"
+        " the source); null when neither exists"
+    )
+    equivalent_full_cycles_measured_at: datetime | None = Field(
+        default=None, description="When the BMS reported it; null for a registration figure"
+    )
+    equivalent_full_cycles_source: ReadingSource | None = Field(
+        default=None, description="health_record or registration"
+    )
+    energy_throughput_kwh: float | None = Field(
+        description="Energy charged, lifetime: the history given at registration (if any) plus"
+        " what station charging samples measured since"
+    )
+    energy_throughput_at_registration_kwh: float | None = Field(
+        default=None, description="The part given at registration, for the time before it"
+    )
+    energy_discharged_kwh: float | None = Field(
+        description="Energy drawn on the road, measured by vehicle telemetry (since"
+        " registration only)"
+    )
+    capacity_throughput_ah: float | None = Field(
+        description="Ah charged plus Ah discharged, lifetime: the history given at registration"
+        " (if any) plus what telemetry measured since"
+    )
+    capacity_throughput_at_registration_ah: float | None = Field(
+        default=None, description="The part given at registration"
+    )
+    throughput_from: date | None = Field(
+        default=None,
+        description="First day the throughputs cover: the manufacture date when they include a"
+        " history given at registration, else the first day of telemetry",
+    )
+    throughput_to: datetime | None = Field(
+        default=None,
+        description="The last telemetry they include, or the registration when they are the"
+        " registration's history alone",
+    )
+    time_above_45c_h: float | None = Field(
+        description="From charging and vehicle samples, since registration; null without any"
+    )
+    time_below_0c_h: float | None = Field(description="As time_above_45c_h")
     max_temp_c: float | None
     first_seen_on: date | None
     last_seen_at: datetime | None
@@ -241,7 +317,9 @@ class BatteryPassport(BaseModel):
     durability: PassportDurability
     negative_events: PassportNegativeEvents
     quarantine_recommendations: list[Recommendation]
-    not_derivable: list[str]
+    not_derivable: list[str] = Field(
+        description="Every field of this passport that is null, as section.field"
+    )
     not_derivable_reasons: dict[str, str] = Field(
-        description="Why a field of not_derivable is null, where that depends on the data"
+        default_factory=dict, description="Why each field of not_derivable is null"
     )

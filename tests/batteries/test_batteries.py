@@ -150,6 +150,12 @@ def test_admin_registers_battery_in_slot_and_history_starts_with_registered(
         "soh_pct": 99.5,
         "equivalent_full_cycles": 3.0,
         "readings_at": None,
+        # Given at registration: labelled so, with no measured-at time.
+        "soc_measured_at": None,
+        "soh_measured_at": None,
+        "soh_source": "registration",
+        "cycles_measured_at": None,
+        "cycles_source": "registration",
     }
     fetched = client.get(f"/v1/batteries/{body['serial']}", headers=world.admin)
     assert fetched.json() == created
@@ -284,6 +290,11 @@ def test_register_with_organizations_of_wrong_role_is_422(client: TestClient, wo
         {"location": {"kind": "warehouse", "vin": "X"}},
         {"soc_pct": 101},
         {"equivalent_full_cycles": -1},
+        {"energy_throughput_kwh": -0.1, "capacity_throughput_ah": 1.0},
+        {"energy_throughput_kwh": 1e12, "capacity_throughput_ah": 1.0},
+        {"energy_throughput_kwh": 1.0, "capacity_throughput_ah": -5},
+        {"energy_throughput_kwh": 1.0, "capacity_throughput_ah": "lots"},
+        {"energy_throughput_kwh": 1.0},  # half a history
         {"serial": "has spaces/and slash"},
         {"manufactured_on": "yesterday"},
         {"state": "retired"},
@@ -295,6 +306,45 @@ def test_register_with_bad_body_is_422_validation_error(
     body = register_body(world, {"kind": "warehouse"}, **change)
     response = client.post("/v1/batteries", json=body, headers=world.admin)
     assert_problem(response, 422, "ValidationError")
+
+
+def test_a_lifetime_history_given_at_registration_is_carried_into_the_passport(
+    client: TestClient, world: World
+) -> None:
+    body = register_body(
+        world,
+        {"kind": "warehouse"},
+        equivalent_full_cycles=412.5,
+        energy_throughput_kwh=23_100.0,
+        capacity_throughput_ah=180_000.0,
+    )
+    assert client.post("/v1/batteries", json=body, headers=world.admin).status_code == 201
+    passport = client.get(f"/v1/batteries/{body['serial']}/passport", headers=world.admin)
+    assert passport.status_code == 200, passport.text
+    durability = passport.json()["durability"]
+    # No telemetry yet: the lifetime figures are the history, covering manufacture to
+    # registration, labelled as given at registration.
+    assert durability["equivalent_full_cycles"] == 412.5
+    assert durability["equivalent_full_cycles_source"] == "registration"
+    assert durability["energy_throughput_kwh"] == 23_100.0
+    assert durability["energy_throughput_at_registration_kwh"] == 23_100.0
+    assert durability["capacity_throughput_ah"] == 180_000.0
+    assert durability["throughput_from"] == "2025-03-01"
+    assert durability["throughput_to"] is not None
+    assert durability["time_above_45c_h"] is None
+
+
+def test_a_battery_registered_without_cycles_reports_them_as_unknown(
+    client: TestClient, world: World
+) -> None:
+    body = register_body(world, {"kind": "warehouse"})
+    del body["equivalent_full_cycles"]
+    created = client.post("/v1/batteries", json=body, headers=world.admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["cycles_source"] is None
+    passport = client.get(f"/v1/batteries/{body['serial']}/passport", headers=world.admin).json()
+    assert passport["durability"]["equivalent_full_cycles"] is None
+    assert "durability.equivalent_full_cycles" in passport["not_derivable"]
 
 
 def test_operator_registers_only_into_its_own_stations(client: TestClient, world: World) -> None:

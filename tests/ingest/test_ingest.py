@@ -232,6 +232,60 @@ def test_batteries_take_the_newest_soc_soh_and_cycles_only(
     assert row == (77.0, 91.5, 800.0, True)
 
 
+def test_health_record_arriving_after_a_newer_soc_reading_updates_soh_and_cycles(
+    ingest: IngestService, fleet: Fleet, prefix: str, publisher: Publisher
+) -> None:
+    """Each field is judged by its own measured-at time (issue 14): a SoC reading at 200 s
+    does not make the health record of 100 s look old, while an older or resent health
+    record never replaces the newer one."""
+    serial = fleet.serials[0]
+    health_topic = station_topic(fleet.station_code, RecordKind.health, prefix)
+
+    def health(offset_s: float, soh: float, cycles: int) -> bytes:
+        return orjson.dumps({
+            "battery_serial": serial, "ts": ts(offset_s), "soh_pct": soh,
+            "internal_resistance_mohm": 1.1, "cell_voltage_min_v": 3.2, "cell_voltage_max_v": 3.3,
+            "temp_c_max": 30, "cycle_count": cycles,
+        })  # fmt: skip
+
+    publisher.publish(
+        station_topic(fleet.station_code, RecordKind.charging, prefix),
+        orjson.dumps(charging(serial, 200, soc_pct=77.0)),
+    )
+    q = "SELECT count(*) FROM batteries WHERE serial = %s AND soc_pct = 77"
+    assert wait_for(lambda: count(DB, q, (serial,)) == 1)
+    publisher.publish(health_topic, health(100, 91.5, 800))
+    publisher.publish(health_topic, health(50, 99.0, 10))  # older than the one before
+    publisher.publish(health_topic, health(100, 91.5, 800))  # resent
+    q = "SELECT count(*) FROM health_records WHERE battery_serial = %s"
+    assert wait_for(lambda: count(DB, q, (serial,)) == 2)
+    q = "SELECT count(*) FROM batteries WHERE serial = %s AND equivalent_full_cycles = 800"
+    assert wait_for(lambda: count(DB, q, (serial,)) == 1)
+    with psycopg.connect(DB) as conn:
+        row = conn.execute(
+            "SELECT soc_pct, soh_pct, equivalent_full_cycles, soh_source, cycles_source,"
+            " soc_measured_at = (SELECT ts FROM charging_samples c"
+            " WHERE c.battery_serial = serial),"
+            " soh_measured_at = (SELECT max(ts) FROM health_records h"
+            " WHERE h.battery_serial = serial),"
+            " cycles_measured_at = soh_measured_at, soh_measured_at < soc_measured_at,"
+            " readings_at = soc_measured_at FROM batteries WHERE serial = %s",
+            (serial,),
+        ).fetchone()
+    assert row == (
+        77.0,
+        91.5,
+        800.0,
+        "health_record",
+        "health_record",
+        True,
+        True,
+        True,
+        True,
+        True,
+    )
+
+
 def test_station_goes_online_with_status_and_offline_with_its_last_will(
     ingest: IngestService, fleet: Fleet, prefix: str
 ) -> None:

@@ -20,6 +20,7 @@ from app.models import Battery, BatteryState, KeyRole, Organization, OrgRole, Pa
 from app.reports import repository as report_repo
 from app.reports.anomalies import find_anomalies
 from app.reports.figures import least_squares_slope
+from app.reports.passport import UNEXPLAINED
 from app.reports.service import iter_battery_rows, refresh_recommendations
 from devices.contract import RecordKind
 from tests.fixtures import factories
@@ -479,17 +480,105 @@ def test_passport_reports_measured_attributes_and_nulls_the_rest(
     assert body["negative_events"]["quarantines"] == []
 
 
-def test_passport_of_a_battery_without_telemetry_is_all_nulls_where_unmeasured(
+def test_passport_of_a_battery_without_telemetry_holds_no_number_no_data_supports(
     client: TestClient, world: ReportWorld
 ) -> None:
+    """Issue 14 item 7: no throughput or time at temperature as 0.0 for a battery that sent
+    nothing; what it has is labelled as given at registration."""
     body = client.get(
         f"/v1/batteries/{world.silent_serial}/passport", headers=auth(world.admin_key)
     ).json()
-    assert body["performance"]["remaining_capacity_ah"] is None
-    assert body["performance"]["state_of_certified_energy_pct"] is None
-    assert body["performance"]["state_of_health_pct"] is None
-    assert "performance.remaining_capacity_ah" in body["not_derivable"]
-    assert body["durability"]["energy_throughput_kwh"] == 0
+    perf, durability = body["performance"], body["durability"]
+    for name in (
+        "remaining_capacity_ah", "state_of_certified_energy_pct", "state_of_health_pct",
+        "internal_resistance_current_mohm", "capacity_fade_pct_per_year",
+    ):  # fmt: skip
+        assert perf[name] is None, name
+    for name in (
+        "energy_throughput_kwh", "energy_discharged_kwh", "capacity_throughput_ah",
+        "time_above_45c_h", "time_below_0c_h", "max_temp_c", "throughput_from", "throughput_to",
+    ):  # fmt: skip
+        assert durability[name] is None, name
+        assert f"durability.{name}" in body["not_derivable"]
+    assert perf["health_records"] == 0
+    assert perf["capacity_records"] == 0
+    # The factory registers it with 10 cycles: given at registration, so labelled as such.
+    assert durability["equivalent_full_cycles"] == 10.0
+    assert durability["equivalent_full_cycles_source"] == "registration"
+    assert durability["equivalent_full_cycles_measured_at"] is None
+    # Every number left is registry data (ratings, cycles given at registration) or a count.
+    numbers = {
+        f"{section}.{name}"
+        for section in ("performance", "durability", "negative_events")
+        for name, value in body[section].items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    assert numbers == {
+        "performance.health_records",
+        "performance.capacity_records",
+        "durability.equivalent_full_cycles",
+        "negative_events.swaps_refused_for_health",
+    }
+
+
+def test_passport_soh_given_at_registration_is_labelled_so(
+    client: TestClient, session: Session, world: ReportWorld
+) -> None:
+    battery = factories.make_battery(session, world.pack, world.oem, oem=world.oem, soh_pct=88.0)
+    body = client.get(
+        f"/v1/batteries/{battery.serial}/passport", headers=auth(world.admin_key)
+    ).json()
+    perf = body["performance"]
+    assert perf["state_of_health_pct"] == 88.0
+    assert perf["state_of_health_source"] == "registration"
+    assert perf["state_of_health_measured_at"] is None
+    assert (
+        "given at registration"
+        in body["not_derivable_reasons"]["performance.state_of_health_measured_at"]
+    )
+
+
+def test_passport_soh_says_when_the_bms_measured_it(client: TestClient, world: ReportWorld) -> None:
+    body = client.get(
+        f"/v1/batteries/{world.serials[0]}/passport", headers=auth(world.oem_key)
+    ).json()
+    perf = body["performance"]
+    last_day = (DAYS - 1) // 4 * 4
+    last_health = window_start() + timedelta(days=last_day, hours=10)
+    assert perf["state_of_health_source"] == "health_record"
+    assert datetime.fromisoformat(perf["state_of_health_measured_at"]) == last_health
+    assert perf["health_records"] == len(range(0, DAYS, 4))
+    assert body["durability"]["equivalent_full_cycles"] == round(100 + CYCLES_PER_DAY * last_day)
+    assert (
+        body["durability"]["equivalent_full_cycles_measured_at"]
+        == perf["state_of_health_measured_at"]
+    )
+
+
+def test_every_null_of_every_passport_is_listed_with_a_reason(
+    client: TestClient, world: ReportWorld
+) -> None:
+    def nulls(value: object, prefix: str) -> list[str]:
+        if not isinstance(value, dict):
+            return []
+        out: list[str] = []
+        for name, v in value.items():
+            if v is None:
+                out.append(prefix + name)
+            else:
+                out += nulls(v, f"{prefix}{name}.")
+        return out
+
+    checked = 0
+    for serial in [*world.serials, world.other_serial]:
+        body = client.get(f"/v1/batteries/{serial}/passport", headers=auth(world.admin_key)).json()
+        null = nulls(body, "")
+        assert sorted(body["not_derivable"]) == sorted(null), serial
+        assert set(body["not_derivable_reasons"]) == set(null), serial
+        unexplained = {k for k, v in body["not_derivable_reasons"].items() if v == UNEXPLAINED}
+        assert not unexplained, (serial, unexplained)
+        checked += len(null)
+    assert checked > 0
 
 
 def test_passport_lists_quarantines_as_negative_events(

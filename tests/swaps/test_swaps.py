@@ -1,5 +1,6 @@
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -7,7 +8,9 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
+from app.core import clock
 from app.core.db import SessionStatements
+from app.ingest.derived import update_batteries
 from app.models import (
     Battery,
     BatteryState,
@@ -23,6 +26,7 @@ from app.models import (
 from app.swaps import service
 from app.swaps.idempotency import claim
 from app.swaps.schemas import SwapCreate
+from devices.contract import RecordKind
 from tests.fixtures.factories import (
     auth,
     make_battery,
@@ -34,6 +38,7 @@ from tests.fixtures.factories import (
     make_vehicle_model,
     slot_of,
 )
+from tests.fixtures.report_data import raw_connection
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 
@@ -115,6 +120,38 @@ def test_completed_swap_writes_custody_history_for_both_batteries(
     )
 
 
+def test_swap_readings_replace_only_fields_they_are_newer_than(
+    client: TestClient, session: Session, world: SwapWorld
+) -> None:
+    """A station's readings at a swap are readings like any other, per field: the removed
+    battery's SoH from a BMS health record later than the swap stays; its SoC, older than
+    the swap, is replaced; the installed battery's stored SoC, which the request did not
+    read, is not restamped as measured at the swap."""
+    now = clock.now()
+    health_at = now + timedelta(hours=1)
+    depleted = refreshed(session, world.depleted)
+    depleted.soh_pct, depleted.soh_measured_at, depleted.soh_source = (
+        91.0,
+        health_at,
+        "health_record",
+    )
+    depleted.soc_measured_at = now - timedelta(hours=2)
+    session.flush()
+
+    body = world.swap_body(finished_at=now.isoformat(), started_at=now.isoformat())
+    response = post_swap(client, world.operator_key, body)
+
+    assert response.status_code == 201, response.text
+    removed = refreshed(session, world.depleted)
+    assert (removed.soh_pct, removed.soh_measured_at, removed.soh_source) == (
+        91.0, health_at, "health_record",
+    )  # fmt: skip
+    assert (removed.soc_pct, removed.soc_measured_at) == (15.0, now)
+    installed = refreshed(session, world.charged[0])
+    assert installed.soc_measured_at is None
+    assert installed.soh_source == "registration"
+
+
 def test_allocation_picks_highest_soc_then_fewest_cycles(
     client: TestClient, session: Session, world: SwapWorld
 ) -> None:
@@ -149,6 +186,36 @@ def test_allocation_picks_highest_soc_then_fewest_cycles(
     assert response.status_code == 201, response.text
     assert response.json()["installed_battery_serial"] == fresh.serial
     assert refreshed(session, worn).location_kind is LocationKind.slot
+
+
+def test_allocation_breaks_ties_on_cycles_reported_before_a_newer_soc_reading(
+    client: TestClient, session: Session, world: SwapWorld
+) -> None:
+    """Issue 14: a health record older than the battery's latest SoC reading still updates
+    its cycles, and allocation's tie-break uses them."""
+    station = world.station
+    worn = make_battery(
+        session, world.pack, world.owner, slot=slot_of(session, station, 2), soc_pct=99.0,
+        cycles=100,
+    )  # fmt: skip
+    other = make_battery(
+        session, world.pack, world.owner, slot=slot_of(session, station, 3), soc_pct=99.0,
+        cycles=300,
+    )  # fmt: skip
+    session.flush()
+    conn = raw_connection(session)
+    now = clock.now()
+    update_batteries(conn, {RecordKind.vehicle: [(worn.serial, now, 99.0)]})
+    # Its BMS's count from a charge that ended an hour before that SoC reading.
+    update_batteries(
+        conn, {RecordKind.health: [(worn.serial, now - timedelta(hours=1), 90.0, 900)]}
+    )
+    assert refreshed(session, worn).equivalent_full_cycles == 900.0
+
+    response = post_swap(client, world.operator_key, world.swap_body())
+
+    assert response.status_code == 201, response.text
+    assert response.json()["installed_battery_serial"] == other.serial
 
 
 def test_allocation_skips_incompatible_and_low_soh_batteries(
