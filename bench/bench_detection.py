@@ -34,6 +34,7 @@ from app.core import clock  # noqa: E402
 from simulators.fleet import FleetConfig  # noqa: E402
 from tests.fixtures.ground_truth_world import (  # noqa: E402
     World,
+    judge_passport_cycles,
     judge_rates,
     score_detection,
     simulated_world,
@@ -134,6 +135,18 @@ def main() -> None:
             )
             for serial, detail in sorted(v.misses.items()):
                 out(f"  miss {serial}: {detail}")
+        cycles = judge_passport_cycles(world)
+        errors = sorted(cycles.errors.values())
+        spread = (
+            f", median error {errors[len(errors) // 2]:.2%}, max {errors[-1]:.2%}" if errors else ""
+        )
+        out(
+            "\npassport cycles (issue 14: within 2 % or the wire's 1 cycle of the truth):"
+            f" {cycles.with_health_record} batteries sent a health record,"
+            f" {len(cycles.failures)} failures{spread}"
+        )
+        for serial, detail in sorted(cycles.failures.items()):
+            out(f"  {serial}: {detail}")
         if args.details:
             details(world)
 

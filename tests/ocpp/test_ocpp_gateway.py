@@ -25,6 +25,7 @@ from app.models import IdToken, OcppCommand, OcppConnection, OcppSwapRequest
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
+from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import auth, make_battery, slot_of, unique
 from tests.fixtures.ocpp_station import (
     OcppStation,
@@ -42,6 +43,8 @@ def api(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
     log = tmp_path_factory.mktemp("ocpp") / "api.log"
     with running_api(TEST_DATABASE_URL, log) as server:
         yield server
+    # This module's worlds are committed: gone before the worker's next module.
+    truncate_all(engine)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from app.core import clock
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
+from tests.fixtures.committed import truncate_all
 from tests.fixtures.ocpp_station import connected_station, exchange, raw_connection
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
@@ -26,6 +27,8 @@ def api(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
     log = tmp_path_factory.mktemp("ocpp_metering") / "api.log"
     with running_api(TEST_DATABASE_URL, log) as server:
         yield server
+    # This module's worlds are committed: gone before the worker's next module.
+    truncate_all(engine)
 
 
 def world(engine: Engine) -> tuple[SwapWorld, str]:

@@ -26,6 +26,7 @@ from tests.conftest import TEST_DB
 from tests.fixtures.ground_truth_world import (
     EXPECTED_KIND,
     World,
+    judge_passport_cycles,
     judge_rates,
     report_rows,
     score_detection,
@@ -117,3 +118,11 @@ def test_passport_report_and_summary_agree_without_a_detection_job(world: World)
         assert passport.status_code == 200, passport.text
         recommended = bool(passport.json()["quarantine_recommendations"])
         assert recommended == (serial in in_summary), serial
+
+
+def test_passport_cycles_are_the_bms_latest_count_within_2_percent_of_the_truth(
+    world: World,
+) -> None:
+    verdict = judge_passport_cycles(world)
+    assert verdict.with_health_record > 0
+    assert not verdict.failures, verdict.failures

@@ -23,6 +23,7 @@ from simulators.ocpp_station import OcppFleetStations, provision_ocpp
 from simulators.sinks import InMemorySink, SwapRecorder, SwapRequest, SwapResult
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
+from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import make_key
 
 pytestmark = pytest.mark.timeout(300)
@@ -33,6 +34,8 @@ def api(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
     log = tmp_path_factory.mktemp("sim_ocpp") / "api.log"
     with running_api(TEST_DATABASE_URL, log) as server:
         yield server
+    # This module's worlds are committed: gone before the worker's next module.
+    truncate_all(engine)
 
 
 class Kept:

@@ -23,6 +23,7 @@ from app.swaps import service
 from app.swaps.schemas import SwapCreate, SwapRead
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import running_api
+from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import auth, make_battery, make_vehicle
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
@@ -54,17 +55,7 @@ def committed_world(engine: Engine) -> Iterator[tuple[SwapWorld, list[tuple[str,
             drivers.append((vehicle.vin, battery.serial))
         session.commit()
     yield world, drivers
-    with engine.begin() as connection:
-        tables = ", ".join(
-            name
-            for (name,) in connection.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
-                )
-            )
-        )
-        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    truncate_all(engine)
 
 
 def assert_four_of_seven_got_the_four_batteries(

@@ -24,6 +24,7 @@ from app.reports import repository as report_repository
 from app.rollups.swaps import roll_up_swaps
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import running_api
+from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import auth, make_battery, slot_of
 from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
@@ -159,17 +160,7 @@ def committed_world(engine: Engine) -> Iterator[SwapWorld]:
         world = build_swap_world(session, charged_socs=(95.0, 96.0))
         session.commit()
     yield world
-    with engine.begin() as connection:
-        tables = ", ".join(
-            name
-            for (name,) in connection.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
-                )
-            )
-        )
-        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    truncate_all(engine)
 
 
 def test_a_swap_does_not_wait_for_the_report_aggregates(committed_world: SwapWorld) -> None:
