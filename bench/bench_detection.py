@@ -135,6 +135,22 @@ def main() -> None:
             )
             for serial, detail in sorted(v.misses.items()):
                 out(f"  miss {serial}: {detail}")
+        out("\nAre the intervals right? Each reported rate's error in its own standard errors,")
+        out("against the count a normal error would give if they are (in brackets; Student's t,")
+        out("with the fits' 6 or more degrees of freedom, expects a little more):\n")
+        out("| rate | rates with an interval | beyond 1.96 (expect) | 2.58 | 3.29 | largest |")
+        out("| --- | --- | --- | --- | --- | --- |")
+        for field, truth_of in (
+            ("capacity_fade_pct_per_year", "fade_pct_per_year"),
+            ("capacity_fade_pct_per_1000_cycles", "fade_pct_per_1000_cycles"),
+        ):
+            z = judge_rates(world, field, truth_of).errors_in_se
+            cells = [
+                f"{sum(abs(e) > q for e in z)} ({p * len(z):.1f})"
+                for q, p in ((1.96, 0.05), (2.576, 0.01), (3.291, 0.001))
+            ]
+            largest = max(z, key=abs) if z else float("nan")
+            out(f"| {field} | {len(z)} | {' | '.join(cells)} | {largest:+.2f} |")
         cycles = judge_passport_cycles(world)
         errors = sorted(cycles.errors.values())
         spread = (

@@ -5,7 +5,7 @@ from pydantic import BaseModel, Field
 from app.models import BatteryState, ReadingSource
 
 FADE_LOW_DESCRIPTION = (
-    "Lower end of the rate's 99.9 % confidence interval (figures.FADE_CONFIDENCE), from the"
+    "Lower end of the rate's 99.99 % confidence interval (figures.FADE_CONFIDENCE), from the"
     " least-squares fit's standard error (Student's t); null with the rate"
 )
 FADE_HIGH_DESCRIPTION = "Upper end of the same interval"

@@ -71,6 +71,15 @@ def test_t_quantile_matches_the_tables_from_four_degrees_of_freedom() -> None:
         assert t_quantile(0.995, dof) == pytest.approx(t99, rel=3e-3)
 
 
+def test_t_quantile_at_the_fade_intervals_confidence_is_close_enough() -> None:
+    # Two-sided 99.99 % (p = 0.99995), exact values from scipy.stats.t.ppf; the expansion is
+    # a little short at few degrees of freedom, as t_quantile says.
+    assert FADE_CONFIDENCE == 0.9999
+    for dof, exact, tolerance in ((6, 9.0823, 9e-3), (8, 7.1200, 3e-3), (10, 6.2111, 1e-3),
+                                  (20, 4.8373, 1e-4), (48, 4.2435, 1e-4)):  # fmt: skip
+        assert t_quantile(0.99995, dof) == pytest.approx(exact, rel=tolerance)
+
+
 def test_the_fits_standard_error_is_the_textbook_one() -> None:
     rng = np.random.default_rng(3)
     x = np.linspace(2500.0, 2620.0, 25)

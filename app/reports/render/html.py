@@ -223,7 +223,7 @@ def anomalies_table(anomalies: Sequence[Anomaly]) -> str:
             ("Finding", False),
             ("Detail", False),
             ("Evidence", False),
-            (f"Value ({FADE_CONFIDENCE:.1%} interval)", True),
+            (f"Value ({FADE_CONFIDENCE:.2%} interval)", True),
             ("Cohort median", True),
             ("Robust z", True),
             ("Cohort size", True),
