@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from simulators.ground_truth import GroundTruth
     from simulators.swap_protocol import SwapProtocol
 
+# A two-wheeler's swap, door to door; a scenario's stations bring their own (StationKind).
+SWAP_DURATION_S = 90
+
 Publish = Callable[[RecordKind, str, list[Record]], None]
 
 
@@ -34,7 +37,7 @@ class SimSlot:
 class SimStation:
     __slots__ = (
         "index", "code", "name", "lat", "lon", "power_kw", "charger_kw", "slots", "waiting",
-        "ticking",
+        "ticking", "swap_s",
     )  # fmt: skip
 
     def __init__(
@@ -47,6 +50,7 @@ class SimStation:
         *,
         power_kw: float,
         charger_kw: float,
+        swap_s: int = SWAP_DURATION_S,
     ) -> None:
         self.index = index
         self.code = code
@@ -56,6 +60,8 @@ class SimStation:
         # The station's grid budget, shared by its slots, and each slot's charger.
         self.power_kw = power_kw
         self.charger_kw = charger_kw
+        # How long a swap takes here, door to door.
+        self.swap_s = swap_s
         self.slots: list[SimSlot] = []
         self.waiting: deque[int] = deque()
         self.ticking = False
