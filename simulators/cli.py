@@ -34,8 +34,9 @@ from simulators.backend import (
     RestSwapRecorder,
     SharedMqttSink,
 )
-from simulators.fleet import Fleet, FleetConfig, FleetStats
+from simulators.fleet import Fleet, FleetStats
 from simulators.ocpp_station import OcppFleetStations, provision_ocpp, ws_url
+from simulators.scenarios import SCENARIOS
 from simulators.sinks import GroundTruthWriter, InMemorySink, RecordSink, SwapRecorder
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,14 @@ def _render_summary(
     console.print(table)
 
 
+class ScenarioName(StrEnum):
+    # simulators.scenarios.SCENARIOS, spelled out for the command line's help.
+    heavy_truck = "heavy-truck"
+    urban_van = "urban-van"
+    passenger_car = "passenger-car"
+    mixed = "mixed"
+
+
 class StationProtocol(StrEnum):
     mqtt = "mqtt"
     ocpp = "ocpp"
@@ -147,8 +156,23 @@ class StationProtocol(StrEnum):
 @simulate_cli.callback(invoke_without_command=True)
 def simulate(
     ctx: typer.Context,
-    stations: Annotated[int, typer.Option(min=1, help="Swap stations.")] = 20,
-    vehicles: Annotated[int, typer.Option(min=0, help="Vehicles.")] = 300,
+    scenario: Annotated[
+        ScenarioName,
+        typer.Option(
+            help="The fleet: heavy trucks, urban vans, passenger cars, or all three "
+            "(docs/scenarios.md)."
+        ),
+    ] = ScenarioName.mixed,
+    stations: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Swap stations, split among the scenario's segments; default: the scenario's.",
+        ),
+    ] = None,
+    vehicles: Annotated[
+        int | None, typer.Option(min=0, help="Vehicles; default: the scenario's.")
+    ] = None,
     days: Annotated[float, typer.Option(min=0.0, help="Simulated days.")] = 30.0,
     speed: Annotated[
         str, typer.Option(help="`max`, or simulated seconds per wall second (1 = real time).")
@@ -169,10 +193,16 @@ def simulate(
     prefix: Annotated[
         str | None, typer.Option(help="Prefix of every code and serial; default sim<seed>.")
     ] = None,
-    slots: Annotated[int, typer.Option(min=2, help="Slots per station.")] = 12,
+    slots: Annotated[
+        int | None,
+        typer.Option(min=2, help="Slots per station; default: each station kind's own."),
+    ] = None,
     station_power_kw: Annotated[
-        float, typer.Option(min=0.1, help="Grid power limit per station (kW).")
-    ] = 24.0,
+        float | None,
+        typer.Option(
+            min=0.1, help="Grid power limit per station (kW); default: each station kind's own."
+        ),
+    ] = None,
     faulty_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of faulty batteries.")
     ] = 0.05,
@@ -257,16 +287,15 @@ def simulate(
         signal.signal(signal.SIGTERM, _interrupt)
     if start is None:
         start = default_start(days, pace, now())
-    config = FleetConfig(
-        stations=stations,
-        vehicles=vehicles,
+    chosen = SCENARIOS[scenario.value].with_stations(slots=slots, grid_kw=station_power_kw)
+    sizes = {"stations": stations, "vehicles": vehicles}
+    config = chosen.config(
         days=days,
         seed=seed,
         start=start.replace(tzinfo=start.tzinfo or UTC),
         code_prefix=prefix,
-        slots_per_station=slots,
-        station_power_kw=station_power_kw,
         faulty_share=faulty_share,
+        **{name: value for name, value in sizes.items() if value is not None},
     )
     console = Console(stderr=False)
     notes: list[str] = []

@@ -237,6 +237,21 @@ class Scenario:
             segments=self.segments,
         )
 
+    def with_stations(self, *, slots: int | None = None, grid_kw: float | None = None) -> Scenario:
+        """The scenario with every station kind's slot count or grid limit replaced."""
+        segments = tuple(
+            replace(
+                segment,
+                station=replace(
+                    segment.station,
+                    slots=segment.station.slots if slots is None else slots,
+                    grid_kw=segment.station.grid_kw if grid_kw is None else grid_kw,
+                ),
+            )
+            for segment in self.segments
+        )
+        return replace(self, segments=segments)
+
     def config(self, **overrides: Any) -> FleetConfig:
         """The scenario's FleetConfig; keyword arguments override any field."""
         first = self.segments[0]
