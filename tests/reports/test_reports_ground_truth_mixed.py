@@ -1,0 +1,17 @@
+"""The reports against the ground truth of the `mixed` scenario (simulators/scenarios.py),
+seed 4: 3 stations (one per segment), 50 vehicles, 240 days
+(tests/fixtures/scenario_ground_truth.py)."""
+
+import pytest
+
+from tests.fixtures.scenario_ground_truth import ScenarioGroundTruth
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.xdist_group("gt_mixed")]
+
+
+class TestGroundTruthMixed(ScenarioGroundTruth):
+    scenario = "mixed"
+    seed = 4
+    stations = 3
+    vehicles = 50
+    days = 240
