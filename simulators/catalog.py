@@ -71,6 +71,8 @@ class Segment:
     name: str
     operator_key: str
     operator_name: str
+    # Station codes are the stem and a number: UPW-TS-CFD-01.
+    station_stem: str
     model_keys: tuple[str, ...]
     station: StationKind
     center_lat: float

@@ -36,7 +36,14 @@ from simulators.backend import (
 )
 from simulators.fleet import Fleet, FleetStats
 from simulators.ocpp_station import OcppFleetStations, provision_ocpp, ws_url
-from simulators.scenarios import SCENARIOS
+from simulators.scenarios import (
+    DEMO_PREFIX,
+    DEMO_SCENARIO,
+    DEMO_SEED,
+    DEMO_STATIONS,
+    DEMO_VEHICLES,
+    SCENARIOS,
+)
 from simulators.sinks import GroundTruthWriter, InMemorySink, RecordSink, SwapRecorder
 
 log = logging.getLogger(__name__)
@@ -191,7 +198,8 @@ def simulate(
         ),
     ] = None,
     prefix: Annotated[
-        str | None, typer.Option(help="Prefix of every code and serial; default sim<seed>.")
+        str | None,
+        typer.Option(help='Prefix of every code and serial; default sim<seed>; "" for none.'),
     ] = None,
     slots: Annotated[
         int | None,
@@ -449,19 +457,20 @@ def wait_until_ready(http: httpx.Client, timeout: float) -> None:
         time.sleep(0.5)
 
 
-# What `swapfleet up` runs by default: a small fleet, so that a newcomer sees swaps and
-# telemetry arrive at once. On a new database it first backfills UP_BACKFILL_DAYS of history
-# flat out, so that reports and charts have data, then runs UP_SPEED times faster than real
-# time through UP_RUNWAY_DAYS, and from the present on in real time (a backend refuses
-# records from the future). The fixed prefix and seed make a second `up` on the same
-# database reuse the fleet it registered the first time; it goes on from the present.
-UP_FLEET_PREFIX = "demo-sim"
+# What `swapfleet up` runs by default: the demo network (simulators.scenarios.demo_config, the
+# world `swapfleet seed-demo` registers), so that a newcomer sees its swaps and telemetry arrive
+# at once. On a new database it first backfills UP_BACKFILL_DAYS of history flat out, so that
+# reports and charts have data, then runs UP_SPEED times faster than real time through
+# UP_RUNWAY_DAYS, and from the present on in real time (a backend refuses records from the
+# future). The seed's codes, seed and size make every `up` on the same database find the
+# network registered; it goes on from the present.
 UP_BACKFILL_DAYS = 3
 UP_RUNWAY_DAYS = 2
 UP_SPEED = 60.0
 UP_FLEET_ARGS = (
-    "--stations", "3", "--vehicles", "24", "--days", "3650",
-    "--seed", "1", "--prefix", UP_FLEET_PREFIX, "--slots", "8", "--no-progress", "--wait", "60",
+    "--scenario", DEMO_SCENARIO, "--stations", str(DEMO_STATIONS), "--vehicles",
+    str(DEMO_VEHICLES), "--days", "3650", "--seed", str(DEMO_SEED), "--prefix", DEMO_PREFIX,
+    "--no-progress", "--wait", "60",
 )  # fmt: skip
 
 

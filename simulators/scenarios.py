@@ -197,19 +197,19 @@ PASSENGER_CAR_STATION = StationKind(
 )
 
 HEAVY_TRUCK = Segment(
-    "ht", "heavy trucks", "UPOWER", "U Power swap network",
+    "ht", "heavy trucks", "UPOWER", "U Power swap network", "UPW-TS-CFD",
     ("FOTON-AUMAN-EST-E", "FOTON-AUMAN-GTL-E", "IVECO-S-EWAY-SWAP"), HEAVY_TRUCK_STATION,
     center_lat=39.2216, center_lon=118.4598, radius_km=15.0,  # Tangshan Caofeidian port
     station_share=1.0, vehicle_share=12.0,
 )  # fmt: skip
 URBAN_VAN = Segment(
-    "lv", "urban vans", "VANSWAP", "City van swap network",
+    "lv", "urban vans", "VANSWAP", "City van swap network", "VSW-BJ-DX",
     ("IVECO-EDAILY-35S", "FOTON-TOANO-EV"), URBAN_VAN_STATION,
     center_lat=39.7269, center_lon=116.3412, radius_km=12.0,  # Beijing Daxing logistics park
     station_share=1.0, vehicle_share=25.0,
 )  # fmt: skip
 PASSENGER_CAR = Segment(
-    "pc", "passenger cars", "NIOPWR", "NIO Power",
+    "pc", "passenger cars", "NIOPWR", "NIO Power", "NPW-BJ",
     ("NIO-ES6", "FAW-HONGQI-EQM5"), PASSENGER_CAR_STATION,
     center_lat=39.9042, center_lon=116.4074, radius_km=15.0,  # Beijing
     station_share=1.0, vehicle_share=60.0,
@@ -299,3 +299,21 @@ def scenario(name: str) -> Scenario:
         return SCENARIOS[name]
     except KeyError:
         raise ValueError(f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}") from None
+
+
+# The demo network of `swapfleet up` and `swapfleet seed-demo`: the mixed scenario, small, with
+# bare codes (UPOWER, UPW-TS-CFD-01, BB-HT282-0001). One definition: the seed registers this
+# world's manifest (app/cli/demo.py) and `up`'s simulator runs it (simulators/cli.py), finding
+# everything registered by its natural keys.
+DEMO_SCENARIO = "mixed"
+DEMO_SEED = 1
+DEMO_STATIONS = 3
+DEMO_VEHICLES = 30
+DEMO_PREFIX = ""
+
+
+def demo_config(**overrides: Any) -> FleetConfig:
+    return SCENARIOS[DEMO_SCENARIO].config(
+        stations=DEMO_STATIONS, vehicles=DEMO_VEHICLES, seed=DEMO_SEED, code_prefix=DEMO_PREFIX,
+        **overrides,
+    )  # fmt: skip

@@ -60,8 +60,11 @@ class WorldBuilder:
         return random.Random(f"{self.config.seed}:{name}")
 
     def codes(self) -> dict[str, str]:
-        p = self.config.prefix
-        return {"operator": f"{p}-ops", "owner": f"{p}-bank"}
+        code = self.config.code
+        if self.catalog.segments:
+            # Each segment has its operator; the packs belong to one leasing company.
+            return {"owner": code(SCENARIO_OWNER[0])}
+        return {"operator": code("ops"), "owner": code("bank")}
 
     def build(self) -> World:
         rng = self.rng("fleet")
@@ -80,23 +83,26 @@ class WorldBuilder:
 
     def add_organizations(self) -> None:
         p = self.config.prefix
+        code = self.config.code
         codes = self.codes()
         orgs = self.world.manifest.organizations
-        orgs.append(OrganizationEntry(codes["operator"], f"{p} swap network", "operator"))
-        orgs.append(OrganizationEntry(codes["owner"], f"{p} battery bank", "owner"))
+        if self.catalog.segments:
+            orgs.append(OrganizationEntry(codes["owner"], SCENARIO_OWNER[1], "owner"))
+        else:
+            orgs.append(OrganizationEntry(codes["operator"], f"{p} swap network", "operator"))
+            orgs.append(OrganizationEntry(codes["owner"], f"{p} battery bank", "owner"))
         for oem in self.catalog.oems:
-            orgs.append(OrganizationEntry(f"{p}-{oem.key}", oem.name, "oem"))
+            orgs.append(OrganizationEntry(code(oem.key), oem.name, "oem"))
         for segment in self.catalog.segments:
-            code = f"{p}-{segment.operator_key}"
-            if all(org.code != code for org in orgs):
-                orgs.append(OrganizationEntry(code, segment.operator_name, "operator"))
+            operator = code(segment.operator_key)
+            if all(org.code != operator for org in orgs):
+                orgs.append(OrganizationEntry(operator, segment.operator_name, "operator"))
 
     def add_pack_types(self) -> None:
-        p = self.config.prefix
         for key, spec in self.packs.items():
             self.world.manifest.pack_types.append(
                 PackTypeEntry(
-                    f"{p}-{key}",
+                    self.config.code(key),
                     spec.name,
                     spec.chemistry,
                     round(spec.nominal_energy_kwh, 3),
@@ -106,14 +112,14 @@ class WorldBuilder:
             )
 
     def add_vehicle_models(self) -> None:
-        p = self.config.prefix
+        code = self.config.code
         for model in self.catalog.vehicle_models:
             self.world.manifest.vehicle_models.append(
                 VehicleModelEntry(
-                    f"{p}-{model.key}",
+                    code(model.key),
                     model.name,
-                    f"{p}-{model.oem_key}",
-                    tuple(f"{p}-{k}" for k in model.pack_keys),
+                    code(model.oem_key),
+                    tuple(code(k) for k in model.pack_keys),
                 )
             )
 
@@ -154,7 +160,12 @@ class WorldBuilder:
     def new_battery(self, spec: PackSpec, soc: float) -> Battery:
         cfg = self.config
         world = self.world
-        serial = f"{cfg.prefix}-b{len(world.batteries) + 1:06d}"
+        number = len(world.batteries) + 1
+        if self.catalog.segments:
+            # BB-HT282-0012: the leasing company's pack number, as fleets label them.
+            serial = cfg.code(f"BB-{spec.code.split('-')[0]}-{number:04d}")
+        else:
+            serial = f"{cfg.prefix}-b{number:06d}"
         brng = self.rng(serial)
         traits = BatteryTraits.draw(brng, cfg.faulty_share)
         battery = Battery(
@@ -190,7 +201,7 @@ class WorldBuilder:
         """A vehicle of `model` with its pack, based at one of `stations`."""
         cfg = self.config
         world = self.world
-        oem_code = f"{cfg.prefix}-{model.oem_key}"
+        oem_code = cfg.code(model.oem_key)
         vehicle = SimVehicle(len(world.vehicles), vin, model, oem_code)
         vehicle.rng = self.rng(vin)
         vrng = vehicle.rng
@@ -207,7 +218,7 @@ class WorldBuilder:
         vehicle.heading = vrng.uniform(0.0, 2.0 * math.pi)
         vehicle.odometer_km = round(vrng.uniform(500.0, 30_000.0), 1)
         world.vehicles.append(vehicle)
-        world.manifest.vehicles.append(VehicleEntry(vin, oem_code, f"{cfg.prefix}-{model.key}"))
+        world.manifest.vehicles.append(VehicleEntry(vin, oem_code, cfg.code(model.key)))
         world.manifest.batteries.append(self.battery_entry(vehicle.battery, oem_code, vin=vin))
         return vehicle
 
@@ -220,10 +231,9 @@ class WorldBuilder:
         station_code: str | None = None,
         slot_number: int | None = None,
     ) -> BatteryEntry:
-        p = self.config.prefix
         return BatteryEntry(
             serial=battery.serial,
-            pack_type_code=f"{p}-{battery.spec.code}",
+            pack_type_code=self.config.code(battery.spec.code),
             owner_code=self.codes()["owner"],
             oem_code=oem_code,
             manufactured_on=self._manufactured[battery.serial].isoformat(),
@@ -266,16 +276,16 @@ class WorldBuilder:
                 demand[key] += 1.0 / len(vehicle.model.pack_keys)
         for model in models:
             for key in model.pack_keys:
-                if f"{cfg.prefix}-{model.oem_key}" not in oems_of_pack[key]:
-                    oems_of_pack[key].append(f"{cfg.prefix}-{model.oem_key}")
+                if cfg.code(model.oem_key) not in oems_of_pack[key]:
+                    oems_of_pack[key].append(cfg.code(model.oem_key))
         if not demand:
             packs = self.packs if not self.catalog.segments else {
                 key: None for model in models for key in model.pack_keys
             }  # fmt: skip
             demand = dict.fromkeys(packs, 1.0)
-            first_oem = f"{cfg.prefix}-{self.catalog.oems[0].key}"
+            first_oem = cfg.code(self.catalog.oems[0].key)
             if self.catalog.segments and models:
-                first_oem = f"{cfg.prefix}-{models[0].oem_key}"
+                first_oem = cfg.code(models[0].oem_key)
             oems_of_pack = {key: [first_oem] for key in packs}
         for station in stations:
             counts = apportion(demand, max(0, len(station.slots) - 1))
@@ -310,6 +320,10 @@ class _SegmentPlan:
     vehicles: list[SimVehicle] = field(default_factory=list)
 
 
+# The leasing company that owns a scenario's packs (code, name), as in the demo network.
+SCENARIO_OWNER = ("BATBANK", "Battery Bank Leasing")
+
+
 def _segments_build(builder: WorldBuilder, rng: random.Random) -> None:
     """build_stations, build_vehicles and stock_stations for a catalog with segments: the
     run's stations and vehicles are split among the segments by their shares; each segment's
@@ -325,12 +339,11 @@ def _segments_build(builder: WorldBuilder, rng: random.Random) -> None:
                                cfg.vehicles)  # fmt: skip
     models = {model.key: model for model in builder.catalog.vehicle_models}
     plans = [_SegmentPlan(segment) for segment in segments]
-    operator = builder.config.prefix
     for key, plan in zip(keys, plans, strict=True):
         segment = plan.segment
         kind = segment.station
         for n in range(station_counts[key]):
-            code = f"{operator}-{segment.key}-st{n + 1:02d}"
+            code = cfg.code(f"{segment.station_stem}-{n + 1:02d}")
             lat, lon = _point(rng, segment.center_lat, segment.center_lon, segment.radius_km)
             station = SimStation(
                 len(world.stations), code, f"{segment.operator_name} {segment.name} {n + 1}",
@@ -341,7 +354,7 @@ def _segments_build(builder: WorldBuilder, rng: random.Random) -> None:
             plan.stations.append(station)
             world.manifest.stations.append(
                 StationEntry(
-                    code, station.name, f"{operator}-{segment.operator_key}", round(lat, 6),
+                    code, station.name, cfg.code(segment.operator_key), round(lat, 6),
                     round(lon, 6), cfg.timezone, kind.target_soc_pct, kind.slots,
                 )
             )  # fmt: skip

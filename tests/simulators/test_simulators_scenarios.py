@@ -35,14 +35,13 @@ def test_each_scenario_registers_its_packs_models_and_stations(name: str) -> Non
     spec = SCENARIOS[name]
     fleet = Fleet(spec.config(days=0.0, start=START), InMemorySink())
     manifest = fleet.manifest
-    segments = {s.key: s for s in spec.segments}
     taken_by_models = {k for m in spec.catalog().vehicle_models for k in m.pack_keys}
     assert {p.code.split("-", 1)[1] for p in manifest.pack_types} == taken_by_models
     for pack in manifest.pack_types:
         assert pack.chemistry == "LFP"
         assert pack.nominal_energy_kwh > 30.0
     for station, entry in zip(fleet.stations, manifest.stations, strict=True):
-        kind = segments[station.code.split("-")[1]].station
+        kind = next(s.station for s in spec.segments if s.station_stem in station.code)
         assert (entry.slot_count, station.charger_kw, station.power_kw, station.swap_s) == (
             kind.slots, kind.charger_kw, kind.grid_kw, kind.swap_s,
         )  # fmt: skip
