@@ -142,6 +142,11 @@ def _render_summary(
         table.add_row("swaps the backend and the sim disagreed on", f"{stats.swap_mismatches:,}")
     table.add_row("drivers who queued / went elsewhere", f"{stats.waits:,} / {stats.redirects:,}")
     table.add_row("charges completed", f"{stats.charges_completed:,}")
+    load = fleet.station_load
+    table.add_row("energy charged", f"{load.energy_kwh / 1000.0:,.1f} MWh")
+    table.add_row("highest load of one station", f"{load.peak_station_kw:,.0f} kW")
+    packs = sorted({(b.spec.code, b.spec.nominal_energy_kwh) for b in fleet.batteries})
+    table.add_row("pack types", ", ".join(f"{code} ({kwh:.0f} kWh)" for code, kwh in packs))
     for note in notes:
         table.add_row("note", note)
     console.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from devices.contract import RecordKind
@@ -67,6 +68,15 @@ class SimStation:
         self.ticking = False
 
 
+@dataclass
+class StationLoad:
+    """What the stations drew from the grid: energy into the packs and the highest load one
+    station reached at one step."""
+
+    energy_kwh: float = 0.0
+    peak_station_kw: float = 0.0
+
+
 class Stations:
     """Charging, readings and status of every station; a ticking station steps its charging
     slots every charge_step_s until none charges."""
@@ -92,6 +102,7 @@ class Stations:
         # Wired by the fleet: they and the stations call each other.
         self.swaps: SwapProtocol
         self.truth: GroundTruth
+        self.load = StationLoad()
         engine.on(STATION_TICK, self.on_tick)
         engine.on(STATUS, self.on_status)
 
@@ -131,6 +142,7 @@ class Stations:
         records: list[Record] = []
         finished: list[SimSlot] = []
         became_ready = False
+        station_kw = 0.0
         for slot in charging:
             battery = slot.battery
             assert battery is not None
@@ -149,6 +161,8 @@ class Stations:
             )
             energy = slot.energy_kwh + step.energy_kwh
             slot.energy_kwh = energy
+            station_kw += step.power_kw
+            self.load.energy_kwh += step.energy_kwh
             # temp_c_min() and temp_c_max(), inlined.
             c = battery.current_a / battery._nom_ah
             c2 = c * c
@@ -174,6 +188,8 @@ class Stations:
             # With current flowing, step.done already is charge_complete().
             if step.done or (step.current_a <= 0.0 and battery.charge_complete()):
                 finished.append(slot)
+        if station_kw > self.load.peak_station_kw:
+            self.load.peak_station_kw = station_kw
         self._publish(RecordKind.charging, station.code, records)
         for slot in finished:
             self._finish_charge(station, slot)
