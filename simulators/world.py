@@ -335,8 +335,12 @@ def _segments_build(builder: WorldBuilder, rng: random.Random) -> None:
     keys = [f"{i:02d}" for i in range(len(segments))]
     station_counts = apportion({k: s.station_share for k, s in zip(keys, segments, strict=True)},
                                cfg.stations)  # fmt: skip
-    vehicle_counts = apportion({k: s.vehicle_share for k, s in zip(keys, segments, strict=True)},
-                               cfg.vehicles)  # fmt: skip
+    # A segment left without a station (fewer stations than segments) gets no vehicles.
+    served = [k for k in keys if station_counts[k]] or keys
+    vehicle_counts = dict.fromkeys(keys, 0) | apportion(
+        {k: s.vehicle_share for k, s in zip(keys, segments, strict=True) if k in served},
+        cfg.vehicles,
+    )
     models = {model.key: model for model in builder.catalog.vehicle_models}
     plans = [_SegmentPlan(segment) for segment in segments]
     for key, plan in zip(keys, plans, strict=True):
