@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.cli.demo import demo_network
 from app.core.config import get_settings
 from app.core.db import get_engine, get_session_factory
 from app.core.migrate import upgrade
@@ -500,6 +501,12 @@ def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_pr
 
         seen = a_newcomer_sees_the_fleet_at_work(base, keys[0], database_url)
         assert all(seen.values()), f"{seen}\n{first_log.read_text()[-3000:]}"
+        # One world (issue 15): the simulated fleet is the seeded network, nothing beside it.
+        with psycopg.connect(database_url) as conn:
+            codes = conn.execute("SELECT code FROM stations UNION ALL SELECT code FROM pack_types")
+            found = sorted(code for (code,) in codes)
+        network = demo_network()
+        assert found == sorted([s.code for s in network.stations] + [p.code for p in network.packs])
         run_readme_walkthrough(base, database_url)
         assert simulated_telemetry_arrives(database_url), first_log.read_text()[-3000:]
     finally:
