@@ -1,5 +1,5 @@
 """The reports against the ground truth of the `mixed` scenario (simulators/scenarios.py),
-seed 4: 3 stations (one per segment), 50 vehicles, 240 days
+seed 1: 3 stations (one per segment), 50 vehicles, 240 days
 (tests/fixtures/scenario_ground_truth.py)."""
 
 import pytest
@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.xdist_grou
 
 class TestGroundTruthMixed(ScenarioGroundTruth):
     scenario = "mixed"
-    seed = 4
+    seed = 1
     stations = 3
     vehicles = 50
     days = 240
