@@ -2,6 +2,12 @@
 
     python bench/bench_simulator.py                                   # generation only
     python bench/bench_simulator.py --mqtt mqtt://127.0.0.1:1883      # and publishing
+    python bench/bench_simulator.py --scenario all --days 1           # each scenario's fleet
+
+With --scenario (a name of simulators/scenarios.py, or `all`), the fleet is that scenario's at
+its default size instead of the two-wheeler standard fleet, and the script also prints the
+records per simulated hour it generates, by kind: the load a backend takes from it in real
+time.
 
 Every figure sits next to a raw baseline measured in the same process, on the same core, right
 before it, so that the ratios hold on a noisy machine:
@@ -39,6 +45,7 @@ from devices.client import BrokerSettings  # noqa: E402
 from devices.contract import RecordKind  # noqa: E402
 from simulators.backend import SharedMqttSink  # noqa: E402
 from simulators.fleet import Fleet, FleetConfig  # noqa: E402
+from simulators.scenarios import SCENARIOS, scenario  # noqa: E402
 from simulators.sinks import InMemorySink, Record  # noqa: E402
 
 
@@ -230,12 +237,20 @@ def main() -> None:
     parser.add_argument("--mqtt-days", type=float, default=2.0)
     parser.add_argument("--window", type=int, default=20, help="MQTT in-flight window")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
+    parser.add_argument(
+        "--scenario", choices=[*SCENARIOS, "all"], help="a scenario's fleet (or all of them)"
+    )
     args = parser.parse_args()
 
     if not args.all_cores and hasattr(os, "sched_setaffinity"):
         core = sorted(os.sched_getaffinity(0))[-1]
         os.sched_setaffinity(0, {core})
         out(f"pinned to core {core} (the paho network thread shares it)")
+    if args.scenario:
+        names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+        for name in names:
+            bench_scenario(name, args)
+        return
     config = FleetConfig(stations=args.stations, vehicles=args.vehicles, days=args.days, seed=1)
     out(f"fleet: {args.stations} stations, {args.vehicles} vehicles, {args.days} simulated days")
     bench_generation(config, args.repeat)
@@ -246,6 +261,33 @@ def main() -> None:
         )
         out(f"publishing to {args.mqtt}: {args.mqtt_days} simulated days")
         bench_publishing(mqtt_config, args.mqtt, args.repeat, args.window)
+
+
+def bench_scenario(name: str, args: argparse.Namespace) -> None:
+    spec = scenario(name)
+    config = spec.config(days=args.days, seed=1)
+    out(
+        f"scenario {name}: {spec.stations} stations, {spec.vehicles} vehicles, "
+        f"{args.days} simulated days"
+    )
+    sink = InMemorySink(keep_records=False)
+    fleet = Fleet(config, sink)
+    stats = fleet.run()
+    hours = args.days * 24.0
+    slots = sum(len(s.slots) for s in fleet.stations)
+    per_hour = ", ".join(
+        f"{kind} {count / hours:,.0f}" for kind, count in sorted(stats.records.items())
+    )
+    out(
+        f"records per simulated hour: {per_hour} (total {stats.total_records / hours:,.0f}; "
+        f"{stats.messages / hours:,.0f} messages; {slots} slots, {stats.swaps / hours:.1f} "
+        f"swaps)"
+    )
+    bench_generation(config, args.repeat)
+    if args.mqtt:
+        out(f"publishing to {args.mqtt}: {args.mqtt_days} simulated days")
+        bench_publishing(spec.config(days=args.mqtt_days, seed=1), args.mqtt, args.repeat,
+                         args.window)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 output alone: every record, swap request and answer, ground-truth row, the stats, the manifest
 and the final state of every battery, vehicle and slot.
 
-    python bench/sim_fingerprint.py            # six small scenarios, a few seconds
+    python bench/sim_fingerprint.py            # eight small runs, a few seconds
     python bench/sim_fingerprint.py --big      # and the standard fleet, 20 x 300 x 2 days
 
 Run it on two checkouts (`git worktree`, or `git archive <commit> simulators devices` into a
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devices.contract import RecordKind  # noqa: E402
 from simulators.fleet import Fleet, FleetConfig  # noqa: E402
+from simulators.scenarios import demo_config, scenario  # noqa: E402
 from simulators.sinks import AcceptProposedSwaps, SwapRecorder, SwapRequest, SwapResult  # noqa: E402
 
 Record = dict[str, Any]
@@ -192,6 +193,20 @@ def adopted_custody() -> str:
     return digest_of(second, sink)
 
 
+def mixed_scenario() -> str:
+    """The default of `swapfleet simulate` (simulators/scenarios.py), small: trucks, vans, cars."""
+    sink = HashingSink()
+    config = scenario("mixed").config(stations=3, vehicles=30, days=1.0, seed=11)
+    return digest_of(run(config, sink), sink)
+
+
+def demo_network() -> str:
+    """What `swapfleet up` simulates (simulators.scenarios.demo_config), for a day."""
+    sink = HashingSink()
+    return digest_of(run(demo_config(days=1.0, start=datetime(2025, 3, 1, tzinfo=UTC)), sink),
+                     sink)  # fmt: skip
+
+
 def standard_fleet() -> str:
     sink = HashingSink()
     return digest_of(run(FleetConfig(stations=20, vehicles=300, days=2.0, seed=1), sink), sink)
@@ -203,15 +218,15 @@ def main() -> None:
     args = parser.parse_args()
     scenarios: list[Callable[[], str]] = [
         small, faulty, disagreeing_backend, rejecting_backend, paced_after_backfill,
-        adopted_custody,
+        adopted_custody, mixed_scenario, demo_network,
     ]  # fmt: skip
     if args.big:
         scenarios.append(standard_fleet)
-    for scenario in scenarios:
+    for case in scenarios:
         started = time.process_time()
-        digest = scenario()
+        digest = case()
         cpu = time.process_time() - started
-        sys.stdout.write(f"{scenario.__name__:22s} {digest}  cpu {cpu:.2f} s\n")
+        sys.stdout.write(f"{case.__name__:22s} {digest}  cpu {cpu:.2f} s\n")
 
 
 if __name__ == "__main__":

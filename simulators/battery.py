@@ -153,6 +153,42 @@ class PackSpec:
         return self.cell_resistance_mohm / 1000.0 * self.cells_series / self.cells_parallel
 
 
+# Specific heat of LFP prismatic cells, about 1.0-1.1 kJ/(kg K) in calorimetry studies; the
+# pack's housing and cold plates are taken to be the same (an assumption).
+PACK_SPECIFIC_HEAT_J_PER_KG_K = 1000.0
+
+
+def pack_spec(
+    code: str,
+    name: str,
+    *,
+    cells_series: int,
+    cells_parallel: int,
+    cell_capacity_ah: float,
+    cell_resistance_mohm: float,
+    max_charge_c: float,
+    mass_kg: float,
+    cooling_time_constant_s: float,
+) -> PackSpec:
+    """A pack whose thermal mass and cooling scale with it: thermal mass from its mass, and a
+    cooling conductance that gives the time constant its cooling system is built for. With a
+    cell resistance inversely proportional to the cell's Ah (what datasheets show within one
+    cell family), the I^2*R heat per kWh at a C-rate is the same at any size, so a 282 kWh
+    pack at 1C warms by as many kelvin as a scooter pack at 1C with the same cooling."""
+    thermal_mass = PACK_SPECIFIC_HEAT_J_PER_KG_K * mass_kg
+    return PackSpec(
+        code=code,
+        name=name,
+        cells_series=cells_series,
+        cells_parallel=cells_parallel,
+        cell_capacity_ah=cell_capacity_ah,
+        cell_resistance_mohm=cell_resistance_mohm,
+        max_charge_c=max_charge_c,
+        thermal_mass_j_per_k=thermal_mass,
+        cooling_w_per_k=thermal_mass / cooling_time_constant_s,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BatteryTraits:
     """What makes one pack differ from its siblings; drawn once from a seeded generator."""

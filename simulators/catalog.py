@@ -1,7 +1,9 @@
 """What a simulated fleet is made of, and the manifest a backend registers before it runs.
 
-Two- and three-wheeler LFP packs: the segment where swapping is common and one pack standard
-serves several makers, which is what the backend's pack types model.
+The data types of a catalog (packs, makers, vehicle models, their duty cycles, and the
+segments of a scenario with their stations) and one small catalog of two- and three-wheeler
+LFP packs that the simulator's own unit tests and issue 14's ground-truth tests were tuned on.
+The scenarios users run (heavy trucks, vans, cars) are in simulators/scenarios.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,21 @@ class OemSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DutyCycle:
+    """When and how far a vehicle drives: trips a day are drawn by the hour of the local day
+    (weekday and weekend tables), each trip about trip_km long."""
+
+    weekday_hourly: tuple[float, ...]
+    weekend_hourly: tuple[float, ...]
+    trip_km: float
+    # The day's distance at weekends, against a weekday's.
+    weekend_km_factor: float = 1.0
+    min_trips: int = 2
+    # The SoC drivers head for a station at, on average (None: the config's swap_soc_pct).
+    swap_soc_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VehicleModelSpec:
     key: str
     name: str
@@ -29,6 +46,40 @@ class VehicleModelSpec:
     daily_km_sd: float
     aux_w: float = 40.0
     share: float = 1.0
+    # None: the two-wheeler day (simulators.vehicles.HOURLY_DEMAND, 12 km trips).
+    duty: DutyCycle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StationKind:
+    """A segment's swap station: its size, charging power and grid connection."""
+
+    slots: int
+    charger_kw: float
+    grid_kw: float
+    swap_s: int
+    target_soc_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One kind of fleet in a scenario (heavy trucks, vans, cars): its vehicle models (keys of
+    the catalog's), the operator of its stations, where it runs, and the share of a run's
+    stations and vehicles it gets."""
+
+    key: str
+    name: str
+    operator_key: str
+    operator_name: str
+    # Station codes are the stem and a number: UPW-TS-CFD-01.
+    station_stem: str
+    model_keys: tuple[str, ...]
+    station: StationKind
+    center_lat: float
+    center_lon: float
+    radius_km: float
+    station_share: float
+    vehicle_share: float
 
 
 # Cells are 10 Ah / 25 Ah LFP prismatics; resistances are those of such cells when new.
@@ -79,6 +130,8 @@ class Catalog:
     packs: tuple[PackSpec, ...]
     oems: tuple[OemSpec, ...]
     vehicle_models: tuple[VehicleModelSpec, ...]
+    # Empty: one kind of station (the config's) for every vehicle, in one area (the config's).
+    segments: tuple[Segment, ...] = ()
 
     def pack_specs(self) -> dict[str, PackSpec]:
         return {pack.code: pack for pack in self.packs}

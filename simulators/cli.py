@@ -34,8 +34,16 @@ from simulators.backend import (
     RestSwapRecorder,
     SharedMqttSink,
 )
-from simulators.fleet import Fleet, FleetConfig, FleetStats
+from simulators.fleet import Fleet, FleetStats
 from simulators.ocpp_station import OcppFleetStations, provision_ocpp, ws_url
+from simulators.scenarios import (
+    DEMO_PREFIX,
+    DEMO_SCENARIO,
+    DEMO_SEED,
+    DEMO_STATIONS,
+    DEMO_VEHICLES,
+    SCENARIOS,
+)
 from simulators.sinks import GroundTruthWriter, InMemorySink, RecordSink, SwapRecorder
 
 log = logging.getLogger(__name__)
@@ -134,9 +142,22 @@ def _render_summary(
         table.add_row("swaps the backend and the sim disagreed on", f"{stats.swap_mismatches:,}")
     table.add_row("drivers who queued / went elsewhere", f"{stats.waits:,} / {stats.redirects:,}")
     table.add_row("charges completed", f"{stats.charges_completed:,}")
+    load = fleet.station_load
+    table.add_row("energy charged", f"{load.energy_kwh / 1000.0:,.1f} MWh")
+    table.add_row("highest load of one station", f"{load.peak_station_kw:,.0f} kW")
+    packs = sorted({(b.spec.code, b.spec.nominal_energy_kwh) for b in fleet.batteries})
+    table.add_row("pack types", ", ".join(f"{code} ({kwh:.0f} kWh)" for code, kwh in packs))
     for note in notes:
         table.add_row("note", note)
     console.print(table)
+
+
+class ScenarioName(StrEnum):
+    # simulators.scenarios.SCENARIOS, spelled out for the command line's help.
+    heavy_truck = "heavy-truck"
+    urban_van = "urban-van"
+    passenger_car = "passenger-car"
+    mixed = "mixed"
 
 
 class StationProtocol(StrEnum):
@@ -147,8 +168,23 @@ class StationProtocol(StrEnum):
 @simulate_cli.callback(invoke_without_command=True)
 def simulate(
     ctx: typer.Context,
-    stations: Annotated[int, typer.Option(min=1, help="Swap stations.")] = 20,
-    vehicles: Annotated[int, typer.Option(min=0, help="Vehicles.")] = 300,
+    scenario: Annotated[
+        ScenarioName,
+        typer.Option(
+            help="The fleet: heavy trucks, urban vans, passenger cars, or all three "
+            "(docs/scenarios.md)."
+        ),
+    ] = ScenarioName.mixed,
+    stations: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Swap stations, split among the scenario's segments; default: the scenario's.",
+        ),
+    ] = None,
+    vehicles: Annotated[
+        int | None, typer.Option(min=0, help="Vehicles; default: the scenario's.")
+    ] = None,
     days: Annotated[float, typer.Option(min=0.0, help="Simulated days.")] = 30.0,
     speed: Annotated[
         str, typer.Option(help="`max`, or simulated seconds per wall second (1 = real time).")
@@ -167,12 +203,19 @@ def simulate(
         ),
     ] = None,
     prefix: Annotated[
-        str | None, typer.Option(help="Prefix of every code and serial; default sim<seed>.")
+        str | None,
+        typer.Option(help='Prefix of every code and serial; default sim<seed>; "" for none.'),
     ] = None,
-    slots: Annotated[int, typer.Option(min=2, help="Slots per station.")] = 12,
+    slots: Annotated[
+        int | None,
+        typer.Option(min=2, help="Slots per station; default: each station kind's own."),
+    ] = None,
     station_power_kw: Annotated[
-        float, typer.Option(min=0.1, help="Grid power limit per station (kW).")
-    ] = 24.0,
+        float | None,
+        typer.Option(
+            min=0.1, help="Grid power limit per station (kW); default: each station kind's own."
+        ),
+    ] = None,
     faulty_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of faulty batteries.")
     ] = 0.05,
@@ -257,16 +300,15 @@ def simulate(
         signal.signal(signal.SIGTERM, _interrupt)
     if start is None:
         start = default_start(days, pace, now())
-    config = FleetConfig(
-        stations=stations,
-        vehicles=vehicles,
+    chosen = SCENARIOS[scenario.value].with_stations(slots=slots, grid_kw=station_power_kw)
+    sizes = {"stations": stations, "vehicles": vehicles}
+    config = chosen.config(
         days=days,
         seed=seed,
         start=start.replace(tzinfo=start.tzinfo or UTC),
         code_prefix=prefix,
-        slots_per_station=slots,
-        station_power_kw=station_power_kw,
         faulty_share=faulty_share,
+        **{name: value for name, value in sizes.items() if value is not None},
     )
     console = Console(stderr=False)
     notes: list[str] = []
@@ -420,19 +462,20 @@ def wait_until_ready(http: httpx.Client, timeout: float) -> None:
         time.sleep(0.5)
 
 
-# What `swapfleet up` runs by default: a small fleet, so that a newcomer sees swaps and
-# telemetry arrive at once. On a new database it first backfills UP_BACKFILL_DAYS of history
-# flat out, so that reports and charts have data, then runs UP_SPEED times faster than real
-# time through UP_RUNWAY_DAYS, and from the present on in real time (a backend refuses
-# records from the future). The fixed prefix and seed make a second `up` on the same
-# database reuse the fleet it registered the first time; it goes on from the present.
-UP_FLEET_PREFIX = "demo-sim"
+# What `swapfleet up` runs by default: the demo network (simulators.scenarios.demo_config, the
+# world `swapfleet seed-demo` registers), so that a newcomer sees its swaps and telemetry arrive
+# at once. On a new database it first backfills UP_BACKFILL_DAYS of history flat out, so that
+# reports and charts have data, then runs UP_SPEED times faster than real time through
+# UP_RUNWAY_DAYS, and from the present on in real time (a backend refuses records from the
+# future). The seed's codes, seed and size make every `up` on the same database find the
+# network registered; it goes on from the present.
 UP_BACKFILL_DAYS = 3
 UP_RUNWAY_DAYS = 2
 UP_SPEED = 60.0
 UP_FLEET_ARGS = (
-    "--stations", "3", "--vehicles", "24", "--days", "3650",
-    "--seed", "1", "--prefix", UP_FLEET_PREFIX, "--slots", "8", "--no-progress", "--wait", "60",
+    "--scenario", DEMO_SCENARIO, "--stations", str(DEMO_STATIONS), "--vehicles",
+    str(DEMO_VEHICLES), "--days", "3650", "--seed", str(DEMO_SEED), "--prefix", DEMO_PREFIX,
+    "--no-progress", "--wait", "60",
 )  # fmt: skip
 
 

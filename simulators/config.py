@@ -18,7 +18,8 @@ class FleetConfig:
     days: float = 30.0
     seed: int = 1
     start: datetime = DEFAULT_START
-    # Prefixes every code, so runs with different prefixes can share one backend.
+    # Prefixes every code, so runs with different prefixes can share one backend; "" leaves
+    # the codes bare (the demo network of `swapfleet up`, simulators.scenarios.DEMO).
     code_prefix: str | None = None
     slots_per_station: int = 12
     station_power_kw: float = 24.0
@@ -46,7 +47,12 @@ class FleetConfig:
 
     @property
     def prefix(self) -> str:
-        return self.code_prefix or f"sim{self.seed}"
+        return f"sim{self.seed}" if self.code_prefix is None else self.code_prefix
+
+    def code(self, key: str) -> str:
+        """A code of this run: the key behind the prefix, or the bare key without one."""
+        prefix = self.prefix
+        return f"{prefix}-{key}" if prefix else key
 
 
 @dataclass

@@ -21,7 +21,7 @@ from simulators.custody import adopt_custody
 from simulators.engine import END, Engine
 from simulators.ground_truth import GroundTruth
 from simulators.sinks import AcceptProposedSwaps, Record, RecordSink, SwapRecorder, TruthSink
-from simulators.stations import SimSlot, SimStation, Stations
+from simulators.stations import SimSlot, SimStation, StationLoad, Stations
 from simulators.swap_protocol import SwapProtocol, pick_battery
 from simulators.vehicles import SimVehicle, Vehicles
 from simulators.world import WorldBuilder
@@ -173,6 +173,10 @@ class Fleet:
         return adopt_custody(self.world, self._stations, locations, soc_pct)
 
     # ---- inspection --------------------------------------------------------------------------
+
+    @property
+    def station_load(self) -> StationLoad:
+        return self._stations.load
 
     def faulty_serials(self) -> dict[str, FaultMode]:
         return {b.serial: b.traits.fault for b in self.batteries if b.faulty}

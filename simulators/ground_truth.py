@@ -31,7 +31,7 @@ class GroundTruth:
                 "ts": self.engine.ts(self.engine.now),
                 "event": event,
                 "battery_serial": battery.serial,
-                "pack_type": f"{self.config.prefix}-{battery.spec.code}",
+                "pack_type": self.config.code(battery.spec.code),
                 "fault": battery.traits.fault.value,
                 "capacity_ah": round(battery.capacity_ah, 4),
                 "capacity_kwh": round(battery.capacity_kwh, 5),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from devices.contract import RecordKind
@@ -16,6 +17,9 @@ from simulators.sinks import Record
 if TYPE_CHECKING:
     from simulators.ground_truth import GroundTruth
     from simulators.swap_protocol import SwapProtocol
+
+# A two-wheeler's swap, door to door; a scenario's stations bring their own (StationKind).
+SWAP_DURATION_S = 90
 
 Publish = Callable[[RecordKind, str, list[Record]], None]
 
@@ -34,7 +38,7 @@ class SimSlot:
 class SimStation:
     __slots__ = (
         "index", "code", "name", "lat", "lon", "power_kw", "charger_kw", "slots", "waiting",
-        "ticking",
+        "ticking", "swap_s",
     )  # fmt: skip
 
     def __init__(
@@ -47,6 +51,7 @@ class SimStation:
         *,
         power_kw: float,
         charger_kw: float,
+        swap_s: int = SWAP_DURATION_S,
     ) -> None:
         self.index = index
         self.code = code
@@ -56,9 +61,20 @@ class SimStation:
         # The station's grid budget, shared by its slots, and each slot's charger.
         self.power_kw = power_kw
         self.charger_kw = charger_kw
+        # How long a swap takes here, door to door.
+        self.swap_s = swap_s
         self.slots: list[SimSlot] = []
         self.waiting: deque[int] = deque()
         self.ticking = False
+
+
+@dataclass
+class StationLoad:
+    """What the stations drew from the grid: energy into the packs and the highest load one
+    station reached at one step."""
+
+    energy_kwh: float = 0.0
+    peak_station_kw: float = 0.0
 
 
 class Stations:
@@ -86,6 +102,7 @@ class Stations:
         # Wired by the fleet: they and the stations call each other.
         self.swaps: SwapProtocol
         self.truth: GroundTruth
+        self.load = StationLoad()
         engine.on(STATION_TICK, self.on_tick)
         engine.on(STATUS, self.on_status)
 
@@ -125,6 +142,7 @@ class Stations:
         records: list[Record] = []
         finished: list[SimSlot] = []
         became_ready = False
+        station_kw = 0.0
         for slot in charging:
             battery = slot.battery
             assert battery is not None
@@ -143,6 +161,8 @@ class Stations:
             )
             energy = slot.energy_kwh + step.energy_kwh
             slot.energy_kwh = energy
+            station_kw += step.power_kw
+            self.load.energy_kwh += step.energy_kwh
             # temp_c_min() and temp_c_max(), inlined.
             c = battery.current_a / battery._nom_ah
             c2 = c * c
@@ -168,6 +188,8 @@ class Stations:
             # With current flowing, step.done already is charge_complete().
             if step.done or (step.current_a <= 0.0 and battery.charge_complete()):
                 finished.append(slot)
+        if station_kw > self.load.peak_station_kw:
+            self.load.peak_station_kw = station_kw
         self._publish(RecordKind.charging, station.code, records)
         for slot in finished:
             self._finish_charge(station, slot)

@@ -17,7 +17,6 @@ from simulators.vehicles import SimVehicle, Vehicles
 
 log = logging.getLogger(__name__)
 
-SWAP_DURATION_S = 90
 MAX_WAIT_S = 1800
 REJECTION_RETRY_S = 300
 MAX_REJECTIONS = 3
@@ -114,7 +113,7 @@ class SwapProtocol:
             installed_soc_pct=round(offered.soc_pct, 1),
             installed_soh_pct=self.reported_soh.get(offered.serial, 100.0),
             started_at=engine.ts(now),
-            finished_at=engine.ts(now + SWAP_DURATION_S),
+            finished_at=engine.ts(now + station.swap_s),
             # The start makes keys of a restarted run (same prefix and seed) new to the backend.
             idempotency_key=f"{cfg.prefix}-{cfg.seed}-{engine.start}-swap-{self._swap_seq}",
         )
@@ -158,7 +157,7 @@ class SwapProtocol:
         vehicle.waiting_since = -1
         self.stats.swaps += 1
         self.stations.start_charge(station, source)
-        engine.push(now + SWAP_DURATION_S, RESUME, vehicle.index)
+        engine.push(now + station.swap_s, RESUME, vehicle.index)
         return True
 
     def _give_up(self, vehicle: SimVehicle) -> None:

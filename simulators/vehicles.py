@@ -37,7 +37,8 @@ class SimVehicle:
         "index", "vin", "model", "oem_code", "pack_keys", "battery", "lat", "lon", "heading",
         "odometer_km", "rng", "threshold_pct", "km_left", "resume_km", "speed_kmh",
         "to_station", "avoid_station", "driving", "waiting_since", "rejections", "plan",
-        "buffer", "last_t", "next_trip_t",
+        "buffer", "last_t", "next_trip_t", "center_lat", "center_lon", "radius_km",
+        "cos_center", "stations",
     )  # fmt: skip
 
     def __init__(self, index: int, vin: str, model: VehicleModelSpec, oem_code: str) -> None:
@@ -65,6 +66,13 @@ class SimVehicle:
         self.buffer: list[Record] = []
         self.last_t = 0
         self.next_trip_t = -1
+        # The area the vehicle drives in and the stations it uses: its segment's (a scenario),
+        # else the config's area and every station (filled in by Vehicles).
+        self.center_lat = math.nan
+        self.center_lon = math.nan
+        self.radius_km = 0.0
+        self.cos_center = 1.0
+        self.stations: list[SimStation] | None = None
 
 
 class Vehicles:
@@ -91,9 +99,16 @@ class Vehicles:
         self._next_seq = engine.next_seq
         self._ambient = engine.ambient
         self._offset_s = engine.offset_s
-        self._cos_center = math.cos(math.radians(config.center_lat))
         self._vehicle_batch = config.vehicle_batch
         self._telemetry_interval_s = config.telemetry_interval_s
+        for vehicle in vehicles:
+            if math.isnan(vehicle.center_lat):
+                vehicle.center_lat = config.center_lat
+                vehicle.center_lon = config.center_lon
+                vehicle.radius_km = config.radius_km
+            vehicle.cos_center = math.cos(math.radians(vehicle.center_lat))
+            if vehicle.stations is None:
+                vehicle.stations = stations
         engine.on(TRIP_START, self.on_trip_start)
         engine.on(DRIVE_STEP, self.on_drive_step)
         engine.on(RESUME, self.on_resume)
@@ -109,10 +124,22 @@ class Vehicles:
     def _plan_day(self, vehicle: SimVehicle, day_start: int) -> None:
         rng = vehicle.rng
         model = vehicle.model
-        daily_km = max(10.0, rng.gauss(model.daily_km_mean, model.daily_km_sd))
-        trips = max(2, round(daily_km / 12.0))
+        duty = model.duty
+        hourly: tuple[float, ...]
+        if duty is None:
+            daily_km = max(10.0, rng.gauss(model.daily_km_mean, model.daily_km_sd))
+            trips = max(2, round(daily_km / 12.0))
+            hourly = HOURLY_DEMAND
+        else:
+            # Monday is 0: the epoch's first day was a Thursday.
+            weekday = ((day_start + self._offset_s) // 86_400 + 3) % 7
+            weekend = weekday >= 5
+            mean_km = model.daily_km_mean * (duty.weekend_km_factor if weekend else 1.0)
+            daily_km = max(10.0, rng.gauss(mean_km, model.daily_km_sd))
+            trips = max(duty.min_trips, round(daily_km / duty.trip_km))
+            hourly = duty.weekend_hourly if weekend else duty.weekday_hourly
         starts = sorted(
-            day_start + rng.choices(range(24), HOURLY_DEMAND)[0] * 3600 + rng.randrange(3600)
+            day_start + rng.choices(range(24), hourly)[0] * 3600 + rng.randrange(3600)
             for _ in range(trips)
         )
         for start in starts:
@@ -207,13 +234,12 @@ class Vehicles:
             self._move(vehicle, dist)
         else:
             # _move() off to no particular station, inlined: a random walk kept in the area.
-            cfg = self.config
             heading = vehicle.heading + vehicle.rng.gauss(0.0, 0.4)
             lat = vehicle.lat
             lon = vehicle.lon
-            dlat = (lat - cfg.center_lat) * 111.0
-            dlon = (lon - cfg.center_lon) * 111.0 * self._cos_center
-            if dlat * dlat + dlon * dlon > cfg.radius_km * cfg.radius_km:
+            dlat = (lat - vehicle.center_lat) * 111.0
+            dlon = (lon - vehicle.center_lon) * 111.0 * vehicle.cos_center
+            if dlat * dlat + dlon * dlon > vehicle.radius_km * vehicle.radius_km:
                 heading = math.atan2(-dlon, -dlat)
             vehicle.heading = heading
             lat += dist * math.cos(heading) / 111.0
@@ -282,7 +308,6 @@ class Vehicles:
             self.flush(vehicle)
 
     def _move(self, vehicle: SimVehicle, dist_km: float) -> None:
-        cfg = self.config
         if vehicle.to_station >= 0:
             station = self.stations[vehicle.to_station]
             # Road distance is longer than the straight line: cover a share of the remainder.
@@ -293,9 +318,9 @@ class Vehicles:
         heading = vehicle.heading + vehicle.rng.gauss(0.0, 0.4)
         lat = vehicle.lat
         lon = vehicle.lon
-        dlat = (lat - cfg.center_lat) * 111.0
-        dlon = (lon - cfg.center_lon) * 111.0 * self._cos_center
-        if dlat * dlat + dlon * dlon > cfg.radius_km * cfg.radius_km:
+        dlat = (lat - vehicle.center_lat) * 111.0
+        dlon = (lon - vehicle.center_lon) * 111.0 * vehicle.cos_center
+        if dlat * dlat + dlon * dlon > vehicle.radius_km * vehicle.radius_km:
             heading = math.atan2(-dlon, -dlat)
         vehicle.heading = heading
         lat += dist_km * math.cos(heading) / 111.0
@@ -325,14 +350,15 @@ class Vehicles:
             (soc - 5.0) / 100.0 * battery.capacity_kwh * 1000.0
             / vehicle.model.consumption_wh_per_km
         )  # fmt: skip
-        if not self.stations:
+        stations = vehicle.stations
+        if not stations:
             return range_km < 3.0
         # Any station close enough settles it (the test only grows with the distance), so
         # the loop stops at the first; the nearest is needed only when none is.
         lat = vehicle.lat
         cos_lat = math.cos(math.radians(lat))
         nearest_sq = math.inf
-        for station in self.stations:
+        for station in stations:
             dlat = (station.lat - lat) * 111.0
             dlon = (station.lon - vehicle.lon) * 111.0 * cos_lat
             d_sq = dlat * dlat + dlon * dlon
@@ -346,7 +372,7 @@ class Vehicles:
         """Divert to the nearest station stocking the vehicle's pack types."""
         best = -1
         best_d = math.inf
-        for station in self.stations:
+        for station in vehicle.stations or ():
             if station.index == vehicle.avoid_station:
                 continue
             if not any(

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app.auth.service import create_key
 from app.cli.api import api_workers
 from app.cli.common import PortTaken, display_url, require_database, require_free_port
-from app.cli.demo import echo_seed_summary
+from app.cli.demo import demo_network, echo_seed_summary
 from app.core import clock
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine, get_session_factory
@@ -59,7 +59,7 @@ def prepare_database(settings: Settings) -> bool:
     upgrade(database_url)
     with get_session_factory().begin() as session:
         has_orgs = session.scalar(select(func.count(Organization.id))) or 0
-        summary = None if has_orgs else seed_demo(session)
+        summary = None if has_orgs else seed_demo(session, demo_network())
         has_keys = session.scalar(select(func.count(ApiKey.id))) or 0
         raw_key = None
         if not has_keys:
@@ -118,7 +118,8 @@ def up(
     host: Annotated[str | None, typer.Option(help="Default: SWAPFLEET_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: SWAPFLEET_API_PORT")] = None,
     simulate: Annotated[
-        bool, typer.Option(help="Run a small simulated fleet (3 stations, 24 vehicles)")
+        bool,
+        typer.Option(help="Simulate the demo network (trucks, vans and cars; docs/scenarios.md)"),
     ] = True,
     real_time: Annotated[
         bool,

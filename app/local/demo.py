@@ -1,4 +1,4 @@
-"""A small demo network for `swapfleet seed-demo` and the first `swapfleet up`.
+"""Seeding the demo network for `swapfleet seed-demo` and the first `swapfleet up`.
 
 Rows are found by their natural keys (codes, VINs, serials) and created only when missing, so
 seeding twice changes nothing, and a battery that has moved since the first seed stays where
@@ -51,6 +51,9 @@ class DemoBattery:
     soc_pct: float
     soh_pct: float
     cycles: float
+    manufactured_on: date
+    # The maker whose pack it is (a vehicle's battery); None for a station's stock.
+    oem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ class DemoStation:
     timezone: str
     slots: int
     target_soc_pct: float
-    # Charged batteries fill slots 1..n; the remaining slots stay free for removed batteries.
-    charged: tuple[DemoBattery, ...]
+    # Slot number -> the battery in it; the other slots stay free for removed batteries.
+    stocked: dict[int, DemoBattery]
 
 
 @dataclass(frozen=True)
@@ -74,116 +77,18 @@ class DemoVehicle:
     battery: DemoBattery
 
 
-BATTERY_OWNER = "BATBANK"
+@dataclass(frozen=True)
+class DemoNetwork:
+    """What the demo seeds. Its one definition is the simulated world `swapfleet up` runs
+    (simulators.scenarios.demo_config), turned into this by app/cli/demo.py: app/local may not
+    import the simulators."""
 
-ORGANIZATIONS: tuple[tuple[str, str, OrgRole], ...] = (
-    ("UPOWER", "U-Power Swap Networks", OrgRole.operator),
-    ("NIOPWR", "NIO Power Europe", OrgRole.operator),
-    (BATTERY_OWNER, "Battery Bank Leasing", OrgRole.owner),
-    ("FOTON", "Foton Motor", OrgRole.oem),
-    ("IVECO", "IVECO", OrgRole.oem),
-)
-
-PACKS = (
-    DemoPack("HT141-LFP", "141 kWh LFP heavy-truck swap pack", "LFP", 141.0, 280.0, 503.6),
-    DemoPack("HT282-LFP", "282 kWh LFP heavy-truck swap pack", "LFP", 282.0, 560.0, 503.6),
-)
-
-MODELS = (
-    DemoModel(
-        "FOTON-AUMAN-EST-E", "Foton Auman EST 6x4 swap tractor", "FOTON", ("HT141-LFP", "HT282-LFP")
-    ),
-    DemoModel(
-        "FOTON-AUMAN-GTL-E", "Foton Auman GTL long-haul swap tractor", "FOTON", ("HT282-LFP",)
-    ),
-    # HT141-LFP is served by both OEMs: one battery standard across brands.
-    DemoModel("IVECO-S-EWAY-SWAP", "IVECO S-eWay swap tractor", "IVECO", ("HT141-LFP",)),
-)
-
-
-def _b(serial: str, soc: float, soh: float, cycles: float) -> DemoBattery:
-    pack = "HT282-LFP" if "HT282" in serial else "HT141-LFP"
-    return DemoBattery(serial, pack, soc, soh, cycles)
-
-
-STATIONS = (
-    DemoStation(
-        code="UPW-BJ-DAXING",
-        name="Beijing Daxing Logistics Park",
-        operator="UPOWER",
-        latitude=39.7269,
-        longitude=116.3412,
-        timezone="Asia/Shanghai",
-        slots=7,
-        target_soc_pct=90.0,
-        charged=(
-            _b("BB-HT141-0001", 100.0, 98.1, 112.0),
-            _b("BB-HT141-0002", 97.5, 96.4, 240.5),
-            _b("BB-HT141-0003", 97.5, 95.0, 180.0),
-            _b("BB-HT282-0001", 99.0, 97.7, 95.0),
-            _b("BB-HT282-0002", 92.0, 94.2, 310.0),
-        ),
-    ),
-    DemoStation(
-        code="UPW-TS-CAOFEIDIAN",
-        name="Tangshan Caofeidian Port",
-        operator="UPOWER",
-        latitude=39.2216,
-        longitude=118.4598,
-        timezone="Asia/Shanghai",
-        slots=5,
-        target_soc_pct=90.0,
-        charged=(
-            _b("BB-HT141-0004", 95.0, 97.0, 150.0),
-            _b("BB-HT282-0003", 98.0, 96.0, 201.0),
-            _b("BB-HT282-0004", 93.5, 91.8, 420.0),
-        ),
-    ),
-    DemoStation(
-        code="NPW-NL-MAASVLAKTE",
-        name="Rotterdam Maasvlakte",
-        operator="NIOPWR",
-        latitude=51.9553,
-        longitude=4.0433,
-        timezone="Europe/Amsterdam",
-        slots=6,
-        target_soc_pct=85.0,
-        charged=(
-            _b("BB-HT141-0005", 96.0, 99.0, 40.0),
-            _b("BB-HT141-0006", 88.0, 97.5, 75.0),
-            _b("BB-HT141-0007", 99.5, 92.3, 380.0),
-            _b("BB-HT141-0008", 91.0, 98.8, 12.0),
-        ),
-    ),
-    DemoStation(
-        code="NPW-DE-DUISBURG",
-        name="Duisburg Logport",
-        operator="NIOPWR",
-        latitude=51.4129,
-        longitude=6.7249,
-        timezone="Europe/Berlin",
-        slots=6,
-        target_soc_pct=90.0,
-        charged=(
-            _b("BB-HT141-0009", 94.0, 96.9, 160.0),
-            _b("BB-HT141-0010", 100.0, 95.5, 222.0),
-            _b("BB-HT141-0011", 90.5, 97.1, 88.0),
-        ),
-    ),
-)
-
-VEHICLES = (
-    DemoVehicle("LVBV6PEC0R0000101", "FOTON-AUMAN-EST-E", _b("BB-HT141-0101", 18.0, 96.2, 230.0)),
-    DemoVehicle("LVBV6PEC0R0000102", "FOTON-AUMAN-EST-E", _b("BB-HT282-0102", 24.5, 95.1, 190.0)),
-    DemoVehicle("LVBV6PEC0R0000103", "FOTON-AUMAN-GTL-E", _b("BB-HT282-0103", 31.0, 97.4, 140.0)),
-    DemoVehicle("LVBV6PEC0R0000104", "FOTON-AUMAN-EST-E", _b("BB-HT141-0104", 12.5, 93.9, 305.0)),
-    DemoVehicle("ZCFCE35A0R0000201", "IVECO-S-EWAY-SWAP", _b("BB-HT141-0201", 21.0, 98.0, 60.0)),
-    DemoVehicle("ZCFCE35A0R0000202", "IVECO-S-EWAY-SWAP", _b("BB-HT141-0202", 35.5, 97.2, 85.0)),
-    DemoVehicle("ZCFCE35A0R0000203", "IVECO-S-EWAY-SWAP", _b("BB-HT141-0203", 16.0, 94.6, 270.0)),
-)
-
-# A fixed date keeps the seed deterministic; the batteries are "made" in the same batch.
-MANUFACTURED_ON = date(2025, 3, 1)
+    organizations: tuple[tuple[str, str, OrgRole], ...]
+    owner: str
+    packs: tuple[DemoPack, ...]
+    models: tuple[DemoModel, ...]
+    stations: tuple[DemoStation, ...]
+    vehicles: tuple[DemoVehicle, ...]
 
 
 @dataclass
@@ -199,50 +104,60 @@ class SeedSummary:
         return any(self.created.values())
 
 
-def seed_demo(session: Session) -> SeedSummary:
+def seed_demo(session: Session, network: DemoNetwork) -> SeedSummary:
     summary = SeedSummary()
     orgs = {
         code: _organization(session, summary, code, name, role)
-        for code, name, role in ORGANIZATIONS
+        for code, name, role in network.organizations
     }
-    packs = {pack.code: _pack_type(session, summary, pack) for pack in PACKS}
-    models = {model.code: _vehicle_model(session, summary, model, orgs, packs) for model in MODELS}
-    owner = orgs[BATTERY_OWNER]
-    for demo_station in STATIONS:
+    packs = {pack.code: _pack_type(session, summary, pack) for pack in network.packs}
+    models = {
+        model.code: _vehicle_model(session, summary, model, orgs, packs) for model in network.models
+    }
+    owner = orgs[network.owner]
+    for demo_station in network.stations:
         station = _station(session, summary, demo_station, orgs[demo_station.operator])
         slots = _slots(session, summary, station, demo_station.slots)
-        for number, demo_battery in enumerate(demo_station.charged, start=1):
-            _battery(session, summary, demo_battery, packs, owner, oem=None, slot=slots[number])
-    for demo_vehicle in VEHICLES:
+        for number, demo_battery in sorted(demo_station.stocked.items()):
+            oem = orgs[demo_battery.oem] if demo_battery.oem else None
+            _battery(session, summary, demo_battery, packs, owner, oem=oem, slot=slots[number])
+    for demo_vehicle in network.vehicles:
         model = models[demo_vehicle.model]
         vehicle = _vehicle(session, summary, demo_vehicle, model)
-        oem = orgs[_model_spec(demo_vehicle.model).oem]
-        _battery(session, summary, demo_vehicle.battery, packs, owner, oem=oem, vehicle=vehicle)
-    summary.totals = demo_totals(session)
+        battery = demo_vehicle.battery
+        oem = orgs[battery.oem] if battery.oem else None
+        _battery(session, summary, battery, packs, owner, oem=oem, vehicle=vehicle)
+    summary.totals = demo_totals(session, network)
     return summary
 
 
-def demo_totals(session: Session) -> dict[str, int]:
+def demo_totals(session: Session, network: DemoNetwork) -> dict[str, int]:
     """What the demo network holds now (only its own rows, found by their codes)."""
-    station_codes = [s.code for s in STATIONS]
-    serials = [b.serial for s in STATIONS for b in s.charged] + [v.battery.serial for v in VEHICLES]
+    station_codes = [s.code for s in network.stations]
+    serials = [b.serial for s in network.stations for b in s.stocked.values()] + [
+        v.battery.serial for v in network.vehicles
+    ]
 
     def count(statement: Select[int]) -> int:
         return session.scalar(statement) or 0
 
     return {
         "organizations": count(
-            select(func.count()).where(Organization.code.in_([o[0] for o in ORGANIZATIONS]))
+            select(func.count()).where(Organization.code.in_([o[0] for o in network.organizations]))
         ),
-        "pack_types": count(select(func.count()).where(PackType.code.in_([p.code for p in PACKS]))),
+        "pack_types": count(
+            select(func.count()).where(PackType.code.in_([p.code for p in network.packs]))
+        ),
         "vehicle_models": count(
-            select(func.count()).where(VehicleModel.code.in_([m.code for m in MODELS]))
+            select(func.count()).where(VehicleModel.code.in_([m.code for m in network.models]))
         ),
         "stations": count(select(func.count()).where(Station.code.in_(station_codes))),
         "slots": count(
             select(func.count(Slot.id)).join(Station).where(Station.code.in_(station_codes))
         ),
-        "vehicles": count(select(func.count()).where(Vehicle.vin.in_([v.vin for v in VEHICLES]))),
+        "vehicles": count(
+            select(func.count()).where(Vehicle.vin.in_([v.vin for v in network.vehicles]))
+        ),
         "batteries": count(select(func.count()).where(Battery.serial.in_(serials))),
         "batteries_in_slots": count(
             select(func.count()).where(
@@ -255,10 +170,6 @@ def demo_totals(session: Session) -> dict[str, int]:
             )
         ),
     }
-
-
-def _model_spec(code: str) -> DemoModel:
-    return next(m for m in MODELS if m.code == code)
 
 
 def _organization(
@@ -380,7 +291,7 @@ def _battery(
         pack_type_id=packs[spec.pack].id,
         owner_id=owner.id,
         oem_id=oem.id if oem else None,
-        manufactured_on=MANUFACTURED_ON,
+        manufactured_on=spec.manufactured_on,
         location_kind=kind,
         slot_id=slot.id if slot else None,
         vehicle_id=vehicle.id if vehicle else None,

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.cli.demo import demo_network
 from app.core.config import get_settings
 from app.core.db import get_engine, get_session_factory
 from app.core.migrate import upgrade
@@ -243,7 +244,7 @@ def test_seed_demo_has_the_promised_shape(cli_database: str) -> None:
             stations = session.scalars(
                 select(Station).where(Station.operator_id == operator.id)
             ).all()
-            assert len(stations) >= 2, operator.code
+            assert len(stations) >= 1, operator.code
             for station in stations:
                 assert -90 <= station.latitude <= 90
                 assert -180 <= station.longitude <= 180
@@ -269,14 +270,19 @@ def test_seed_demo_has_the_promised_shape(cli_database: str) -> None:
             assert session.scalar(select(func.count()).where(Vehicle.oem_id == oem.id))
 
         in_slots = session.execute(
-            select(Battery, Station.target_soc_pct)
+            select(Battery, Station.target_soc_pct, Station.id)
             .join(Slot, Slot.id == Battery.slot_id)
             .join(Station, Station.id == Slot.station_id)
         ).all()
         assert len(in_slots) >= 4
-        for battery, target in in_slots:
+        # Packs charge in the slots (the simulated fleet charges them): every station holds
+        # a ready one of every pack type it stocks.
+        stocked: dict[tuple[int, int], bool] = {}
+        for battery, target, station_id in in_slots:
             assert battery.soc_pct is not None
-            assert battery.soc_pct >= target, battery.serial
+            key = (station_id, battery.pack_type_id)
+            stocked[key] = stocked.get(key, False) or battery.soc_pct >= target
+        assert all(stocked.values()), stocked
 
         compatible = set(
             session.execute(
@@ -393,12 +399,15 @@ def run_readme_walkthrough(base_url: str, database_url: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     slots, swap, swaps, history = (json.loads(line) for line in result.stdout.splitlines())
-    assert slots["items"][0]["battery_serial"] == "BB-HT141-0001"
+    # The simulated fleet swaps at this station too: the slots and swaps may have moved on
+    # between the requests (on a network just seeded: tests/project/test_docs.py).
+    assert slots["items"]
     assert swap["outcome"] == "completed"
-    assert swap["installed_battery_serial"] == "BB-HT141-0001"
-    assert swap["removed_to_slot_number"] == 1
-    assert [s["id"] for s in swaps["items"]] == [swap["id"]]
-    assert [e["cause"] for e in history["items"]] == ["registered", "swap"]
+    assert swap["installed_battery_serial"]
+    assert swap["removed_to_slot_number"] >= 1
+    assert swap["id"] in [s["id"] for s in swaps["items"]]
+    # Its history: the simulated fleet's swaps and the walkthrough's (one page of it).
+    assert "swap" in [e["cause"] for e in history["items"]]
 
 
 def ctrl_c(process: subprocess.Popen[bytes], log: Path) -> None:
@@ -492,6 +501,12 @@ def test_up_without_database_url_runs_embedded_postgres_seeds_and_serves_with_pr
 
         seen = a_newcomer_sees_the_fleet_at_work(base, keys[0], database_url)
         assert all(seen.values()), f"{seen}\n{first_log.read_text()[-3000:]}"
+        # One world (issue 15): the simulated fleet is the seeded network, nothing beside it.
+        with psycopg.connect(database_url) as conn:
+            codes = conn.execute("SELECT code FROM stations UNION ALL SELECT code FROM pack_types")
+            found = sorted(code for (code,) in codes)
+        network = demo_network()
+        assert found == sorted([s.code for s in network.stations] + [p.code for p in network.packs])
         run_readme_walkthrough(base, database_url)
         assert simulated_telemetry_arrives(database_url), first_log.read_text()[-3000:]
     finally:

@@ -342,7 +342,7 @@ def test_up_without_mosquitto_carries_an_mqtt_311_record_to_the_rest_api() -> No
         assert match, output
         key = next(line for line in output.splitlines() if KEY_LINE.match(line.strip()))
 
-        vin, serial = "LVBV6PEC0R0000101", "BB-HT141-0101"  # a demo vehicle and its battery
+        vin, serial = "SFV00000000000001", "BB-HT141-0001"  # a demo vehicle and its battery
         record = {
             "battery_serial": serial, "ts": (clock.now() - timedelta(seconds=5)).isoformat(),
             "soc_pct": 61.0, "odometer_km": 1234.5, "pack_voltage_v": 540.0,

@@ -5,8 +5,8 @@ import re
 import subprocess
 import tomllib
 
+from app.cli.demo import demo_network
 from app.core.config import Settings
-from app.local import demo
 from tests.fixtures.paths import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -81,15 +81,21 @@ def test_readme_states_the_allocation_rule() -> None:
 
 
 def test_readme_walkthrough_matches_the_demo_network() -> None:
-    daxing = next(s for s in demo.STATIONS if s.code == "UPW-BJ-DAXING")
-    truck = next(v for v in demo.VEHICLES if v.vin == "LVBV6PEC0R0000101")
-    assert truck.battery.serial == "BB-HT141-0101"
-    assert f'"removed_battery_serial": "{truck.battery.serial}"' in README
-    # The README promises the 100 % battery in slot 1: the highest SoC at the station.
-    best = max(daxing.charged, key=lambda b: (b.soc_pct, -b.cycles))
-    assert (best.serial, daxing.charged.index(best) + 1) == ("BB-HT141-0001", 1)
-    assert "BB-HT141-0001, the 100 % battery in\n#    slot 1" in README
-
-    in_slots = sum(len(s.charged) for s in demo.STATIONS)
-    assert f"{in_slots} charged in station slots" in README
-    assert f"{len(demo.VEHICLES)} in vehicles" in README
+    network = demo_network()
+    station = next(s for s in network.stations if s.code == "UPW-TS-CFD-01")
+    truck = next(v for v in network.vehicles if v.vin == "SFV00000000000001")
+    assert truck.battery.serial == "BB-HT141-0001"
+    assert f"{truck.battery.serial} on a network just seeded" in README
+    # The README promises the 100 % battery with the fewest cycles, in slot 5: the highest SoC
+    # at the station, ties broken toward the fewest cycles.
+    model = next(m for m in network.models if m.code == truck.model)
+    fits = {n: b for n, b in station.stocked.items() if b.pack in model.packs}
+    slot = max(fits, key=lambda n: (fits[n].soc_pct, -fits[n].cycles))
+    assert (fits[slot].serial, slot) == ("BB-HT282-0035", 5)
+    promise = (
+        "BB-HT282-0035, of\n#    the 100 % batteries the one with the fewest cycles, in slot 5"
+    )
+    assert promise in README
+    in_slots = sum(len(s.stocked) for s in network.stations)
+    assert f"{in_slots} in station slots" in README
+    assert f"{len(network.vehicles)} in vehicles" in README

@@ -15,6 +15,7 @@ from devices.contract import RecordKind, parse_topic
 from simulators.backend import SharedMqttSink
 from simulators.cli import simulate_cli, up_simulator_command
 from simulators.fleet import Fleet, FleetConfig
+from simulators.scenarios import DEMO_PREFIX, DEMO_SCENARIO, DEMO_SEED
 from tests.fixtures.mqtt_collector import Collector
 from tests.fixtures.private_mosquitto import PrivateMosquitto, free_port
 
@@ -146,8 +147,10 @@ def test_up_runs_a_small_paced_fleet_that_reuses_its_registration() -> None:
     assert params["vehicles"] <= 50
     assert float(params["speed"]) > 1  # faster than real time: a newcomer sees swaps at once
     assert params["flat_out_until"] is None
-    assert params["prefix"]
-    assert params["seed"] is not None
+    # The demo network's codes and seed: `up` finds what seed-demo registered.
+    assert (params["scenario"], params["prefix"], params["seed"]) == (
+        DEMO_SCENARIO, DEMO_PREFIX, DEMO_SEED,
+    )  # fmt: skip
     assert params["wait"] > 0
     assert env == {
         "PATH": "/bin",
