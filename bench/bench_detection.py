@@ -124,11 +124,14 @@ def main() -> None:
         out(f"\nbatteries with a true fade (3 capacity records or more): {len(truths(world))}")
         out("\n| rate | judged | within 10 % | interval contains truth | null, reason | misses |")
         out("| --- | --- | --- | --- | --- | --- |")
-        for field, truth_of in (
-            ("capacity_fade_pct_per_year", "fade_pct_per_year"),
-            ("capacity_fade_pct_per_1000_cycles", "fade_pct_per_1000_cycles"),
-        ):
-            v = judge_rates(world, field, truth_of)
+        verdicts = {
+            field: judge_rates(world, field, truth_of)
+            for field, truth_of in (
+                ("capacity_fade_pct_per_year", "fade_pct_per_year"),
+                ("capacity_fade_pct_per_1000_cycles", "fade_pct_per_1000_cycles"),
+            )
+        }
+        for field, v in verdicts.items():
             out(
                 f"| {field} | {v.judged} | {v.within_10pct} | {v.interval_contains}"
                 f" | {v.null_with_reason} | {len(v.misses)} |"
@@ -140,11 +143,8 @@ def main() -> None:
         out("with the fits' 6 or more degrees of freedom, expects a little more):\n")
         out("| rate | rates with an interval | beyond 1.96 (expect) | 2.58 | 3.29 | largest |")
         out("| --- | --- | --- | --- | --- | --- |")
-        for field, truth_of in (
-            ("capacity_fade_pct_per_year", "fade_pct_per_year"),
-            ("capacity_fade_pct_per_1000_cycles", "fade_pct_per_1000_cycles"),
-        ):
-            z = judge_rates(world, field, truth_of).errors_in_se
+        for field, v in verdicts.items():
+            z = v.errors_in_se
             cells = [
                 f"{sum(abs(e) > q for e in z)} ({p * len(z):.1f})"
                 for q, p in ((1.96, 0.05), (2.576, 0.01), (3.291, 0.001))

@@ -26,6 +26,7 @@ from simulators.fleet import FleetConfig
 from tests.conftest import TEST_DB
 from tests.fixtures.ground_truth_world import (
     EXPECTED_KIND,
+    TEST_WORLD_SETTINGS,
     Truth,
     World,
     judge_passport_cycles,
@@ -59,13 +60,7 @@ def fleet_config() -> FleetConfig:
         seed=5,
         start=today - timedelta(days=DAYS + 1),
         code_prefix="gt5",
-        faulty_share=0.12,
-        # Coarser steps keep the run short; the ageing laws do not depend on them.
-        charge_step_s=300,
-        telemetry_interval_s=900,
-        # Every completed charge reports the capacity it counted.
-        capacity_max_start_soc_pct=100.0,
-        initial_age_days_max=365.0,
+        **TEST_WORLD_SETTINGS,
     )
 
 
