@@ -2,10 +2,6 @@
 real `swapfleet api` process: for one simulated day, every swap the stations made is in the
 backend, as they made it, and every charging sample they sent is stored once."""
 
-import os
-import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,6 +21,7 @@ from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
 from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import make_key
+from tests.fixtures.simulate_cli import completed_swaps, run_simulate, summary_count
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -128,23 +125,13 @@ def test_swapfleet_simulate_station_protocol_ocpp_runs_its_stations_over_ocpp(
     prefix = f"oc{uuid.uuid4().hex[:6]}"
     with Session(engine) as session, session.begin():
         admin = make_key(session, KeyRole.admin)
-    argv = [
-        sys.executable, "-m", "app.cli", "simulate", "--station-protocol", "ocpp",
-        "--stations", "1", "--vehicles", "6", "--slots", "6", "--days", "0.5", "--seed", "3",
-        "--prefix", prefix, "--api-url", api.base_url, "--api-key", admin, "--no-progress",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "SWAPFLEET_MQTT_URL"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "CALLERRORs by action: none" in done.stdout, done.stdout[-2000:]
+    output = run_simulate(
+        "--station-protocol", "ocpp", "--stations", "1", "--vehicles", "6", "--slots", "6",
+        "--days", "0.5", "--seed", "3", "--prefix", prefix, "--api-url", api.base_url,
+        "--api-key", admin, "--no-progress",
+    )  # fmt: skip
+    assert "CALLERRORs by action: none" in output, output[-2000:]
     with engine.connect() as conn:
-        swaps = conn.execute(
-            text(
-                "SELECT count(*) FROM swap_events e JOIN stations s ON s.id = e.station_id"
-                " WHERE s.code LIKE :p AND e.outcome = 'completed'"
-            ),
-            {"p": f"{prefix}%"},
-        ).scalar_one()
         samples = conn.execute(
             text(
                 "SELECT count(*) FROM charging_samples c JOIN stations s ON s.id = c.station_id"
@@ -156,14 +143,10 @@ def test_swapfleet_simulate_station_protocol_ocpp_runs_its_stations_over_ocpp(
             text("SELECT reason, detail FROM dead_letters WHERE station_code LIKE :p LIMIT 3"),
             {"p": f"{prefix}%"},
         ).all()
-    completed = re.search(r"swaps completed\s*│?\s*([\d,]+)", done.stdout)
-    sent = re.search(r"records: charging\s*│?\s*([\d,]+)", done.stdout)
-    assert completed is not None, done.stdout[-2000:]
-    assert sent is not None, done.stdout[-2000:]
-    assert swaps == int(completed.group(1).replace(",", "")) > 0
+    assert completed_swaps(engine, prefix) == summary_count(output, "swaps completed") > 0
     # The gateway answers a MeterValues it dead-letters like one it stores (OCPP: telemetry
     # is not refused), so only the backend's tables tell: the CLI's records must be on the
     # backend's clock, inside its retention and not in its future (it failed so with the
     # clock at 2028-02-29, the simulator then on the wall clock: ts_too_old).
     assert letters == []
-    assert samples == int(sent.group(1).replace(",", "")) > 0
+    assert samples == summary_count(output, "records: charging") > 0

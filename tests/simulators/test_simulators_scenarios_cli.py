@@ -2,10 +2,6 @@
 fleet registers itself (its operators, pack types at their kWh, models, stations with their
 slots) and every swap it made is in the backend."""
 
-import os
-import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +15,7 @@ from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
 from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import make_key
+from tests.fixtures.simulate_cli import completed_swaps, run_simulate, summary_count
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("scenarios_cli")]
 
@@ -39,25 +36,12 @@ def test_swapfleet_simulate_scenario_drives_the_real_backend(
     prefix = f"sc{uuid.uuid4().hex[:6]}"
     with Session(engine) as session, session.begin():
         admin = make_key(session, KeyRole.admin)
-    argv = [
-        sys.executable, "-m", "app.cli", "simulate", "--scenario", name, "--days", "0.5",
-        "--seed", "3", "--prefix", prefix, "--api-url", api.base_url, "--api-key", admin,
-        "--no-progress",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "SWAPFLEET_MQTT_URL"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    completed = re.search(r"swaps completed\s*│?\s*([\d,]+)", done.stdout)
-    assert completed is not None, done.stdout[-2000:]
+    output = run_simulate(
+        "--scenario", name, "--days", "0.5", "--seed", "3", "--prefix", prefix,
+        "--api-url", api.base_url, "--api-key", admin, "--no-progress",
+    )  # fmt: skip
     spec = SCENARIOS[name]
     with engine.connect() as conn:
-        swaps = conn.execute(
-            text(
-                "SELECT count(*) FROM swap_events e JOIN stations s ON s.id = e.station_id"
-                " WHERE s.code LIKE :p AND e.outcome = 'completed'"
-            ),
-            {"p": f"{prefix}%"},
-        ).scalar_one()
         stations = conn.execute(
             text("SELECT count(*) FROM stations WHERE code LIKE :p"), {"p": f"{prefix}%"}
         ).scalar_one()
@@ -65,7 +49,7 @@ def test_swapfleet_simulate_scenario_drives_the_real_backend(
             text("SELECT code, nominal_energy_kwh FROM pack_types WHERE code LIKE :p"),
             {"p": f"{prefix}%"},
         ).all()
-    assert swaps == int(completed.group(1).replace(",", "")) > 0
+    assert completed_swaps(engine, prefix) == summary_count(output, "swaps completed") > 0
     assert stations == spec.stations
     kwh = {code.removeprefix(f"{prefix}-"): float(e) for code, e in energies}
     assert kwh == {p.code: round(p.nominal_energy_kwh, 3) for p in spec.catalog().packs}
