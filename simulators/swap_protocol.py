@@ -155,6 +155,9 @@ class SwapProtocol:
         vehicle.to_station = -1
         vehicle.avoid_station = -1
         vehicle.waiting_since = -1
+        # A new day's plan must not start a trip before the swap is over (a second chain of
+        # drive steps would then run beside the one RESUME starts).
+        vehicle.in_bay = True
         self.stats.swaps += 1
         self.stations.start_charge(station, source)
         engine.push(now + station.swap_s, RESUME, vehicle.index)

@@ -36,7 +36,7 @@ class SimVehicle:
     __slots__ = (
         "index", "vin", "model", "oem_code", "pack_keys", "battery", "lat", "lon", "heading",
         "odometer_km", "rng", "threshold_pct", "km_left", "resume_km", "speed_kmh",
-        "to_station", "avoid_station", "driving", "waiting_since", "rejections", "plan",
+        "to_station", "avoid_station", "driving", "in_bay", "waiting_since", "rejections", "plan",
         "buffer", "last_t", "next_trip_t", "center_lat", "center_lon", "radius_km",
         "cos_center", "stations",
     )  # fmt: skip
@@ -60,6 +60,8 @@ class SimVehicle:
         self.to_station = -1
         self.avoid_station = -1
         self.driving = False
+        # In a swap bay from the swap until RESUME: neither driving nor free to start a trip.
+        self.in_bay = False
         self.waiting_since = -1
         self.rejections = 0
         self.plan: deque[tuple[int, float]] = deque()
@@ -73,6 +75,10 @@ class SimVehicle:
         self.radius_km = 0.0
         self.cos_center = 1.0
         self.stations: list[SimStation] | None = None
+
+    def busy(self) -> bool:
+        """On the road, in a swap bay, heading to a station or queuing at one: no new trip."""
+        return self.driving or self.in_bay or self.to_station >= 0 or self.waiting_since >= 0
 
 
 class Vehicles:
@@ -154,7 +160,7 @@ class Vehicles:
         self._plan_day(vehicle, self.engine.now)
 
     def schedule_next_trip(self, vehicle: SimVehicle) -> None:
-        if vehicle.driving or vehicle.to_station >= 0 or vehicle.waiting_since >= 0:
+        if vehicle.busy():
             return
         if vehicle.plan:
             start, _ = vehicle.plan[0]
@@ -170,7 +176,7 @@ class Vehicles:
         if now != vehicle.next_trip_t:
             return
         vehicle.next_trip_t = -1
-        if vehicle.driving or vehicle.to_station >= 0 or vehicle.waiting_since >= 0:
+        if vehicle.busy():
             return
         if not vehicle.plan:
             return
@@ -188,6 +194,7 @@ class Vehicles:
         """Back on the road after a swap, for what was left of the trip."""
         vehicle = self.vehicles[index]
         now = self.engine.now
+        vehicle.in_bay = False
         km = vehicle.resume_km
         vehicle.resume_km = 0.0
         if km > 0.05:

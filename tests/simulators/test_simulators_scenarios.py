@@ -4,14 +4,14 @@ with its stations' sizes and power, its duty cycles, and the same run for the sa
 import hashlib
 import statistics
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from devices.contract import RecordKind
 from simulators.fleet import Fleet
-from simulators.scenarios import SCENARIOS, scenario
+from simulators.scenarios import SCENARIOS, demo_config, scenario
 from simulators.sinks import InMemorySink
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -121,3 +121,24 @@ def test_a_seeded_scenario_run_is_the_same_run_twice() -> None:
     _, first = run("mixed", 0.5)
     _, second = run("mixed", 0.5)
     assert digest(first) == digest(second)
+
+
+@pytest.mark.parametrize("offset_s", [185, 222, 259])
+def test_a_new_days_plan_does_not_start_a_trip_while_the_vehicle_is_in_the_swap_bay(
+    offset_s: int,
+) -> None:
+    # `swapfleet up`'s world at starts where a day's plan fell inside a swap: the vehicle set
+    # off on a planned trip and then again at RESUME, two chains of drive steps met at one
+    # instant, and the simulator died of a division by zero (a CI run on 2026-12-07).
+    start = datetime(2026, 12, 2, 23, 40, tzinfo=UTC) + timedelta(seconds=offset_s)
+    config = demo_config(days=3.0, start=start)
+    sink = InMemorySink()
+    fleet = Fleet(config, sink, swap_recorder=sink, truth=sink)
+    fleet.run()
+    assert fleet.stats.swaps > 30
+    # One chain of drive steps per vehicle: its records never share or go back in time.
+    stamps: dict[str, list[str]] = defaultdict(list)
+    for vin, record in sink.records[RecordKind.vehicle]:
+        stamps[vin].append(record["ts"])
+    for vin, ts in stamps.items():
+        assert ts == sorted(set(ts)), vin
