@@ -261,7 +261,7 @@ RESPONSE_BODY = "x" * 560  # about the size of a swap's JSON
 SQL_FUNCTION = {
     "claim": "SELECT * FROM swapfleet_claim_idempotency(%s, %s)",
     "record": "SELECT status, outcome FROM swapfleet_record_swap("
-    "%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, NULL, %s, 70.0, %s, true, %s)",
+    "%s, %s, %s, %s, %s, NULL, NULL, NULL, %s, NULL, %s, 70.0, %s, true, %s, NULL)",
 }
 
 

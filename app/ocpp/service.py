@@ -443,7 +443,10 @@ def _record(
     # this unit of work's connection, which answers at once, in the gateway's worker thread.
     return _run_to_end(
         swap_service.record_station_swap(
-            SessionStatements(session), request, operator_id=station.operator_id
+            SessionStatements(session),
+            request,
+            operator_id=station.operator_id,
+            removed_to_slot=opened.in_evse_id,
         )
     )
 

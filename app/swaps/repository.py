@@ -166,6 +166,7 @@ _RECORD_SWAP_PARAMETERS: tuple[tuple[str, TypeEngine[Any]], ...] = (
     ("api_key_id", BigInteger()),
     ("may_write", Boolean()),
     ("operator_id", BigInteger()),
+    ("removed_to_slot", Integer()),
 )
 
 

@@ -85,10 +85,12 @@ async def record_swap(
 
 
 async def record_station_swap(
-    statements: Statements, request: SwapCreate, *, operator_id: int
+    statements: Statements, request: SwapCreate, *, operator_id: int, removed_to_slot: int
 ) -> SwapRead:
     """A swap a station reported itself (the OCPP gateway, app/ocpp): the same rules and
-    records as record_swap, on behalf of the station's operator, with no API key."""
+    records as record_swap, on behalf of the station's operator, with no API key. The removed
+    battery goes into the slot the station put it in (removed_to_slot, its number), when that
+    slot is free."""
     return await _record(
         statements,
         request,
@@ -96,6 +98,7 @@ async def record_station_swap(
         may_write=True,
         operator_id=operator_id,
         require_writer=lambda: None,
+        removed_to_slot=removed_to_slot,
     )
 
 
@@ -107,6 +110,7 @@ async def _record(
     may_write: bool,
     operator_id: int | None,
     require_writer: Callable[[], None],
+    removed_to_slot: int | None = None,
 ) -> SwapRead:
     row = await repository.record_swap(
         statements,
@@ -126,6 +130,7 @@ async def _record(
             "api_key_id": api_key_id,
             "may_write": may_write,
             "operator_id": operator_id,
+            "removed_to_slot": removed_to_slot,
         },
     )
     # The function refused before writing anything: an unknown station, a key that may not

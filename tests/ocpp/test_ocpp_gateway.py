@@ -247,9 +247,17 @@ def test_battery_in_and_out_become_one_completed_swap_with_custody_and_history(
         "vin": w.world.vehicle.vin,
         "note": None,
     }
+    assert swap["removed_to_slot_number"] == 5
     history = client.get(f"/v1/batteries/{charged}/history").json()["items"]
     assert history[-1]["cause"] == "swap"
     assert history[-1]["swap_id"] == swap["id"]
+    # One move per battery: the depleted one went from the vehicle straight into slot 5, not
+    # through slot 1, which the charged one left (the swap takes the station's slot).
+    moves = client.get(f"/v1/batteries/{w.world.depleted.serial}/history").json()["items"]
+    swap_moves = [m for m in moves if m["swap_id"] == swap["id"]]
+    assert [(m["from_location"]["kind"], m["to_location"]["slot_number"]) for m in swap_moves] == [
+        ("vehicle", 5)
+    ]
     exceptions = client.get("/v1/custody-exceptions", params={"station_code": w.code}).json()
     assert exceptions["items"] == []
 

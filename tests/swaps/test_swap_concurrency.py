@@ -322,3 +322,67 @@ def test_a_swap_naming_its_battery_and_the_ingest_take_battery_locks_in_one_orde
         ingest.commit()
         thread.join(30)
     assert outcome == [SwapOutcome.completed]
+
+
+def test_two_station_swaps_naming_one_empty_slot_take_it_one_after_the_other(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    """A station's swap (OCPP) names the slot the removed battery went into. Two uncommitted
+    swaps naming the same empty slot: the second waits for the first's lock on the slot, then
+    sees the first's battery there and puts its own into the slot its charged one left,
+    instead of failing on the unique index of batteries.slot_id."""
+    world, drivers = committed_world
+    outcome: list[object] = []
+    with Session(engine) as first, Session(engine) as second:
+
+        def swap(session: Session, vin: str, serial: str, installed: Battery) -> SwapRead:
+            request = SwapCreate(
+                station_code=world.station.code,
+                vin=vin,
+                removed_battery_serial=serial,
+                installed_battery_serial=installed.serial,
+            )
+            return asyncio.run(
+                service.record_station_swap(
+                    SessionStatements(session),
+                    request,
+                    operator_id=world.station.operator_id,
+                    removed_to_slot=6,
+                )
+            )
+
+        held = swap(first, *drivers[0], world.charged[0])
+        assert held.removed_to_slot_number == 6
+        first_pid = first.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        def second_swap() -> None:
+            try:
+                outcome.append(swap(second, *drivers[1], world.charged[1]))
+                second.commit()
+            except Exception as error:
+                second.rollback()
+                outcome.append(error)
+
+        thread = threading.Thread(target=second_swap)
+        thread.start()
+        for _ in range(200):
+            if _someone_waits_for(engine, first_pid):
+                break
+            threading.Event().wait(0.02)
+        assert _someone_waits_for(engine, first_pid)
+        first.commit()
+        thread.join(30)
+    (other,) = outcome
+    assert isinstance(other, SwapRead), other
+    assert other.outcome is SwapOutcome.completed
+    assert other.removed_to_slot_number == other.installed_from_slot_number == 2
+    with Session(engine) as session:
+        places = dict(
+            session.execute(
+                select(Battery.serial, Battery.slot_id).where(
+                    Battery.serial.in_([drivers[0][1], drivers[1][1]])
+                )
+            ).all()
+        )
+    assert None not in places.values()
+    assert len(set(places.values())) == 2
