@@ -1,13 +1,14 @@
 """The one place that changes where a battery is or what state it is in.
 
 Every change goes through `relocate` / `change_state`, so the custody history can never
-miss a move. Callers lock the battery row first (`lock_battery`).
+miss a move. Callers lock the battery row first (`lock_battery`, or `lock_batteries` for several).
 """
 
 # Except a swap's two moves: they live in the SQL function swapfleet_record_swap (migration
 # a6d2f8c4e1b9), which writes the same two custody_events rows relocate() would.
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -26,6 +27,21 @@ def lock_battery(session: Session, serial: str) -> Battery | None:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+
+
+def lock_batteries(session: Session, serials: Sequence[str]) -> dict[str, Battery]:
+    """Several batteries at once, by serial: in serial order, the order the ingest locks a
+    batch's batteries in (app/ingest/writer.py lock_batteries) and a swap naming its installed
+    battery locks both in (swapfleet_record_swap). Taken one by one in another order, they
+    could form a cycle with those."""
+    batteries = session.scalars(
+        select(Battery)
+        .where(Battery.serial.in_(serials))
+        .order_by(Battery.serial)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {battery.serial: battery for battery in batteries}
 
 
 def relocate(

@@ -558,8 +558,12 @@ def _follow_station(
         return []
     flagged: list[str] = []
     note = f"OCPP swap {request_id} at {station.code}"
-    out_battery = custody.lock_battery(session, installed[0]) if installed else None
-    in_battery = custody.lock_battery(session, removed[0])
+    # Both in one statement, in serial order: the swap's rules may not have locked them (a
+    # station not active, an unknown idToken), and one by one, the battery going out first,
+    # they could deadlock with an ingest batch holding the other.
+    locked = custody.lock_batteries(session, [removed[0]] + ([installed[0]] if installed else []))
+    out_battery = locked.get(installed[0]) if installed else None
+    in_battery = locked.get(removed[0])
     in_slot = _slot_id(session, station.id, removed[1])
     if out_battery is not None and (vehicle is None or out_battery.vehicle_id != vehicle.id):
         # Out of its slot first, so that the slot is free if the station reused it.

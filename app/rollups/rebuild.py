@@ -69,7 +69,7 @@ def rebuild_aggregates(
         "LOCK TABLE battery_daily, oem_swap_daily, swap_rollup_queue IN SHARE ROW EXCLUSIVE MODE"
     )
     # What is queued goes in first; the rebuilt days are then recomputed from swap_events.
-    roll_up_swaps(conn, wait=True)
+    roll_up_swaps(conn, wait=True, tables_locked=True)
     # The monthly roll-up's triggers would only add the rebuilt days on top of what the deleted
     # days had put there, for recompute_months to replace: wasted work over millions of rows.
     # (Before migration e7a1c4d2f9b6 they also kept a plan made for their first, small firing,

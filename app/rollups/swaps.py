@@ -61,11 +61,14 @@ QUEUED_SWAPS = (
 ROLLUP_LOCK_KEY = 0x5F_A9_12
 
 
-def roll_up_swaps(conn: Connection, *, wait: bool = False) -> int:
+def roll_up_swaps(conn: Connection, *, wait: bool = False, tables_locked: bool = False) -> int:
     """Adds the queued swaps to oem_swap_daily and battery_daily (and, by its triggers,
     battery_monthly) and takes them off the queue, in the caller's transaction, so that a
     reader sees each swap either queued or added, never both. Returns the swaps added; 0
-    without waiting when another roll-up holds the lock, unless `wait`."""
+    without waiting when another roll-up holds the lock, unless `wait`. `tables_locked`: the
+    caller holds battery_daily and swap_rollup_queue locked against every other writer (a
+    rebuild), so no battery row locks are taken (an ingest batch or a swap holding one would
+    wait for those tables while this waited for it)."""
     if wait:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": ROLLUP_LOCK_KEY})
     elif not conn.exec_driver_sql(
@@ -80,7 +83,17 @@ def roll_up_swaps(conn: Connection, *, wait: bool = False) -> int:
     conn.exec_driver_sql(
         OEM_SWAPS_UPSERT.format(rows=OEM_SWAP_ROWS.format(swaps=TAKEN_SWAPS)), params
     )
-    # In key order, as the ingest writes battery_daily, so that the two cannot deadlock.
     battery_rows = BATTERY_SWAPS.format(swaps=TAKEN_SWAPS, serials_swaps="true")
+    # The batteries first, in serial order, as the ingest locks a batch's (app/ingest/writer.py
+    # lock_batteries): FOR SHARE waits for a batch holding one of them to commit, and a batch
+    # waits for this. Key order alone did not do: a batch writes battery_daily one statement
+    # per record kind, each in key order but not all of them together, so a batch holding a
+    # later row and wanting an earlier one formed a cycle with a roll-up holding the earlier.
+    if not tables_locked:
+        conn.exec_driver_sql(
+            f"SELECT 1 FROM batteries WHERE serial IN (SELECT serial FROM ({battery_rows}) s)"
+            " ORDER BY serial FOR SHARE",
+            params,
+        )
     conn.exec_driver_sql(upsert_statement(SWAP_COLUMNS, battery_rows + " ORDER BY 1, 2"), params)
     return len(ids)

@@ -15,16 +15,28 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.service import authenticate
+from app.batteries import custody
+from app.batteries import service as battery_service
+from app.batteries.schemas import WarehousePlace
 from app.core.config import get_settings
 from app.core.db import SessionStatements, get_engine, get_session_factory
 from app.main import create_app
-from app.models import Battery, LocationKind, SwapEvent, SwapOutcome, Vehicle, VehicleModel
+from app.models import (
+    Battery,
+    CustodyCause,
+    LocationKind,
+    SwapEvent,
+    SwapOutcome,
+    Vehicle,
+    VehicleModel,
+)
 from app.swaps import service
 from app.swaps.schemas import SwapCreate, SwapRead
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import running_api
 from tests.fixtures.committed import truncate_all
 from tests.fixtures.factories import auth, make_battery, make_vehicle
+from tests.fixtures.lock_steps import Step, backend_pid, someone_waits_for, wait_until
 from tests.fixtures.swap_world import SwapWorld, build_swap_world
 
 
@@ -386,3 +398,63 @@ def test_two_station_swaps_naming_one_empty_slot_take_it_one_after_the_other(
         )
     assert None not in places.values()
     assert len(set(places.values())) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "swap_ends"),
+    [
+        ("move_out", (SwapOutcome.rejected, "BatteryMismatch")),
+        ("quarantine", (SwapOutcome.completed, None)),
+    ],
+)
+def test_a_swap_and_a_custody_change_of_the_battery_in_its_vehicle_do_not_deadlock(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]],
+    engine: Engine,
+    change: str,
+    swap_ends: tuple[SwapOutcome, str | None],
+) -> None:
+    """A battery move or lifecycle change locks the battery, then writes its custody_events row,
+    whose vehicle reference takes a key-share lock on the vehicle the battery is in. A swap
+    locks that vehicle first, then the battery it removes: with the vehicle locked FOR UPDATE,
+    which conflicts with a key-share lock, the two formed a cycle."""
+    world, _ = committed_world
+    removed = world.depleted.serial
+    with Session(engine) as admin, Session(engine) as swapping:
+        admin_principal = authenticate(admin, world.admin_key)
+        principal = authenticate(swapping, world.operator_key)
+        admin.commit()
+        swapping.commit()
+        # The change's first statement: it holds the battery ...
+        custody.lock_battery(admin, removed)
+
+        def swap() -> tuple[SwapOutcome, str | None]:
+            request = SwapCreate(
+                station_code=world.station.code,
+                vin=world.vehicle.vin,
+                removed_battery_serial=removed,
+            )
+            try:
+                result = asyncio.run(
+                    service.record_swap(SessionStatements(swapping), principal, request)
+                )
+            except Exception:
+                swapping.rollback()
+                raise
+            swapping.commit()
+            return result.outcome, result.reason_code
+
+        # ... the swap holds the vehicle and waits for the battery ...
+        swapped = Step(swap)
+        wait_until(lambda: someone_waits_for(engine, backend_pid(admin)))
+        # ... and the change goes on to record itself, which needs the vehicle's key.
+        admin.execute(text("SET LOCAL lock_timeout = '5s'"))
+        if change == "move_out":
+            battery_service.move_battery(
+                admin, admin_principal, removed, WarehousePlace(kind="warehouse", note="repair")
+            )
+        else:
+            battery_service.change_battery_state(
+                admin, admin_principal, removed, cause=CustodyCause.quarantine, note="smells"
+            )
+        admin.commit()
+        assert swapped.result() == swap_ends
