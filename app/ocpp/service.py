@@ -531,9 +531,12 @@ def _follow_station(
     slot, the battery that went out is in the vehicle. Nothing moves where the records
     already agree (the swap service moved it); a battery the records put where another one now
     is goes in transit, flagged."""
-    # Both batteries locked in serial order, the order of the swap function and the ingest
-    # (migration b7e2c9d4a1f3), and where the records hold them: usually where the station
-    # says, the swap service having moved them, and then nothing more is loaded or moved.
+    # Both batteries locked in one statement, in serial order, the order of the swap function
+    # and the ingest (migration b7e2c9d4a1f3): the swap's rules may not have locked them (a
+    # station not active, an unknown idToken), and one by one, the battery going out first,
+    # they could deadlock with an ingest batch holding the other. With them, where the records
+    # hold them: usually where the station says, the swap service having moved them, and then
+    # nothing more is loaded or moved.
     serials = [removed[0]] if installed is None else [removed[0], installed[0]]
     in_slot_id = (
         select(Slot.id)
@@ -558,10 +561,8 @@ def _follow_station(
         return []
     flagged: list[str] = []
     note = f"OCPP swap {request_id} at {station.code}"
-    # Both in one statement, in serial order: the swap's rules may not have locked them (a
-    # station not active, an unknown idToken), and one by one, the battery going out first,
-    # they could deadlock with an ingest batch holding the other.
-    locked = custody.lock_batteries(session, [removed[0]] + ([installed[0]] if installed else []))
+    # As entities to move (their locks are held since the statement above).
+    locked = custody.lock_batteries(session, serials)
     out_battery = locked.get(installed[0]) if installed else None
     in_battery = locked.get(removed[0])
     in_slot = _slot_id(session, station.id, removed[1])

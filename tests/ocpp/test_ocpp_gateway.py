@@ -333,6 +333,50 @@ def test_the_station_putting_a_battery_in_a_slot_the_records_hold_occupied_is_fl
     assert client.get(f"/v1/batteries/{stray.serial}").json()["location"]["kind"] == "in_transit"
 
 
+def test_the_station_handing_a_battery_to_a_vehicle_the_records_hold_another_in_is_flagged(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        # A battery the records hold in slot 5, which the station says came out of the vehicle
+        # into slot 5: where it came in, the records already agree; where it went out not.
+        station = session.merge(w.world.station)
+        stray = make_battery(
+            session, w.world.pack, w.world.owner, oem=w.world.oem, slot=slot_of(session, station, 5)
+        )
+    charged = w.world.charged[0].serial
+    events = [
+        call.BatterySwap(
+            battery_data=[battery(5, stray.serial, 14.0, 93.0)],
+            event_type="BatteryIn",
+            id_token=id_token(w.token),
+            request_id=7006,
+        ),
+        call.BatterySwap(
+            battery_data=[battery(1, charged, 95.0, 97.0)],
+            event_type="BatteryOut",
+            id_token=id_token(w.token),
+            request_id=7006,
+        ),
+    ]
+    run_swap(api, w, events)
+
+    client = http(api, w.world.operator_key)
+    (swap,) = client.get("/v1/swaps", params={"station_code": w.code}).json()["items"]
+    assert (swap["outcome"], swap["reason_code"]) == ("rejected", "BatteryMismatch")
+    flags = client.get("/v1/custody-exceptions", params={"station_code": w.code}).json()["items"]
+    assert sorted(f["reason_code"] for f in flags) == ["BatteryMismatch", "VehicleOccupied"]
+    # Custody as the station reports it; the battery the records held in the vehicle is in
+    # transit, named by its exception.
+    assert client.get(f"/v1/batteries/{charged}").json()["location"]["vin"] == w.world.vehicle.vin
+    came_in = client.get(f"/v1/batteries/{stray.serial}").json()["location"]
+    assert (came_in["kind"], came_in["slot_number"]) == ("slot", 5)
+    (occupied,) = [f for f in flags if f["reason_code"] == "VehicleOccupied"]
+    assert occupied["battery_serial"] == w.world.depleted.serial
+    depleted = client.get(f"/v1/batteries/{w.world.depleted.serial}").json()["location"]
+    assert depleted["kind"] == "in_transit"
+
+
 # ---- refusals ----------------------------------------------------------------------------------
 
 
