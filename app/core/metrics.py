@@ -38,6 +38,12 @@ OCPP_CALLERRORS = Counter(
     "CALLERRORs the gateway answered, by OCPP error code",
     ["code"],
 )
+OCPP_EVENTS = Counter(
+    "swapfleet_ocpp_events_total",
+    "NotifyEvent entries by what they changed: availability (a slot's AvailabilityState), "
+    "problem (a slot's Problem raised or cleared), ignored (not about a known slot's state)",
+    ["kind"],
+)
 OCPP_SWAP_SECONDS = Histogram(
     "swapfleet_ocpp_swap_seconds",
     "From receiving BatterySwap BatteryIn to the stored swap after BatteryOut",

@@ -67,5 +67,11 @@ class Slot(Base):
     # Available, Occupied, Reserved, Unavailable, Faulted); null when it never did.
     connector_status: Mapped[str | None] = mapped_column(String(16))
     connector_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An open problem the station reported over OCPP (NotifyEvent's Problem variable of a
+    # component on this EVSE): its techCode (else the component's name) and techInfo; null
+    # when none or cleared. fault_at: when the latest report, raised or cleared, was made.
+    fault_code: Mapped[str | None] = mapped_column(String(50))
+    fault_info: Mapped[str | None] = mapped_column(String(500))
+    fault_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     station: Mapped[Station] = relationship(back_populates="slots", lazy="raise")

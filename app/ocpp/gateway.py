@@ -45,6 +45,7 @@ from app.core.db import get_session_factory
 from app.core.metrics import (
     OCPP_CALLERRORS,
     OCPP_CONNECTED,
+    OCPP_EVENTS,
     OCPP_MESSAGES,
     OCPP_REFUSED,
     OCPP_SWAP_SECONDS,
@@ -534,6 +535,60 @@ async def status_notification(conn: StationConnection, call: Call) -> dict[str, 
     return {}
 
 
+# The values of the standard AvailabilityState variable, StatusNotification's connectorStatus.
+AVAILABILITY_STATES = frozenset({"Available", "Occupied", "Reserved", "Unavailable", "Faulted"})
+
+
+async def notify_event(conn: StationConnection, call: Call) -> dict[str, Any]:
+    """A slot's state from the standard variables of components on its EVSE: AvailabilityState
+    as StatusNotification's connectorStatus, Problem as the slot's open fault. Other events
+    (station-level components, monitoring of other variables) are acknowledged and counted,
+    not stored: a NotifyEvent cannot be refused, and one CALLERROR would lose its other
+    entries."""
+    availability: list[tuple[int, str, datetime]] = []
+    problems: list[service.SlotProblem] = []
+    ignored = 0
+    for entry in call.payload["eventData"]:
+        evse = entry["component"].get("evse")
+        variable = entry["variable"]["name"]
+        value = entry["actualValue"]
+        if evse is None:
+            ignored += 1
+        elif variable == "AvailabilityState" and value in AVAILABILITY_STATES:
+            at = _timestamp(CallPayload(call.message_id, entry), "timestamp")
+            availability.append((int(evse["id"]), value, at))
+        elif variable == "Problem":
+            at = _timestamp(CallPayload(call.message_id, entry), "timestamp")
+            raised = value.strip().lower() == "true" and not entry.get("cleared", False)
+            code = entry.get("techCode") or entry["component"]["name"]
+            problems.append(
+                service.SlotProblem(
+                    int(evse["id"]), code if raised else None, entry.get("techInfo"), at
+                )
+            )
+        else:
+            ignored += 1
+
+    def apply(session: Session) -> int:
+        station_id = conn.station.id
+        unknown = 0
+        for evse_id, status, at in availability:
+            unknown += not service.set_connector_status(session, station_id, evse_id, status, at)
+        for problem in problems:
+            unknown += not service.report_problem(session, station_id, problem)
+        return unknown
+
+    unknown = await in_unit_of_work(apply) if availability or problems else 0
+    OCPP_EVENTS.labels("availability").inc(len(availability))
+    OCPP_EVENTS.labels("problem").inc(len(problems))
+    OCPP_EVENTS.labels("ignored").inc(ignored + unknown)
+    if unknown:
+        logger.warning(
+            "event=ocpp_event_unknown_slot station=%s entries=%s", conn.station.code, unknown
+        )
+    return {}
+
+
 async def authorize(conn: StationConnection, call: Call) -> dict[str, Any]:
     token = call.payload["idToken"]["idToken"]
     vehicle = await in_unit_of_work(service.vehicle_for_token, token)
@@ -676,6 +731,7 @@ HANDLERS: dict[str, Handler] = {
     "BootNotification": boot_notification,
     "Heartbeat": heartbeat,
     "StatusNotification": status_notification,
+    "NotifyEvent": notify_event,
     "Authorize": authorize,
     "BatterySwap": battery_swap,
 }

@@ -179,6 +179,31 @@ def set_connector_status(
     return True
 
 
+@dataclass(frozen=True)
+class SlotProblem:
+    """A NotifyEvent report of the `Problem` variable of a component on a slot's EVSE."""
+
+    evse_id: int
+    code: str | None  # None: cleared
+    info: str | None
+    at: datetime
+
+
+def report_problem(session: Session, station_id: int, problem: SlotProblem) -> bool:
+    """The slot's open problem, raised or cleared; a report older than the one stored changes
+    nothing. False when the station has no slot with that number."""
+    slot = session.scalar(
+        select(Slot).where(Slot.station_id == station_id, Slot.number == problem.evse_id)
+    )
+    if slot is None:
+        return False
+    if slot.fault_at is None or slot.fault_at <= problem.at:
+        slot.fault_code = problem.code
+        slot.fault_info = problem.info if problem.code is not None else None
+        slot.fault_at = problem.at
+    return True
+
+
 # ---- idTokens ----------------------------------------------------------------------------------
 
 

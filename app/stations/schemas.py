@@ -101,6 +101,12 @@ class StationRead(BaseModel):
     updated_at: datetime
 
 
+class SlotFault(BaseModel):
+    code: str
+    info: str | None
+    reported_at: datetime
+
+
 class SlotRead(BaseModel):
     number: int
     enabled: bool
@@ -115,6 +121,8 @@ class SlotRead(BaseModel):
     # Reserved, Unavailable or Faulted; null for a station that never did.
     connector_status: str | None
     connector_status_at: datetime | None
+    # An open problem the station reported over OCPP (NotifyEvent); null when none.
+    fault: SlotFault | None
 
 
 class SlotsAdd(RequestModel):

@@ -28,6 +28,7 @@ from app.stations.exceptions import (
 )
 from app.stations.schemas import (
     MAX_SLOTS,
+    SlotFault,
     SlotRead,
     StationCreate,
     StationRead,
@@ -74,6 +75,11 @@ def _slot_read(row: AnyRow, principal: Principal) -> SlotRead:
         soh_pct=None if hide else soh_pct,
         connector_status=slot.connector_status,
         connector_status_at=slot.connector_status_at,
+        fault=(
+            SlotFault(code=slot.fault_code, info=slot.fault_info, reported_at=slot.fault_at)
+            if slot.fault_code is not None and slot.fault_at is not None
+            else None
+        ),
     )
 
 
@@ -198,6 +204,7 @@ def add_slots(session: Session, principal: Principal, code: str, count: int) -> 
             soh_pct=None,
             connector_status=None,
             connector_status_at=None,
+            fault=None,
         )
         for n in numbers
     ]

@@ -155,6 +155,86 @@ def test_boot_and_heartbeat_set_the_station_online_and_status_notification_the_s
     assert client.get(f"/v1/stations/{w.code}").json()["online"] is False
 
 
+def slot_event(
+    event_id: int,
+    at: datetime,
+    variable: str,
+    value: str,
+    evse_id: int | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One NotifyEvent entry about a component on a slot's EVSE (none: the station's)."""
+    component: dict[str, Any] = {"name": "ConnectorPlugRetentionLock"}
+    if evse_id is not None:
+        component["evse"] = {"id": evse_id}
+    return {
+        "event_id": event_id,
+        "timestamp": at.isoformat(),
+        "trigger": "Delta",
+        "actual_value": value,
+        "event_notification_type": "HardWiredNotification",
+        "component": component,
+        "variable": {"name": variable},
+        **extra,
+    }
+
+
+def test_notify_event_sets_a_slots_availability_and_its_open_problem_until_cleared(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    client = http(api, w.world.operator_key)
+    t0 = clock.now().replace(microsecond=0)
+
+    def slot(number: int) -> dict[str, Any]:
+        slots = client.get(f"/v1/stations/{w.code}/slots").json()["items"]
+        return next(s for s in slots if s["number"] == number)
+
+    async def run() -> None:
+        async with connected_station(api.base_url, w.code, w.password) as station:
+
+            async def notify(seq_no: int, *entries: dict[str, Any]) -> None:
+                event = call.NotifyEvent(
+                    generated_at=clock.now().isoformat(), seq_no=seq_no, event_data=list(entries)
+                )
+                assert await station.call(event) is not None
+
+            await station.call(boot())
+            await notify(
+                0,
+                slot_event(
+                    1, t0, "Problem", "true", 3, tech_code="LOCK-E17", tech_info="motor stalled"
+                ),
+                slot_event(2, t0, "AvailabilityState", "Faulted", 3),
+                # Not about a slot's state, or about no slot of this station: acknowledged only.
+                slot_event(3, t0, "Problem", "true", None, tech_code="FAN-1"),
+                slot_event(4, t0, "Problem", "true", 99),
+                slot_event(5, t0, "Temperature", "41.5", 2),
+            )
+            raised = slot(3)
+            assert raised["connector_status"] == "Faulted"
+            assert raised["fault"]["code"] == "LOCK-E17"
+            assert raised["fault"]["info"] == "motor stalled"
+            assert datetime.fromisoformat(raised["fault"]["reported_at"]) == t0
+            assert slot(2)["fault"] is None
+            # A clearing generated before the problem was raised (delivered late) changes
+            # nothing; one generated after it clears the problem.
+            earlier = t0 - timedelta(minutes=5)
+            await notify(1, slot_event(6, earlier, "Problem", "false", 3, cleared=True))
+            assert slot(3)["fault"]["code"] == "LOCK-E17"
+            later = t0 + timedelta(seconds=1)
+            await notify(
+                2,
+                slot_event(7, later, "Problem", "false", 3, cleared=True),
+                slot_event(8, later, "AvailabilityState", "Available", 3),
+            )
+            cleared = slot(3)
+            assert cleared["fault"] is None
+            assert cleared["connector_status"] == "Available"
+
+    asyncio.run(run())
+
+
 def test_authorize_accepts_a_mapped_token_whatever_its_case_and_not_an_unknown_one(
     engine: Engine, api: ApiServer
 ) -> None:

@@ -457,6 +457,7 @@ def test_operator_disables_and_reenables_a_slot(
         "soh_pct": None,
         "connector_status": None,
         "connector_status_at": None,
+        "fault": None,
     }
     slots = client.get(f"/v1/stations/{station.code}/slots", headers=operator_key).json()
     assert [s["enabled"] for s in slots["items"]] == [True, False]
