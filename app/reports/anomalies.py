@@ -155,7 +155,7 @@ def _usage_line(sums: Sums) -> tuple[float, float] | None:
     """The line of fade against usage over these sums, when its slope clears zero."""
     n, sx, sy, _, _, _ = sums
     fit = line_fit(*sums)
-    if fit is None or not fit.slope_se < math.inf:
+    if fit is None:
         return None
     t = t_quantile(0.5 + USAGE_SLOPE_CONFIDENCE / 2.0, n - 2)
     if abs(fit.slope) <= t * fit.slope_se:
