@@ -7,16 +7,23 @@ Fading is judged from capacity and SoH together (issue 14): the window's capacit
 the cohort at the same usage, and the battery's whole life, SoH lost for its age, which needs
 no capacity record at all. A battery below the SoH floor is always reported."""
 
+import bisect
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TypeVar
 
 from app.core.config import get_settings
-from app.reports.figures import FadeRate, fade_per_year_rate, least_squares_slope
+from app.reports.figures import (
+    FadeRate,
+    fade_per_year_rate,
+    least_squares_slope,
+    line_fit,
+    t_quantile,
+)
 from app.reports.rows import CohortInputs
 from app.reports.schemas import Anomaly
 from app.rollups.rules import FIT_EPOCH
@@ -116,26 +123,87 @@ def usage_cycles_per_day(row: CohortInputs) -> float | None:
     return (end - start) / span_days if span_days >= 1.0 else None
 
 
+# n, sum x, sum y, sum x^2, sum xy, sum y^2
+Sums = tuple[int, float, float, float, float, float]
+# A cohort's fade depends on usage only if its own data show it: the slope of the line must
+# clear zero at this two-sided confidence (issue 15).
+USAGE_SLOPE_CONFIDENCE = 0.95
+
+
+def _sums(points: Iterable[tuple[float, float]]) -> Sums:
+    n, sx, sy, sxx, sxy, syy = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for x, y in points:
+        n, sx, sy, sxx, sxy, syy = n + 1, sx + x, sy + y, sxx + x * x, sxy + x * y, syy + y * y
+    return n, sx, sy, sxx, sxy, syy
+
+
+def _without(sums: Sums, point: tuple[float, float]) -> Sums:
+    n, sx, sy, sxx, sxy, syy = sums
+    x, y = point
+    return n - 1, sx - x, sy - y, sxx - x * x, sxy - x * y, syy - y * y
+
+
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
-    n = len(points)
-    sx = sum(x for x, _ in points)
-    sy = sum(y for _, y in points)
-    sxx = sum(x * x for x, _ in points)
-    sxy = sum(x * y for x, y in points)
+    n, sx, sy, sxx, sxy, _ = _sums(points)
     b = least_squares_slope(n, sx, sy, sxx, sxy)
     if b is None:
         return None
     return (sy - b * sx) / n, b
 
 
+def _usage_line(sums: Sums) -> tuple[float, float] | None:
+    """The line of fade against usage over these sums, when its slope clears zero."""
+    n, sx, sy, _, _, _ = sums
+    fit = line_fit(*sums)
+    if fit is None:
+        return None
+    t = t_quantile(0.5 + USAGE_SLOPE_CONFIDENCE / 2.0, n - 2)
+    if abs(fit.slope) <= t * fit.slope_se:
+        return None
+    return (sy - fit.slope * sx) / n, fit.slope
+
+
+def _median_without(ordered: Sequence[float], value: float | None) -> float | None:
+    """The median of `ordered` (sorted) without one occurrence of `value` (None: none)."""
+    if value is None:
+        return statistics.median(ordered) if ordered else None
+    i = bisect.bisect_left(ordered, value)
+    m = len(ordered) - 1
+    if m == 0:
+        return None
+
+    def at(k: int) -> float:
+        return ordered[k] if k < i else ordered[k + 1]
+
+    return at(m // 2) if m % 2 else (at(m // 2 - 1) + at(m // 2)) / 2.0
+
+
+def _inliers(points: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """The points within 3 robust deviations of the least-squares line over all of them."""
+    line = _line(list(points.values())) if len(points) >= 3 else None
+    if line is None:
+        return points
+    residuals = {s: y - (line[0] + line[1] * x) for s, (x, y) in points.items()}
+    mad = statistics.median(abs(r) for r in residuals.values())
+    inliers = {s: points[s] for s, r in residuals.items() if abs(r) <= 3.0 * 1.4826 * mad}
+    return inliers if mad > 0 and len(inliers) >= 3 else points
+
+
 def expected_fade_per_year(points: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """serial -> the fade a year the cohort shows at that battery's usage.
+    """serial -> the fade a year the rest of the cohort shows at that battery's usage.
 
     Capacity fades with time (calendar ageing) and with use (cycling), so a battery that
-    cycles little fades more per cycle and less per year than a busy one. A straight line of
-    fade a year against cycles a day, fitted over the cohort once, refitted without the
-    points more than 3 robust deviations off it, gives each battery its expected fade; a
-    battery fading several times that is fading fast for its use, whatever its use.
+    cycles little fades more per cycle and less per year than a busy one. The cohort, without
+    the points more than 3 robust deviations off its least-squares line of fade a year against
+    cycles a day, gives each battery its expected fade; a battery fading several times that is
+    fading fast for its use, whatever its use.
+
+    Issue 15: each battery is judged against the rest of the cohort, never against a fit that
+    includes itself (leave one out), and the rest's line only where its slope clears zero
+    (USAGE_SLOPE_CONFIDENCE); otherwise the rest's median. A line of 4 or 5 packs over a
+    narrow range of usage has a slope of noise: with a fast-fading pack and an imbalanced one
+    among them, it made the fast one read 1.5 x "expected", against 2.4 x its healthy
+    siblings' median.
 
     The line is never read beyond the usage the rest of the cohort covers: a battery at the
     edge gets the line's value at the nearest usage another battery has (a line extrapolated
@@ -144,25 +212,23 @@ def expected_fade_per_year(points: dict[str, tuple[float, float]]) -> dict[str, 
     if not points:
         return {}
     median_fade = statistics.median(y for _, y in points.values())
-    line = _line(list(points.values())) if len(points) >= 3 else None
-    kept = dict(points)
-    if line is not None:
-        residuals = {s: y - (line[0] + line[1] * x) for s, (x, y) in points.items()}
-        mad = statistics.median(abs(r) for r in residuals.values())
-        inliers = {s: points[s] for s, r in residuals.items() if abs(r) <= 3.0 * 1.4826 * mad}
-        if mad > 0 and len(inliers) >= 3:
-            line = _line(list(inliers.values())) or line
-            kept = inliers
+    kept = _inliers(points)
+    sums = _sums(kept.values())
+    ordered = sorted(y for _, y in kept.values())
     usages = sorted((x, s) for s, (x, _) in kept.items())
     out: dict[str, float] = {}
     for serial, (x, _) in points.items():
+        own = kept.get(serial)
+        rest = sums if own is None else _without(sums, own)
+        line = _usage_line(rest)
         # The range of the other batteries' usage: without this battery's own end of it.
-        others = [u for u in (usages[:2] + usages[-2:]) if u[1] != serial]
-        if line is None or len(usages) < 2 or not others:
-            expected = median_fade
-        else:
-            lo, hi = min(others)[0], max(others)[0]
+        ends = [u for u in (usages[:2] + usages[-2:]) if u[1] != serial]
+        if line is not None and ends:
+            lo, hi = min(ends)[0], max(ends)[0]
             expected = line[0] + line[1] * min(max(x, lo), hi)
+        else:
+            median_rest = _median_without(ordered, None if own is None else own[1])
+            expected = median_fade if median_rest is None else median_rest
         # A line can dip toward zero at the edge of the cohort's usage: never divide by that.
         out[serial] = max(expected, 0.25 * median_fade)
     return out

@@ -173,3 +173,21 @@ def test_a_slow_fading_pack_at_the_edge_of_the_cohorts_usage_is_not_flagged() ->
     ]  # fmt: skip
     edge = battery("edge", fade_pct_per_year=1.6, cycles_a_day=0.05, noise_pct=0.05)
     assert flagged([*steep, edge]) == set()
+
+
+def test_a_fast_fader_in_a_small_cohort_is_judged_against_the_rest_of_it() -> None:
+    """Issue 15 (the mixed scenario's HT141 cohort): 5 packs over a narrow range of usage,
+    3 healthy, one fading 2.4 x them, one (imbalanced there) 2.9 x. A least-squares line of
+    fade against usage fitted on all 5 passed between the two and read 1.5 x at the fast
+    one's usage: it was not flagged."""
+    shape = {"records": 300, "span_days": 200.0}
+    healthy = [
+        battery("h1", fade_pct_per_year=2.5, cycles_a_day=1.60, **shape),
+        battery("h2", fade_pct_per_year=3.0, cycles_a_day=1.19, **shape),
+        battery("h3", fade_pct_per_year=2.95, cycles_a_day=1.65, **shape),
+    ]
+    faster = battery("faster", fade_pct_per_year=8.6, cycles_a_day=1.61, **shape)
+    fast = battery("fast", fade_pct_per_year=7.0, cycles_a_day=1.34, **shape)
+    found = flagged([*healthy, faster, fast])
+    assert ("fast", FAST_FADE) in found
+    assert {serial for serial, _ in found} == {"fast", "faster"}
