@@ -83,7 +83,7 @@ CHECKS = (
         FAST_FADE,
         0.1,
         FAST_FADE_RATIO,
-        "capacity fades {value:.1f} x the cohort's rate at the same usage",
+        "capacity fades {value:.1f} x the rest of its cohort's rate at the same usage",
         limit=SMALL_COHORT_FADE_RATIO,
     ),
     Check(
