@@ -265,19 +265,6 @@ def test_concurrent_swaps_through_a_server_with_two_workers_never_share_a_batter
     assert completed == 4
 
 
-def _someone_waits_for(engine: Engine, pid: int) -> bool:
-    """Whether a backend waits for a lock the backend `pid` holds."""
-    with engine.connect() as connection:
-        return bool(
-            connection.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
-                ),
-                {"pid": pid},
-            )
-        )
-
-
 def test_a_swap_naming_its_battery_and_the_ingest_take_battery_locks_in_one_order(
     committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
 ) -> None:
@@ -295,16 +282,15 @@ def test_a_swap_naming_its_battery_and_the_ingest_take_battery_locks_in_one_orde
                 {"prefix": prefix, "id": battery.id},
             )
     installed_serial, removed_serial = "A-" + installed.serial, "Z-" + removed.serial
-    outcome: list[object] = []
     with Session(engine) as ingest, Session(engine) as swapping:
         principal = authenticate(swapping, world.operator_key)
         swapping.commit()
         lock = text("SELECT 1 FROM batteries WHERE serial = :serial FOR NO KEY UPDATE")
         # The batch's statement has taken its first (lowest) serial ...
         ingest.execute(lock, {"serial": installed_serial})
-        ingest_pid = ingest.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        ingest_pid = backend_pid(ingest)
 
-        def swap() -> None:
+        def swap() -> SwapOutcome:
             request = SwapCreate(
                 station_code=world.station.code,
                 vin=world.vehicle.vin,
@@ -316,24 +302,18 @@ def test_a_swap_naming_its_battery_and_the_ingest_take_battery_locks_in_one_orde
                     service.record_swap(SessionStatements(swapping), principal, request)
                 )
                 swapping.commit()
-                outcome.append(result.outcome)
-            except Exception as error:  # the deadlock, on the old lock order
+            except Exception:  # the deadlock, on the old lock order
                 swapping.rollback()
-                outcome.append(error)
+                raise
+            return result.outcome
 
-        thread = threading.Thread(target=swap)
-        thread.start()
-        for _ in range(200):
-            if _someone_waits_for(engine, ingest_pid):
-                break
-            threading.Event().wait(0.02)
-        assert _someone_waits_for(engine, ingest_pid)
+        swapped = Step(swap)
+        wait_until(lambda: someone_waits_for(engine, ingest_pid))
         # ... and now takes the next one, which the swap must not be holding.
         ingest.execute(text("SET LOCAL lock_timeout = '5s'"))
         ingest.execute(lock, {"serial": removed_serial})
         ingest.commit()
-        thread.join(30)
-    assert outcome == [SwapOutcome.completed]
+        assert swapped.result() == SwapOutcome.completed
 
 
 def test_two_station_swaps_naming_one_empty_slot_take_it_one_after_the_other(
@@ -344,7 +324,6 @@ def test_two_station_swaps_naming_one_empty_slot_take_it_one_after_the_other(
     sees the first's battery there and puts its own into the slot its charged one left,
     instead of failing on the unique index of batteries.slot_id."""
     world, drivers = committed_world
-    outcome: list[object] = []
     with Session(engine) as first, Session(engine) as second:
 
         def swap(session: Session, vin: str, serial: str, installed: Battery) -> SwapRead:
@@ -365,26 +344,21 @@ def test_two_station_swaps_naming_one_empty_slot_take_it_one_after_the_other(
 
         held = swap(first, *drivers[0], world.charged[0])
         assert held.removed_to_slot_number == 6
-        first_pid = first.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        first_pid = backend_pid(first)
 
-        def second_swap() -> None:
+        def second_swap() -> SwapRead:
             try:
-                outcome.append(swap(second, *drivers[1], world.charged[1]))
+                result = swap(second, *drivers[1], world.charged[1])
                 second.commit()
-            except Exception as error:
+            except Exception:
                 second.rollback()
-                outcome.append(error)
+                raise
+            return result
 
-        thread = threading.Thread(target=second_swap)
-        thread.start()
-        for _ in range(200):
-            if _someone_waits_for(engine, first_pid):
-                break
-            threading.Event().wait(0.02)
-        assert _someone_waits_for(engine, first_pid)
+        second_step = Step(second_swap)
+        wait_until(lambda: someone_waits_for(engine, first_pid))
         first.commit()
-        thread.join(30)
-    (other,) = outcome
+        other = second_step.result()
     assert isinstance(other, SwapRead), other
     assert other.outcome is SwapOutcome.completed
     assert other.removed_to_slot_number == other.installed_from_slot_number == 2
