@@ -602,6 +602,10 @@ def run_wrk(
         note = f"vehicles exhausted ({data['exhausted']} filler requests): shorten --duration"
     if errors:
         note += f" socket errors {errors}"
+    # Per server process (the supervisor and each worker): whether the load was spread over
+    # the workers, or one of them took most of the connections.
+    per_process = sorted((s1[pid] - s0[pid]) / seconds for pid in s0 if pid in s1)
+    note += " server per process " + " / ".join(f"{c:.2f}" for c in per_process)
     return Phase(
         name,
         answered / seconds,
