@@ -569,18 +569,20 @@ async def notify_event(conn: StationConnection, call: Call) -> dict[str, Any]:
         else:
             ignored += 1
 
-    def apply(session: Session) -> int:
+    def apply(session: Session) -> tuple[int, int]:
+        """How many of each kind were about a slot the station has."""
         station_id = conn.station.id
-        unknown = 0
-        for evse_id, status, at in availability:
-            unknown += not service.set_connector_status(session, station_id, evse_id, status, at)
-        for problem in problems:
-            unknown += not service.report_problem(session, station_id, problem)
-        return unknown
+        slots = sum(
+            service.set_connector_status(session, station_id, evse_id, status, at)
+            for evse_id, status, at in availability
+        )
+        faults = sum(service.report_problem(session, station_id, p) for p in problems)
+        return slots, faults
 
-    unknown = await in_unit_of_work(apply) if availability or problems else 0
-    OCPP_EVENTS.labels("availability").inc(len(availability))
-    OCPP_EVENTS.labels("problem").inc(len(problems))
+    slots, faults = await in_unit_of_work(apply) if availability or problems else (0, 0)
+    unknown = len(availability) - slots + len(problems) - faults
+    OCPP_EVENTS.labels("availability").inc(slots)
+    OCPP_EVENTS.labels("problem").inc(faults)
     OCPP_EVENTS.labels("ignored").inc(ignored + unknown)
     if unknown:
         logger.warning(

@@ -185,6 +185,14 @@ def test_notify_event_sets_a_slots_availability_and_its_open_problem_until_clear
     w = ocpp_world(engine)
     client = http(api, w.world.operator_key)
     t0 = clock.now().replace(microsecond=0)
+    kinds = ("availability", "problem", "ignored")
+
+    def counted() -> dict[str, float]:
+        return {
+            k: metric(api, w.world.admin_key, "swapfleet_ocpp_events_total", kind=k) for k in kinds
+        }
+
+    before = counted()
 
     def slot(number: int) -> dict[str, Any]:
         slots = client.get(f"/v1/stations/{w.code}/slots").json()["items"]
@@ -211,6 +219,12 @@ def test_notify_event_sets_a_slots_availability_and_its_open_problem_until_clear
                 slot_event(4, t0, "Problem", "true", 99),
                 slot_event(5, t0, "Temperature", "41.5", 2),
             )
+            after = counted()
+            assert {k: after[k] - before[k] for k in kinds} == {
+                "availability": 1,
+                "problem": 1,
+                "ignored": 3,
+            }
             raised = slot(3)
             assert raised["connector_status"] == "Faulted"
             assert raised["fault"]["code"] == "LOCK-E17"
