@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -432,3 +433,70 @@ def test_a_swap_and_a_custody_change_of_the_battery_in_its_vehicle_do_not_deadlo
             )
         admin.commit()
         assert swapped.result() == swap_ends
+
+
+def _hold_like_the_ingest(session: Session, batteries: list[Battery]) -> None:
+    """What an ingest batch does while it writes the batteries' readings (app/ingest/writer.py
+    lock_batteries): their rows locked FOR NO KEY UPDATE, in serial order."""
+    session.execute(
+        text(
+            "SELECT 1 FROM batteries WHERE serial = ANY(:serials) ORDER BY serial FOR NO KEY UPDATE"
+        ),
+        {"serials": [b.serial for b in batteries]},
+    )
+
+
+def test_a_swap_waits_for_batteries_an_ingest_batch_holds_for_a_moment(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    """Every charged battery of the station is in the batch being written: the swap is served
+    once the batch commits, not refused (it was: allocation's SKIP LOCKED passed over them)."""
+    world, drivers = committed_world
+    with Session(engine) as ingest, Session(engine) as swapping:
+        principal = authenticate(swapping, world.operator_key)
+        swapping.commit()
+        _hold_like_the_ingest(ingest, world.charged)
+        ingest_pid = backend_pid(ingest)
+
+        def swap() -> SwapRead:
+            vin, serial = drivers[0]
+            request = SwapCreate(
+                station_code=world.station.code, vin=vin, removed_battery_serial=serial
+            )
+            result = asyncio.run(
+                service.record_swap(SessionStatements(swapping), principal, request)
+            )
+            swapping.commit()
+            return result
+
+        swapped = Step(swap)
+        wait_until(lambda: someone_waits_for(engine, ingest_pid) or swapped.done())
+        ingest.commit()
+        result = swapped.result()
+    assert isinstance(result, SwapRead), result
+    assert (result.outcome, result.reason_code) == (SwapOutcome.completed, None)
+    assert result.installed_battery_serial == world.charged[-1].serial  # the highest SoC
+
+
+def test_a_swap_waits_for_a_held_battery_only_briefly(
+    committed_world: tuple[SwapWorld, list[tuple[str, str]]], engine: Engine
+) -> None:
+    """A batch that holds them longer than the allocation's wait (migration e6c2a8f4d1b3,
+    250 ms): the swap is refused as before, in well under PostgreSQL's deadlock_timeout, and
+    nothing waits on it."""
+    world, drivers = committed_world
+    with Session(engine) as ingest, Session(engine) as swapping:
+        principal = authenticate(swapping, world.operator_key)
+        swapping.commit()
+        _hold_like_the_ingest(ingest, world.charged)
+        vin, serial = drivers[0]
+        request = SwapCreate(
+            station_code=world.station.code, vin=vin, removed_battery_serial=serial
+        )
+        started = time.monotonic()
+        result = asyncio.run(service.record_swap(SessionStatements(swapping), principal, request))
+        waited = time.monotonic() - started
+        swapping.commit()
+        ingest.rollback()
+    assert (result.outcome, result.reason_code) == (SwapOutcome.rejected, "NoBatteryAvailable")
+    assert 0.2 <= waited < 1.0, waited
