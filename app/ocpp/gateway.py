@@ -552,13 +552,14 @@ async def notify_event(conn: StationConnection, call: Call) -> dict[str, Any]:
         evse = entry["component"].get("evse")
         variable = entry["variable"]["name"]
         value = entry["actualValue"]
-        if evse is None:
+        is_availability = variable == "AvailabilityState" and value in AVAILABILITY_STATES
+        if evse is None or not (is_availability or variable == "Problem"):
             ignored += 1
-        elif variable == "AvailabilityState" and value in AVAILABILITY_STATES:
-            at = _timestamp(CallPayload(call.message_id, entry), "timestamp")
+            continue
+        at = _timestamp(CallPayload(call.message_id, entry), "timestamp")
+        if is_availability:
             availability.append((int(evse["id"]), value, at))
-        elif variable == "Problem":
-            at = _timestamp(CallPayload(call.message_id, entry), "timestamp")
+        else:
             raised = value.strip().lower() == "true" and not entry.get("cleared", False)
             code = entry.get("techCode") or entry["component"]["name"]
             problems.append(
@@ -566,8 +567,6 @@ async def notify_event(conn: StationConnection, call: Call) -> dict[str, Any]:
                     int(evse["id"]), code if raised else None, entry.get("techInfo"), at
                 )
             )
-        else:
-            ignored += 1
 
     def apply(session: Session) -> tuple[int, int]:
         """How many of each kind were about a slot the station has."""

@@ -170,7 +170,7 @@ def set_connector_status(
     session: Session, station_id: int, evse_id: int, status: str, at: datetime
 ) -> bool:
     """False when the station has no slot with that number (evseId is the slot number)."""
-    slot = session.scalar(select(Slot).where(Slot.station_id == station_id, Slot.number == evse_id))
+    slot = _slot(session, station_id, evse_id)
     if slot is None:
         return False
     if slot.connector_status_at is None or slot.connector_status_at <= at:
@@ -192,9 +192,7 @@ class SlotProblem:
 def report_problem(session: Session, station_id: int, problem: SlotProblem) -> bool:
     """The slot's open problem, raised or cleared; a report older than the one stored changes
     nothing. False when the station has no slot with that number."""
-    slot = session.scalar(
-        select(Slot).where(Slot.station_id == station_id, Slot.number == problem.evse_id)
-    )
+    slot = _slot(session, station_id, problem.evse_id)
     if slot is None:
         return False
     if slot.fault_at is None or slot.fault_at <= problem.at:
@@ -590,7 +588,7 @@ def _follow_station(
     locked = custody.lock_batteries(session, serials)
     out_battery = locked.get(installed[0]) if installed else None
     in_battery = locked.get(removed[0])
-    in_slot = _slot_id(session, station.id, removed[1])
+    in_slot = came_in.in_slot if came_in is not None else None
     if out_battery is not None and (vehicle is None or out_battery.vehicle_id != vehicle.id):
         # Out of its slot first, so that the slot is free if the station reused it.
         custody.relocate(
@@ -665,6 +663,10 @@ def _displace(
             serial=occupant.serial,
         )
     ]
+
+
+def _slot(session: Session, station_id: int, number: int) -> Slot | None:
+    return session.scalar(select(Slot).where(Slot.station_id == station_id, Slot.number == number))
 
 
 def _slot_id(session: Session, station_id: int, number: int) -> int | None:

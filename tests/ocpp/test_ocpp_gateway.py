@@ -21,7 +21,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.core import clock
-from app.models import IdToken, OcppCommand, OcppConnection, OcppSwapRequest
+from app.models import Battery, IdToken, OcppCommand, OcppConnection, OcppSwapRequest
 from app.ocpp import service as ocpp_service
 from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.api_server import ApiServer, running_api
@@ -402,19 +402,24 @@ def test_a_physical_swap_below_the_soh_floor_is_recorded_as_it_happened_and_flag
     assert other_view.json()["items"] == []
 
 
-def test_the_station_putting_a_battery_in_a_slot_the_records_hold_occupied_is_flagged(
-    engine: Engine, api: ApiServer
-) -> None:
-    w = ocpp_world(engine)
+def battery_in_slot(engine: Engine, w: OcppWorld, number: int) -> Battery:
+    """Another battery of the world's pack type, committed in the station's slot `number`."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         station = session.merge(w.world.station)
-        stray = make_battery(
+        return make_battery(
             session,
             w.world.pack,
             w.world.owner,
             oem=w.world.oem,
-            slot=slot_of(session, station, 5),
+            slot=slot_of(session, station, number),
         )
+
+
+def test_the_station_putting_a_battery_in_a_slot_the_records_hold_occupied_is_flagged(
+    engine: Engine, api: ApiServer
+) -> None:
+    w = ocpp_world(engine)
+    stray = battery_in_slot(engine, w, 5)
     charged = w.world.charged[0].serial
     run_swap(api, w, swap_events(w, 7004, battery(1, charged, 95.0, 97.0)))
 
@@ -431,13 +436,9 @@ def test_the_station_handing_a_battery_to_a_vehicle_the_records_hold_another_in_
     engine: Engine, api: ApiServer
 ) -> None:
     w = ocpp_world(engine)
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        # A battery the records hold in slot 5, which the station says came out of the vehicle
-        # into slot 5: where it came in, the records already agree; where it went out not.
-        station = session.merge(w.world.station)
-        stray = make_battery(
-            session, w.world.pack, w.world.owner, oem=w.world.oem, slot=slot_of(session, station, 5)
-        )
+    # A battery the records hold in slot 5, which the station says came out of the vehicle
+    # into slot 5: where it came in, the records already agree; where it went out not.
+    stray = battery_in_slot(engine, w, 5)
     charged = w.world.charged[0].serial
     events = [
         call.BatterySwap(
